@@ -1,0 +1,5 @@
+"""archsearch: network pruning as architecture search."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

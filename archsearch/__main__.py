@@ -1,0 +1,4 @@
+from archsearch.cli.main import main
+import sys
+
+sys.exit(main())
