@@ -1,0 +1,7 @@
+"""The channel graph: trace a model, derive channel groups and removable blocks."""
+
+from __future__ import annotations
+
+from archsearch.graph._graph import Block, ChannelGraph, ChannelGroup, LayerCall, Segment
+
+__all__ = ["Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment"]

@@ -1,0 +1,133 @@
+"""Budgets (`50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams`) and fitting shapes onto them.
+
+FLOPs means multiply-accumulates (MACs) throughout archsearch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from archsearch.cost import Cost
+from archsearch.errors import ArchsearchError
+
+if TYPE_CHECKING:
+    from archsearch.build import BoundSpace
+
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%|[kmgt])?\s*(flops|macs|params)\s*$", re.I)
+_SCALE = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, None: 1.0}
+TOLERANCE = 0.01
+
+
+class BudgetError(ArchsearchError):
+    """A budget that cannot be met in this space."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A cost target: `metric` (macs or params), relative (a fraction of base) or absolute."""
+
+    metric: str
+    value: float
+    relative: bool
+    text: str
+
+    def target(self, base: Cost) -> float:
+        base_value = base.macs if self.metric == "macs" else base.params
+        return self.value * base_value if self.relative else self.value
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_budget(text: str) -> Budget:
+    """Parse `50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams` (case-insensitive)."""
+    match = _BUDGET.match(text or "")
+    if not match:
+        raise ArchsearchError(
+            f"cannot read budget {text!r}: write e.g. 50%FLOPs, 30%params, 120MFLOPs or "
+            "1.5Mparams (FLOPs = multiply-accumulates)")
+    number, unit, metric = float(match[1]), match[2], match[3].lower()
+    metric = "params" if metric == "params" else "macs"
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ArchsearchError(f"budget {text!r} must be a percentage in (0, 100], "
+                                  f"but got {number:g}%")
+        return Budget(metric, number / 100, True, text.strip())
+    value = number * _SCALE[unit.lower() if unit else None]
+    if value <= 0:
+        raise ArchsearchError(f"budget {text!r} must be positive")
+    return Budget(metric, value, False, text.strip())
+
+
+def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
+                  blocks: Mapping[str, bool] | None = None) -> dict[str, int]:
+    """Widths with the relative `shape` (group -> ratio of base, missing = 1) scaled onto
+    the budget: bisection on one multiplier, rounding to the space's divisor, then a greedy
+    fill of the rounding slack. Lands within 1% of the target or raises BudgetError."""
+    blocks = dict(blocks or {})
+    base = bound.graph.base_widths()
+    ratios = {g: float(shape.get(g, 1.0)) for g in base}
+    bad = {g: r for g, r in ratios.items() if not 0 < r <= 1}
+    if bad:
+        raise ArchsearchError(f"shape ratios must be in (0, 1], but got {bad}")
+    target = budget.target(bound.base_cost)
+    metric = 0 if budget.metric == "macs" else 1
+
+    def widths_at(m: float) -> dict[str, int]:
+        return {g: bound.space.round_width(m * ratios[g] * base[g], base[g]) for g in base}
+
+    def cost(widths: Mapping[str, int]) -> float:
+        return bound.costs.cost_vector(bound.costs.widths_vector(widths),
+                                       bound.costs.active(blocks))[metric]
+
+    lo, hi = 0.0, 1.0 / min(ratios.values())
+    if cost(widths_at(lo)) > target * (1 + TOLERANCE):
+        smallest = cost(widths_at(lo))
+        raise BudgetError(f"budget {budget} cannot be met in space {bound.space.name!r}: the "
+                          f"narrowest genome costs {smallest:.4g} {budget.metric} "
+                          f"({smallest / target:.1f}x the target)")
+    if cost(widths_at(hi)) <= target:
+        return _checked(widths_at(hi), cost, target, budget, bound, exact=False)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cost(widths_at(mid)) <= target else (lo, mid)
+    widths = _fill(widths_at(lo), lo, ratios, base, cost, target, bound)
+    return _checked(widths, cost, target, budget, bound, exact=True)
+
+
+def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
+          base: Mapping[str, int], cost, target: float, bound: BoundSpace) -> dict[str, int]:
+    """Spend the rounding slack: grow the most under-rounded groups while under target."""
+    step = bound.space.divisor
+    while cost(widths) < target * (1 - TOLERANCE / 4):
+        order = sorted((widths[g] / (m * ratios[g] * base[g]), g) for g in base
+                       if widths[g] + step <= base[g])
+        for _, g in order:
+            trial = dict(widths, **{g: widths[g] + step})
+            if cost(trial) <= target:
+                widths = trial
+                break
+        else:
+            return widths
+    return widths
+
+
+def _checked(widths: dict[str, int], cost, target: float, budget: Budget,
+             bound: BoundSpace, exact: bool) -> dict[str, int]:
+    got = cost(widths)
+    if budget.relative and budget.value >= 1 and not exact:
+        return widths
+    if abs(got - target) > TOLERANCE * target:
+        raise BudgetError(
+            f"budget {budget} cannot be met within 1% in space {bound.space.name!r} with "
+            f"divisor {bound.space.divisor}: the closest genome costs {got:.4g} {budget.metric}"
+            f" ({got / target:.3f}x the target)")
+    return widths
+
+
+def uniform_shape(bound: BoundSpace) -> dict[str, float]:
+    return dict.fromkeys(bound.graph.prunable, 1.0)
+

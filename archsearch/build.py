@@ -1,0 +1,126 @@
+"""A space bound to a dataset's shapes: graph, cost model, genome validation, model building."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import torch
+from torch import nn
+
+from archsearch.budget import Budget, fit_to_budget
+from archsearch.cost import Cost, CostModel
+from archsearch.data import DatasetInfo, dataset_info
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.graph import ChannelGraph
+from archsearch.shrink import Keep, shrink
+from archsearch.spaces import Space, load_space
+
+
+@dataclass(frozen=True)
+class BoundSpace:
+    """A search space at one dataset's input shape and class count."""
+
+    space: Space
+    info: DatasetInfo
+
+    def base_model(self) -> nn.Module:
+        return self.space.build(self.info)
+
+    @cached_property
+    def graph(self) -> ChannelGraph:
+        return ChannelGraph(self.base_model(), torch.zeros(1, *self.info.input_shape))
+
+    @cached_property
+    def costs(self) -> CostModel:
+        return CostModel(self.graph)
+
+    @cached_property
+    def base_cost(self) -> Cost:
+        return self.costs.cost({})
+
+    def genome(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
+               provenance: Mapping[str, object] | None = None) -> Genome:
+        """A validated genome of this space with its cost filled in."""
+        genome = Genome(self.space.name, dict(widths), dict(blocks or {}), self.info.name,
+                        dict(provenance or {}))
+        self.validate(genome)
+        return self.with_cost(genome)
+
+    def with_cost(self, genome: Genome) -> Genome:
+        cost = self.costs.cost(genome.widths, genome.blocks)
+        genome.cost = {"macs": cost.macs, "params": cost.params, **cost.ratio(self.base_cost)}
+        return genome
+
+    def base_genome(self) -> Genome:
+        full = self.genome(self.graph.base_widths(), dict.fromkeys(self.graph.blocks, True),
+                           {"method": "base"})
+        return full
+
+    def uniform(self, budget: Budget) -> Genome:
+        """Every group scaled by one ratio onto the budget."""
+        widths = fit_to_budget({}, budget, self)
+        return self.genome(widths, dict.fromkeys(self.graph.blocks, True),
+                           {"method": "uniform", "budget": str(budget)})
+
+    def validate(self, genome: Genome) -> None:
+        """Raise ArchsearchError if the genome does not fit this space."""
+        if genome.space != self.space.name:
+            raise ArchsearchError(f"genome is for space {genome.space!r}, not {self.space.name!r}")
+        groups = self.graph.groups
+        for name, width in genome.widths.items():
+            if name not in groups:
+                raise ArchsearchError(f"genome names unknown group {name!r} in space "
+                                      f"{self.space.name!r}")
+            group = groups[name]
+            if not group.prunable and width != group.size:
+                raise ArchsearchError(f"group {name!r} cannot be pruned (it is tied to the "
+                                      f"input or output), but the genome sets width {width}")
+            if not 1 <= width <= group.size:
+                raise ArchsearchError(f"width of group {name!r} must be in 1..{group.size}, "
+                                      f"but got {width}")
+        unknown = set(genome.blocks) - set(self.graph.blocks)
+        if unknown:
+            raise ArchsearchError(f"genome names unknown block(s) {sorted(unknown)} in space "
+                                  f"{self.space.name!r}")
+
+    def build(self, genome: Genome, keep: Keep | None = None,
+              base: nn.Module | None = None) -> nn.Module:
+        """The genome's model: fresh weights, or `base`'s surviving weights with `keep`."""
+        self.validate(genome)
+        if keep is not None and base is None:
+            raise ArchsearchError("inherited weights (keep=...) need the base model they come from")
+        return shrink(base if base is not None else self.base_model(), genome, keep,
+                      graph=self.graph)
+
+
+@lru_cache(maxsize=32)
+def _bind(space_name: str, dataset: str) -> BoundSpace:
+    return BoundSpace(load_space(space_name), dataset_info(dataset))
+
+
+def bind(space: str | Space, dataset: str | DatasetInfo | None = None) -> BoundSpace:
+    """The space at a dataset's shapes (default: the space's default dataset); cached."""
+    space_obj = space if isinstance(space, Space) else load_space(space)
+    info = space_obj.dataset(dataset)
+    if isinstance(space, Space) and space.path is None:
+        return BoundSpace(space_obj, info)
+    return _bind(space_obj.path or space_obj.name, info.name)
+
+
+def build_model(genome: Genome, info: DatasetInfo | str | None = None, keep: Keep | None = None,
+                base: nn.Module | None = None) -> nn.Module:
+    """The model a genome describes, for `info` (default: the genome's dataset)."""
+    return bind(genome.space, info or genome.dataset).build(genome, keep, base)
+
+
+def base_genome(space: str | Space, info: DatasetInfo | str | None = None) -> Genome:
+    return bind(space, info).base_genome()
+
+
+def genome_cost(genome: Genome, info: DatasetInfo | str | None = None) -> Cost:
+    bound = bind(genome.space, info or genome.dataset)
+    bound.validate(genome)
+    return bound.costs.cost(genome.widths, genome.blocks)

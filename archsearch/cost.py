@@ -1,0 +1,118 @@
+"""Cost of a genome: MACs (what this project calls FLOPs) and parameters.
+
+`thop_cost` profiles a built model with thop (on a deep copy: thop leaves buffers on the
+modules it touches) and is the reference. `CostModel` is the fast path: per-layer formulas
+× group widths, from the channel graph, reproducing thop's counting rules exactly
+(conv: out_hw·k²·cin/g·cout; linear: in·out; BatchNorm: 4·numel (2 without affine);
+avg-pool: out numel; adaptive avg-pool: (kernel+1)·out numel; activations, max-pools: 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from archsearch.graph import ChannelGraph, LayerCall
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int
+    params: int
+
+    def ratio(self, base: Cost) -> dict[str, float]:
+        return {"macs_ratio": self.macs / base.macs, "params_ratio": self.params / base.params}
+
+
+def thop_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
+    """MACs and params of a built model for one input of `input_shape` (C, H, W), by thop."""
+    import thop
+
+    clone = copy.deepcopy(model).cpu().float().eval()
+    example = torch.zeros(1, *input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        macs, params = thop.profile(clone, inputs=(example,), verbose=False)
+    return Cost(int(round(macs)), int(round(params)))
+
+
+class CostModel:
+    """Analytic MACs/params of any genome of one graph: two small mat-vecs per genome.
+
+    Each costed call contributes `q·in·out + a·in + b·out + c` MACs (and likewise params),
+    where `in`/`out` are its input/output widths, linear in the group widths; a call inside
+    a removed block contributes nothing.
+    """
+
+    def __init__(self, graph: ChannelGraph):
+        self.graph = graph
+        self.group_names = list(graph.groups)
+        self.index = {name: i for i, name in enumerate(self.group_names)}
+        self.base_widths = np.array([graph.groups[n].size for n in self.group_names], float)
+        self.block_names = list(graph.blocks)
+        calls = graph.calls
+        n, g, b = len(calls), len(self.group_names), len(self.block_names)
+        self.a_in, self.a_out = np.zeros((n, g)), np.zeros((n, g))
+        self.in_block = np.zeros((n, b), dtype=bool)
+        self.macs_terms, self.param_terms = np.zeros((n, 4)), np.zeros((n, 4))
+        seen: set[str] = set()
+        for i, call in enumerate(calls):
+            for seg in call.inputs:
+                self.a_in[i, self.index[seg.group]] += seg.repeat
+            for seg in call.outputs:
+                self.a_out[i, self.index[seg.group]] += seg.repeat
+            for blk in call.blocks:
+                self.in_block[i, self.block_names.index(blk)] = True
+            self.macs_terms[i], params = _terms(call)
+            if call.module not in seen:  # parameters count once per module, MACs per call
+                self.param_terms[i] = params
+                seen.add(call.module)
+
+    def widths_vector(self, widths: Mapping[str, int]) -> np.ndarray:
+        vec = self.base_widths.copy()
+        for name, width in widths.items():
+            vec[self.index[name]] = width
+        return vec
+
+    def active(self, blocks: Mapping[str, bool]) -> np.ndarray:
+        removed = np.array([not blocks.get(name, True) for name in self.block_names], dtype=bool)
+        if not removed.any():
+            return np.ones(len(self.graph.calls))
+        return (~(self.in_block & removed).any(axis=1)).astype(float)
+
+    def cost_vector(self, w: np.ndarray, active: np.ndarray) -> tuple[float, float]:
+        cin, cout = self.a_in @ w, self.a_out @ w
+        feats = np.stack([cin * cout, cin, cout, np.ones_like(cin)], axis=1)
+        macs = float(active @ (feats * self.macs_terms).sum(axis=1))
+        params = float(active @ (feats * self.param_terms).sum(axis=1))
+        return macs, params
+
+    def cost(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None) -> Cost:
+        macs, params = self.cost_vector(self.widths_vector(widths), self.active(blocks or {}))
+        return Cost(int(round(macs)), int(round(params)))
+
+
+def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
+    """[q, a, b, c] coefficients of (in·out, in, out, 1) for MACs and for params."""
+    s, k = call.spatial, call.kernel
+    bias = 1.0 if call.bias else 0.0
+    if call.kind == "conv" and call.depthwise:
+        return [0, s * k, 0, 0], [0, k + bias, 0, 0]
+    if call.kind == "conv":
+        g = call.groups
+        return [s * k / g, 0, 0, 0], [k / g, 0, bias, 0]
+    if call.kind == "linear":
+        return [1.0, 0, 0, 0], [1.0, 0, bias, 0]
+    if call.kind == "bn":
+        return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, 2.0 if call.affine else 0, 0, 0]
+    if call.kind == "avgpool":
+        return [0, 0, s, 0], [0, 0, 0, 0]
+    if call.kind == "adaptive_avgpool":
+        return [0, 0, s * (k + 1), 0], [0, 0, 0, 0]
+    raise ValueError(f"no cost rule for call kind {call.kind!r}")

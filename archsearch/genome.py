@@ -1,0 +1,108 @@
+"""Genome: the width spec of a pruned architecture, in one versioned JSON format.
+
+```json
+{"format": "archsearch.genome", "version": 1, "space": "resnet56", "dataset": "cifar10",
+ "widths": {"layer1.stream": 12, "layer1.0.conv1": 9, ...},
+ "blocks": {"layer1.0": true, "layer1.1": false, ...},
+ "provenance": {"method": "slimming", "budget": "50%FLOPs", "seed": 0, "source_run": "..."},
+ "cost": {"macs": 62500000, "params": 420000, "macs_ratio": 0.5, "params_ratio": 0.49}}
+```
+`widths` maps channel groups to kept channels (groups left out keep their base width);
+`blocks` maps removable residual blocks to kept (true) or removed (false).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archsearch.errors import ArchsearchError
+from archsearch.io import atomic_write_json
+
+FORMAT = "archsearch.genome"
+VERSION = 1
+_KEYS = {"format", "version", "space", "dataset", "widths", "blocks", "provenance", "cost"}
+
+
+@dataclass
+class Genome:
+    """Widths per channel group and kept residual blocks, with provenance and cost."""
+
+    space: str
+    widths: dict[str, int]
+    blocks: dict[str, bool] = field(default_factory=dict)
+    dataset: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "space": self.space,
+                "dataset": self.dataset, "widths": dict(self.widths),
+                "blocks": dict(self.blocks), "provenance": dict(self.provenance),
+                "cost": dict(self.cost)}
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "genome") -> Genome:
+        if not isinstance(doc, Mapping):
+            raise ArchsearchError(f"{source}: a genome is a JSON object, but got "
+                                  f"{type(doc).__name__}")
+        if doc.get("format") != FORMAT:
+            raise ArchsearchError(f"{source}: not an archsearch genome (format="
+                                  f"{doc.get('format')!r}, expected {FORMAT!r})")
+        if doc.get("version") != VERSION:
+            raise ArchsearchError(f"{source}: unsupported genome version "
+                                  f"{doc.get('version')!r} (this archsearch reads {VERSION})")
+        unknown = set(doc) - _KEYS
+        if unknown:
+            raise ArchsearchError(f"{source}: unknown genome field(s) {sorted(unknown)}")
+        if not isinstance(doc.get("space"), str) or not doc["space"]:
+            raise ArchsearchError(f"{source}: 'space' must be a space name")
+        widths = _typed_map(doc.get("widths"), int, "widths", source)
+        blocks = _typed_map(doc.get("blocks", {}), bool, "blocks", source)
+        for group, width in widths.items():
+            if width < 1:
+                raise ArchsearchError(f"{source}: width of group {group!r} must be >= 1, "
+                                      f"but got {width}")
+        dataset = doc.get("dataset")
+        if dataset is not None and not isinstance(dataset, str):
+            raise ArchsearchError(f"{source}: 'dataset' must be a string or null")
+        return cls(doc["space"], widths, blocks, dataset, dict(doc.get("provenance") or {}),
+                   dict(doc.get("cost") or {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Genome:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ArchsearchError(f"genome file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArchsearchError(f"cannot read genome file {path}: {exc}") from exc
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
+                                  f"column {exc.colno})") from None
+        return cls.from_dict(doc, source=str(path))
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    def removed_blocks(self) -> set[str]:
+        return {name for name, kept in self.blocks.items() if not kept}
+
+
+def _typed_map(value: Any, kind: type, what: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ArchsearchError(f"{source}: '{what}' must be an object mapping names to values")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        ok = isinstance(item, kind) and (kind is bool or not isinstance(item, bool))
+        if not ok:
+            raise ArchsearchError(f"{source}: {what}[{key!r}] must be {kind.__name__}, but got "
+                                  f"{item!r}")
+        out[str(key)] = item
+    return out

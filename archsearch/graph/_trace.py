@@ -1,0 +1,334 @@
+"""Channel propagation over a torch.fx trace.
+
+Every tensor's channel dimension (dim 1) is described as a list of segments, each a
+channel *variable* of the union-find below with a base size and a `repeat` (how many
+features each channel becomes after a flatten). Ops that must see equal channels (adds,
+normalisation, depthwise convs) unite variables; concatenation joins segments; an op we
+do not understand fixes the variables it touches, which keeps the result correct.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from archsearch.errors import GraphError
+
+# (variable, base size, repeat)
+Seg = tuple[int, int, int]
+
+PASSTHROUGH_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
+    nn.Tanh, nn.Mish, nn.ELU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.ZeroPad2d,
+)
+PASSTHROUGH_FUNCTIONS = {
+    F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.dropout,
+    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.sigmoid,
+    torch.relu, torch.sigmoid, torch.tanh, torch.relu_, F.elu, F.mish,
+}
+PASSTHROUGH_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "float",
+                       "to", "type_as", "detach"}
+ELEMENTWISE = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub,
+               torch.add, torch.mul, torch.sub}
+ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_"}
+ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
+FLATTENS = {torch.flatten, "flatten", "view", "reshape"}
+
+
+@dataclass
+class Call:
+    """One call of a leaf module that the cost model and `shrink` need to know about."""
+
+    module: str
+    kind: str  # conv | linear | bn | avgpool | adaptive_avgpool
+    node: str
+    inputs: list[Seg]
+    outputs: list[Seg]
+    spatial: int  # output H*W (1 for 2D outputs)
+    kernel: int  # conv: kh*kw; adaptive pool: input area / output area
+    depthwise: bool = False
+    groups: int = 1
+    bias: bool = False
+    affine: bool = True
+
+
+@dataclass
+class TraceState:
+    parent: list[int] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    fixed: list[bool] = field(default_factory=list)
+    producer: dict[int, list[str]] = field(default_factory=dict)
+    resolution: dict[int, int] = field(default_factory=dict)
+    segs: dict[str, list[Seg] | None] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    first_call: dict[str, Call] = field(default_factory=dict)
+
+    def new(self, size: int, fixed: bool = False) -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.fixed.append(fixed)
+        return len(self.parent) - 1
+
+    def find(self, v: int) -> int:
+        while self.parent[v] != v:
+            self.parent[v] = self.parent[self.parent[v]]
+            v = self.parent[v]
+        return v
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] != self.size[rb]:
+            raise GraphError(f"channel mismatch: {self.size[ra]} vs {self.size[rb]} channels joined")
+        self.parent[rb] = ra
+        self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
+
+    def fix(self, segs: list[Seg] | None) -> None:
+        for v, _, _ in segs or []:
+            r = self.find(v)
+            self.fixed[r] = True
+
+    def unite_segs(self, a: list[Seg], b: list[Seg]) -> bool:
+        if [(s, r) for _, s, r in a] != [(s, r) for _, s, r in b]:
+            return False
+        for (va, _, _), (vb, _, _) in zip(a, b, strict=True):
+            self.union(va, vb)
+        return True
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _width(segs: list[Seg]) -> int:
+    return sum(s * r for _, s, r in segs)
+
+
+class ChannelTracer:
+    """Walks a shape-propagated GraphModule and fills a TraceState."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.st = TraceState()
+
+    def run(self) -> TraceState:
+        for node in self.gm.graph.nodes:
+            self.st.segs[node.name] = self._visit(node)
+        return self.st
+
+    def _tensor_args(self, node: fx.Node) -> list[fx.Node]:
+        flat: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda n: flat.append(n) or n)
+        return [n for n in flat if self.st.segs.get(n.name) is not None]
+
+    def _fresh(self, node: fx.Node, fixed: bool) -> list[Seg] | None:
+        shape = _shape(node)
+        if shape is None or len(shape) < 2:
+            return None
+        v = self.st.new(shape[1], fixed)
+        return [(v, shape[1], 1)]
+
+    def _opaque(self, node: fx.Node) -> list[Seg] | None:
+        """An op we do not model: fix everything it reads, and give it fixed outputs."""
+        for arg in self._tensor_args(node):
+            self.st.fix(self.st.segs[arg.name])
+        return self._fresh(node, fixed=True)
+
+    def _visit(self, node: fx.Node) -> list[Seg] | None:
+        if node.op == "placeholder":
+            return self._fresh(node, fixed=True)
+        if node.op == "output":
+            for arg in self._tensor_args(node):
+                self.st.fix(self.st.segs[arg.name])
+            return None
+        if node.op == "get_attr":
+            return self._fresh(node, fixed=True)
+        if _shape(node) is None:  # sizes, tuples and other non-tensors
+            for arg in self._tensor_args(node):
+                if node.op == "call_method" and node.target in ("size", "dim"):
+                    continue
+                if node.op == "call_function" and node.target is getattr:
+                    continue
+                self.st.fix(self.st.segs[arg.name])
+            return None
+        if node.op == "call_module":
+            return self._visit_module(node, self.modules[node.target])
+        return self._visit_function(node)
+
+    def _in(self, node: fx.Node) -> list[Seg] | None:
+        first = node.args[0] if node.args else None
+        return self.st.segs.get(first.name) if isinstance(first, fx.Node) else None
+
+    def _visit_module(self, node: fx.Node, mod: nn.Module) -> list[Seg] | None:
+        segs = self._in(node)
+        if segs is None:
+            return self._opaque(node)
+        if isinstance(mod, nn.Conv2d):
+            return self._conv(node, mod, segs)
+        if isinstance(mod, nn.Linear):
+            return self._linear(node, mod, segs)
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            self._record(node, "bn", segs, segs, affine=mod.affine)
+            return segs
+        if isinstance(mod, PASSTHROUGH_MODULES):
+            if isinstance(mod, nn.AvgPool2d):
+                self._record(node, "avgpool", segs, segs)
+            elif isinstance(mod, nn.AdaptiveAvgPool2d):
+                self._record(node, "adaptive_avgpool", segs, segs)
+            return segs
+        if isinstance(mod, nn.Flatten) and mod.start_dim == 1:
+            return self._flatten(node, segs)
+        return self._opaque(node)
+
+    def _conv(self, node: fx.Node, mod: nn.Conv2d, segs: list[Seg]) -> list[Seg] | None:
+        if mod.groups == 1:
+            out = self._fresh(node, fixed=False)
+            assert out is not None
+            self.st.producer.setdefault(out[0][0], []).append(node.target)
+            shape = _shape(node)
+            self.st.resolution[out[0][0]] = shape[2] if shape and len(shape) == 4 else 1
+            self._record(node, "conv", segs, out, bias=mod.bias is not None)
+            return out
+        if mod.groups == mod.in_channels == mod.out_channels:
+            self._record(node, "conv", segs, segs, depthwise=True, bias=mod.bias is not None)
+            return segs
+        self.st.fix(segs)
+        out = self._fresh(node, fixed=True)
+        self._record(node, "conv", segs, out or [], groups=mod.groups, bias=mod.bias is not None)
+        return out
+
+    def _linear(self, node: fx.Node, mod: nn.Linear, segs: list[Seg]) -> list[Seg] | None:
+        shape = _shape(node)
+        if shape is None or len(shape) != 2:
+            return self._opaque(node)
+        out = self._fresh(node, fixed=False)
+        assert out is not None
+        self.st.producer.setdefault(out[0][0], []).append(node.target)
+        self.st.resolution[out[0][0]] = 0
+        self._record(node, "linear", segs, out, bias=mod.bias is not None)
+        return out
+
+    def _flatten(self, node: fx.Node, segs: list[Seg]) -> list[Seg] | None:
+        src = node.args[0]
+        in_shape, out_shape = _shape(src), _shape(node)
+        if in_shape is None or out_shape is None or len(out_shape) != 2:
+            return self._opaque(node)
+        if out_shape[0] != in_shape[0] or out_shape[1] != math.prod(in_shape[1:]):
+            return self._opaque(node)
+        factor = math.prod(in_shape[2:])
+        return [(v, s, r * factor) for v, s, r in segs]
+
+    def _visit_function(self, node: fx.Node) -> list[Seg] | None:
+        target = node.target
+        args = self._tensor_args(node)
+        if target in PASSTHROUGH_FUNCTIONS or (node.op == "call_method"
+                                               and target in PASSTHROUGH_METHODS):
+            segs = self._in(node)
+            if segs is not None and _shape(node)[:2] == _shape(node.args[0])[:2]:
+                return segs
+            return self._opaque(node)
+        if target in FLATTENS and self._in(node) is not None:
+            if target in ("view", "reshape") and not self._flat_view(node):
+                return self._opaque(node)
+            return self._flatten(node, self._in(node))
+        if target is torch.cat:
+            return self._cat(node)
+        if target in ELEMENTWISE or (node.op == "call_method" and target in ELEMENTWISE_METHODS):
+            return self._elementwise(node, args)
+        if target in (torch.mean, "mean") and self._spatial_mean(node):
+            return self._in(node)
+        return self._opaque(node)
+
+    def _flat_view(self, node: fx.Node) -> bool:
+        """`x.view(x.size(0), -1)`: the feature size is inferred, never written down."""
+        dims = node.args[1:]
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return len(dims) == 2 and dims[1] == -1
+
+    def _spatial_mean(self, node: fx.Node) -> bool:
+        in_shape, out_shape = _shape(node.args[0]), _shape(node)
+        return bool(in_shape and out_shape and len(in_shape) == 4 and out_shape[:2] == in_shape[:2])
+
+    def _cat(self, node: fx.Node) -> list[Seg] | None:
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        parts = [self.st.segs.get(t.name) if isinstance(t, fx.Node) else None for t in tensors]
+        if dim != 1 or any(p is None for p in parts) or len(_shape(node)) != 4:
+            return self._opaque(node)
+        return [seg for part in parts for seg in part]
+
+    def _elementwise(self, node: fx.Node, args: list[fx.Node]) -> list[Seg] | None:
+        out_shape = _shape(node)
+        full = [a for a in args if _shape(a) is not None and len(_shape(a)) >= 2
+                and _shape(a)[1] == out_shape[1]]
+        if not full:
+            return self._opaque(node)
+        for other in args:  # broadcast operands with one channel do not constrain channels
+            if other in full or (_shape(other) and len(_shape(other)) >= 2
+                                 and _shape(other)[1] == 1):
+                continue
+            return self._opaque(node)
+        segs = self.st.segs[full[0].name]
+        for other in full[1:]:
+            if not self.st.unite_segs(segs, self.st.segs[other.name]):
+                for a in full:
+                    self.st.fix(self.st.segs[a.name])
+                return self._fresh(node, fixed=True)
+        return segs
+
+    def _record(self, node: fx.Node, kind: str, inputs: list[Seg], outputs: list[Seg],
+                **flags: Any) -> None:
+        shape = _shape(node)
+        spatial = math.prod(shape[2:]) if shape and len(shape) > 2 else 1
+        kernel = 1
+        mod = self.modules[node.target]
+        if kind == "conv":
+            kernel = math.prod(mod.kernel_size)
+        elif kind == "adaptive_avgpool":
+            in_shape = _shape(node.args[0])
+            kernel = math.prod(in_shape[2:]) // max(1, spatial)
+        call = Call(node.target, kind, node.name, inputs, outputs, spatial, kernel, **flags)
+        first = self.st.first_call.get(node.target)
+        if first is not None and kind in ("conv", "linear", "bn"):
+            ok = self.st.unite_segs(first.inputs, inputs) and self.st.unite_segs(
+                first.outputs, outputs)
+            if not ok:
+                raise GraphError(f"module {node.target!r} is called on different channel layouts")
+        self.st.first_call.setdefault(node.target, call)
+        self.st.calls.append(call)
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """Symbolic trace plus shape propagation (eval mode, no grad, model state untouched)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for untraceable control flow
+        raise GraphError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else exc}); archsearch needs an "
+            "fx-traceable model (no data-dependent control flow in forward)") from exc
+    was_training = [m.training for m in gm.modules()]
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    except Exception as exc:
+        raise GraphError(f"forward pass of {type(model).__name__} failed on input "
+                         f"{tuple(example.shape)}: {exc}") from exc
+    finally:
+        for m, flag in zip(gm.modules(), was_training, strict=True):
+            m.training = flag
+    return gm

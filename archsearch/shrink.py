@@ -1,0 +1,124 @@
+"""shrink(base, genome, keep): a new, physically narrower module.
+
+The base is traced again (the same trace the channel graph was derived from, so node
+names match); every conv/linear/BatchNorm is replaced by a sliced copy, and removed
+residual blocks are cut out of the graph (the add is replaced by its identity input).
+With `keep` (channel indices per group) the surviving weights are the original ones;
+without it the first k channels are taken and the model is freshly initialised.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import fx, nn
+
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.graph import ChannelGraph, LayerCall, Segment
+from archsearch.models._cifar import init_weights
+
+Keep = Mapping[str, Sequence[int] | torch.Tensor]
+
+
+def channel_indices(graph: ChannelGraph, genome: Genome, keep: Keep | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Surviving channel indices of every group (sorted), checked against the genome."""
+    out: dict[str, torch.Tensor] = {}
+    for name, group in graph.groups.items():
+        width = genome.widths.get(name, group.size) if group.prunable else group.size
+        if keep is not None and name in keep and group.prunable:
+            idx = torch.as_tensor(keep[name], dtype=torch.long).sort().values
+            if len(idx) != width or len(idx.unique()) != width:
+                raise ArchsearchError(f"keep[{name!r}] has {len(idx)} distinct-or-not indices, "
+                                      f"but the genome keeps {width} channels")
+            if len(idx) and (idx[0] < 0 or idx[-1] >= group.size):
+                raise ArchsearchError(f"keep[{name!r}] has indices outside 0..{group.size - 1}")
+            out[name] = idx
+        else:
+            out[name] = torch.arange(width)
+    return out
+
+
+def _feature_index(segments: Sequence[Segment], idx: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    parts, offset = [], 0
+    for seg in segments:
+        kept = idx[seg.group]
+        if seg.repeat == 1:
+            parts.append(offset + kept)
+        else:
+            expand = kept[:, None] * seg.repeat + torch.arange(seg.repeat)[None, :]
+            parts.append(offset + expand.reshape(-1))
+        offset += seg.size * seg.repeat
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
+def _slice(module: nn.Module, call: LayerCall, idx: Mapping[str, torch.Tensor]) -> nn.Module:
+    i = _feature_index(call.inputs, idx).to(_device(module))
+    o = _feature_index(call.outputs, idx).to(_device(module))
+    new = copy.deepcopy(module)
+    with torch.no_grad():
+        if isinstance(module, nn.Conv2d) and call.depthwise:
+            new.weight = nn.Parameter(module.weight[o].clone())
+            new.in_channels = new.out_channels = new.groups = len(o)
+        elif isinstance(module, nn.Conv2d) and module.groups == 1:
+            new.weight = nn.Parameter(module.weight[o][:, i].clone())
+            new.in_channels, new.out_channels = len(i), len(o)
+        elif isinstance(module, nn.Linear):
+            new.weight = nn.Parameter(module.weight[o][:, i].clone())
+            new.in_features, new.out_features = len(i), len(o)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            for name in ("weight", "bias"):
+                if getattr(module, name) is not None:
+                    setattr(new, name, nn.Parameter(getattr(module, name)[i].clone()))
+            for name in ("running_mean", "running_var"):
+                if getattr(module, name) is not None:
+                    setattr(new, name, getattr(module, name)[i].clone())
+            new.num_features = len(i)
+        if getattr(module, "bias", None) is not None and not isinstance(
+                module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            new.bias = nn.Parameter(module.bias[o].clone())
+    return new
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
+           graph: ChannelGraph | None = None) -> fx.GraphModule:
+    """A physically smaller copy of `base` with the genome's widths and blocks.
+
+    `graph` is the base's channel graph; without it, the base is traced on the input shape
+    of the genome's dataset (or its space's default dataset).
+    """
+    if graph is None:
+        from archsearch.build import bind
+
+        graph = bind(genome.space, genome.dataset).graph
+    unknown = set(genome.removed_blocks()) - set(graph.blocks)
+    if unknown:
+        raise ArchsearchError(f"genome removes unknown block(s) {sorted(unknown)}")
+    idx = channel_indices(graph, genome, keep)
+    gm = fx.symbolic_trace(copy.deepcopy(base))
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in genome.removed_blocks():
+        block = graph.blocks[name]
+        add = nodes[block.add]  # its skip may already stand for an earlier removed block
+        skip = next(a for a in add.all_input_nodes if a.name != block.branch)
+        add.replace_all_uses_with(skip)
+        gm.graph.erase_node(add)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    live = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    done: set[str] = set()
+    for call in graph.calls:
+        if call.kind in ("conv", "linear", "bn") and call.module in live and call.module not in done:
+            gm.set_submodule(call.module, _slice(gm.get_submodule(call.module), call, idx))
+            done.add(call.module)
+    gm.recompile()
+    if keep is None:
+        init_weights(gm)
+    return gm
