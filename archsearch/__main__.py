@@ -1,4 +1,5 @@
-from archsearch.cli.main import main
 import sys
+
+from archsearch.cli.main import main
 
 sys.exit(main())

@@ -115,7 +115,8 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
     live = {n.target for n in gm.graph.nodes if n.op == "call_module"}
     done: set[str] = set()
     for call in graph.calls:
-        if call.kind in ("conv", "linear", "bn") and call.module in live and call.module not in done:
+        sliceable = call.kind in ("conv", "linear", "bn")
+        if sliceable and call.module in live and call.module not in done:
             gm.set_submodule(call.module, _slice(gm.get_submodule(call.module), call, idx))
             done.add(call.module)
     gm.recompile()

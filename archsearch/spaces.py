@@ -39,7 +39,8 @@ class Space:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ArchsearchError(
-                f"space {self.name!r}: unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
+                f"space {self.name!r}: unknown family {self.family!r}; "
+                f"known: {', '.join(FAMILIES)}")
         if self.divisor < 1:
             raise ArchsearchError(f"space {self.name!r}: divisor must be >= 1, but got "
                                   f"divisor={self.divisor}")

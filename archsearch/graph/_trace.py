@@ -87,7 +87,8 @@ class TraceState:
         if ra == rb:
             return
         if self.size[ra] != self.size[rb]:
-            raise GraphError(f"channel mismatch: {self.size[ra]} vs {self.size[rb]} channels joined")
+            raise GraphError(
+                f"channel mismatch: {self.size[ra]} vs {self.size[rb]} channels joined")
         self.parent[rb] = ra
         self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
 
