@@ -1,0 +1,110 @@
+"""The pruner interface: a regularizer for sparsity training, a genome at a budget, and
+per-channel importance (which channels a fine-tuned model inherits)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from archsearch.budget import Budget, parse_budget
+from archsearch.build import BoundSpace
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+
+
+class Pruner(abc.ABC):
+    """An architecture generator bound to one space at one dataset's shapes.
+
+    Training calls `prepare` once (pruners that add parameters, e.g. sss gates), then
+    `regularize(model)` between every `backward()` and `step()`. Afterwards `genome` picks
+    widths (and blocks) meeting a budget, `importance`/`keep` pick the surviving channels,
+    and `restore` gives a base-structured model to inherit weights from.
+    """
+
+    name: str = ""
+    needs_training: bool = True  # whether `genome` depends on trained weights
+
+    def __init__(self, bound: BoundSpace):
+        self.bound = bound
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model to train (default: unchanged)."""
+        return model
+
+    def regularize(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Add the sparsity term to the gradients (called between backward and step)."""
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        """A model with the base's structure and module names (default: unchanged)."""
+        return model
+
+    @abc.abstractmethod
+    def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """A score per channel of every prunable group (higher = more important)."""
+
+    @abc.abstractmethod
+    def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
+        """A genome of this space that costs the budget (within 1%)."""
+
+    def keep(self, model: nn.Module, genome: Genome) -> dict[str, torch.Tensor]:
+        """The channel indices each prunable group keeps: the genome's width, by importance."""
+        return top_channels(self.importance(model), genome, self.bound)
+
+    def options(self) -> dict[str, object]:
+        """The pruner's settings (recorded in the genome's provenance)."""
+        return {}
+
+    def _provenance(self, budget: Budget, **extra: object) -> dict[str, object]:
+        return {"method": self.name, "budget": str(budget), **self.options(), **extra}
+
+
+def as_budget(budget: Budget | str) -> Budget:
+    return budget if isinstance(budget, Budget) else parse_budget(budget)
+
+
+def top_channels(scores: Mapping[str, torch.Tensor], genome: Genome,
+                 bound: BoundSpace) -> dict[str, torch.Tensor]:
+    """Per prunable group, the sorted indices of its `width` highest-scoring channels."""
+    keep: dict[str, torch.Tensor] = {}
+    for name in bound.graph.prunable:
+        size = bound.graph.groups[name].size
+        width = genome.widths.get(name, size)
+        score = scores.get(name)
+        if score is None:
+            keep[name] = torch.arange(width)
+            continue
+        score = score.detach().float().cpu()
+        # stable: ties go to the lower index
+        order = torch.sort(-score, stable=True).indices
+        keep[name] = order[:width].sort().values
+    return keep
+
+
+def check_nonnegative(value: float, what: str) -> float:
+    value = float(value)
+    if not value >= 0:
+        raise ArchsearchError(f"{what} must be >= 0, but got {what}={value:g}")
+    return value
+
+
+def check_positive(value: float, what: str) -> float:
+    value = float(value)
+    if not value > 0:
+        raise ArchsearchError(f"{what} must be > 0, but got {what}={value:g}")
+    return value
+
+
+def filter_l1(model: nn.Module, bound: BoundSpace) -> dict[str, torch.Tensor]:
+    """Per prunable group, the L1 norm of each output filter summed over its producers."""
+    out: dict[str, torch.Tensor] = {}
+    for name in bound.graph.prunable:
+        group = bound.graph.groups[name]
+        total = torch.zeros(group.size)
+        for producer in group.producers:
+            weight = model.get_submodule(producer).weight.detach().float().cpu()
+            total += weight.abs().reshape(weight.shape[0], -1).sum(dim=1)
+        out[name] = total
+    return out

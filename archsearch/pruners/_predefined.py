@@ -1,0 +1,71 @@
+"""Predefined baselines: `uniform` (one ratio for every group) and `l1norm` (Li et al.,
+ICLR 2017: keep the filters with the largest L1 norm, at predefined per-layer ratios)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from archsearch.budget import Budget, fit_to_budget
+from archsearch.build import BoundSpace
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.pruners._base import Pruner, as_budget, filter_l1
+
+
+class UniformPruner(Pruner):
+    """Every group scaled by one ratio onto the budget; needs no training. Kept channels
+    (for fine-tuning) are those with the largest filter L1 norm."""
+
+    name = "uniform"
+    needs_training = False
+
+    def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return filter_l1(model, self.bound)
+
+    def genome(self, model: nn.Module | None, budget: Budget | str) -> Genome:
+        budget = as_budget(budget)
+        genome = self.bound.uniform(budget)
+        genome.provenance = self._provenance(budget)
+        return genome
+
+
+class L1NormPruner(Pruner):
+    """Filters ranked by L1 norm (summed over the producers of a group), kept at per-layer
+    ratios: uniform by default, or `stage_ratios` (one relative ratio per stage, scaled
+    together onto the budget). The genome does not depend on the weights; `keep` does."""
+
+    name = "l1norm"
+    needs_training = False
+
+    def __init__(self, bound: BoundSpace, stage_ratios: Sequence[float] | None = None):
+        super().__init__(bound)
+        stages = sorted(set(bound.graph.stages().values()))
+        if stage_ratios is not None:
+            ratios = [float(r) for r in stage_ratios]
+            if len(ratios) != len(stages):
+                raise ArchsearchError(f"stage_ratios needs one ratio per stage ({len(stages)} "
+                                      f"in space {bound.space.name!r}), but got {len(ratios)}")
+            bad = [r for r in ratios if not 0 < r <= 1]
+            if bad:
+                raise ArchsearchError(f"stage_ratios must be in (0, 1], but got {bad}")
+            stage_ratios = ratios
+        self.stage_ratios = stage_ratios
+
+    def options(self) -> dict[str, object]:
+        return {"stage_ratios": self.stage_ratios} if self.stage_ratios else {}
+
+    def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return filter_l1(model, self.bound)
+
+    def genome(self, model: nn.Module | None, budget: Budget | str) -> Genome:
+        budget = as_budget(budget)
+        stages = self.bound.graph.stages()
+        top = max(self.stage_ratios) if self.stage_ratios else 1.0
+        shape = ({g: self.stage_ratios[s] / top for g, s in stages.items()}
+                 if self.stage_ratios else {})
+        widths = fit_to_budget(shape, budget, self.bound)
+        return self.bound.genome(widths, dict.fromkeys(self.bound.graph.blocks, True),
+                                 self._provenance(budget))
