@@ -1,0 +1,70 @@
+"""`archsearch show SPACE|GENOME.json`: per-group widths and cost."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from archsearch.budget import parse_budget
+from archsearch.cli._common import console, human, load_target, print_json
+from archsearch.viz import plot_widths, width_rows
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "show", help="show a space or a genome: widths per group, MACs, params",
+        description="Show a space (its full-width genome, or the uniform genome at --budget) or "
+                    "a genome file: a per-group table with MACs and params. FLOPs means "
+                    "multiply-accumulates (MACs).")
+    p.add_argument("target", metavar="SPACE|GENOME.json")
+    p.add_argument("--dataset", help="dataset whose shapes to use (fashion-mnist, cifar10, "
+                   "cifar100, imagenet, synthetic); default: the genome's, else the space's")
+    p.add_argument("--budget", help="with a space: the uniform genome at this budget, e.g. "
+                   "50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", metavar="FILE.png", help="draw base vs genome widths per group")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bound, genome = load_target(args.target, args.dataset)
+    if args.budget is not None:
+        budget = parse_budget(args.budget)
+        if genome is not None:
+            from archsearch.errors import ArchsearchError
+
+            raise ArchsearchError("--budget applies to a space, not to a genome file")
+        genome = bound.uniform(budget)
+    genome = genome or bound.base_genome()
+    rows = width_rows(bound, genome)
+    if args.plot:
+        plot_widths(rows, args.plot, f"{bound.space.name} on {bound.info.name}: "
+                    f"{genome.cost['macs_ratio']:.1%} MACs")
+    base = bound.base_cost
+    if args.json:
+        print_json({"space": bound.space.name, "dataset": bound.info.name,
+                    "macs": genome.cost["macs"], "params": genome.cost["params"],
+                    "macs_ratio": genome.cost["macs_ratio"],
+                    "params_ratio": genome.cost["params_ratio"], "base_macs": base.macs,
+                    "base_params": base.params, "widths": {r["group"]: r["width"] for r in rows},
+                    "blocks": genome.blocks, "genome": genome.to_dict()})
+        return 0
+    table = Table(title=f"{bound.space.name} on {bound.info.name}")
+    for col in ("group", "stage", "base", "width", "kept"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for r in rows:
+        kept = "removed" if r["removed"] else f"{r['kept']:.0%}"
+        table.add_row(r["group"], str(r["stage"]), str(r["base"]), str(r["width"]), kept)
+    console.print(table)
+    removed = sorted(genome.removed_blocks())
+    if bound.graph.blocks:
+        console.print(f"blocks kept: {len(bound.graph.blocks) - len(removed)}/"
+                      f"{len(bound.graph.blocks)}" + (f"  removed: {', '.join(removed)}"
+                                                      if removed else ""))
+    console.print(f"MACs {human(genome.cost['macs'])} ({genome.cost['macs_ratio']:.1%} of "
+                  f"{human(base.macs)})   params {human(genome.cost['params'])} "
+                  f"({genome.cost['params_ratio']:.1%} of {human(base.params)})")
+    if args.plot:
+        console.print(f"plot: {args.plot}")
+    return 0

@@ -1,0 +1,44 @@
+"""`archsearch spaces`: what can be searched."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from archsearch.build import bind
+from archsearch.cli._common import console, human, print_json
+from archsearch.spaces import list_spaces
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spaces", help="list the search spaces",
+                       description="List the search spaces (search_spaces/*.toml) with their "
+                                   "base cost at each space's default dataset. "
+                                   "FLOPs = multiply-accumulates.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = []
+    for space in list_spaces():
+        bound = bind(space)
+        rows.append({"space": space.name, "family": space.family,
+                     "dataset": bound.info.name, "groups": len(bound.graph.prunable),
+                     "blocks": len(bound.graph.blocks), "macs": bound.base_cost.macs,
+                     "params": bound.base_cost.params, "divisor": space.divisor,
+                     "min_width": space.min_width, "description": space.description,
+                     "path": space.path})
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(title="search spaces (FLOPs = MACs)")
+    for col in ("space", "family", "dataset", "groups", "blocks", "MACs", "params"):
+        table.add_column(col, no_wrap=True, justify="left" if col in (
+            "space", "family", "dataset") else "right")
+    for r in rows:
+        table.add_row(r["space"], r["family"], r["dataset"], str(r["groups"]), str(r["blocks"]),
+                      human(r["macs"]), human(r["params"]))
+    console.print(table)
+    return 0
