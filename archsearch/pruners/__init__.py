@@ -12,6 +12,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, filter_l1, top_channels
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
+from archsearch.pruners._report import plot_scales, scale_distribution
 from archsearch.pruners._slimming import SlimmingPruner, threshold_shape
 from archsearch.pruners._sss import BlockGate, SSSPruner, drop_blocks
 
@@ -42,6 +43,8 @@ __all__ = [
     "drop_blocks",
     "filter_l1",
     "get_pruner",
+    "plot_scales",
+    "scale_distribution",
     "threshold_shape",
     "top_channels",
 ]
