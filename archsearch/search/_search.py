@@ -1,0 +1,260 @@
+"""A search: one Optuna study in a run folder, run by one or more worker processes.
+
+Every worker runs `Search.work()`: under a claim lock it fails trials of dead workers,
+counts the trials that count, and starts a new one only while fewer than `trials` do;
+inside the trial it checks its own rank again (a race on RDB storage leaves a `surplus`
+trial, never an extra evaluation). Killing the search and running it again resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, Trial
+
+from archsearch.budget import Budget, BudgetError, parse_budget
+from archsearch.build import bind
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.io import atomic_write_json
+from archsearch.search import _storage as st
+from archsearch.search._sampler import GuidedSampler
+from archsearch.search._space import Parameterisation, group_ratios
+
+log = logging.getLogger(__name__)
+
+EARLY_STOPS = ("hyperband", "median", "none")
+OBJECTIVES = (("accuracy",), ("accuracy", "macs"))
+POLL_S = 1.0
+
+
+class Diverged(ArchsearchError):
+    """Training produced NaN/inf: the trial is recorded as failed, the search goes on."""
+
+
+class Evaluator(Protocol):
+    def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
+        """Validation accuracy of `genome` after proxy training; `report(epoch, acc)`."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a search (saved as `search.json` in the run folder)."""
+
+    budget: str
+    out: str
+    space: str = "resnet20"
+    dataset: str | None = "fashion-mnist"
+    data_root: str | None = None
+    guides: list[str] = field(default_factory=list)
+    trials: int = 20
+    proxy_epochs: int = 2
+    proxy_subset: float = 0.2
+    storage: str | None = None
+    study: str | None = None
+    workers: int = 1
+    granularity: str = "group"
+    early_stop: str = "hyperband"
+    objectives: tuple[str, ...] = ("accuracy",)
+    budget_low: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.objectives = tuple(self.objectives)
+        if self.trials < 1:
+            raise ArchsearchError(f"--trials must be >= 1, but got {self.trials}")
+        if self.workers < 1:
+            raise ArchsearchError(f"--workers must be >= 1, but got {self.workers}")
+        if self.early_stop not in EARLY_STOPS:
+            raise ArchsearchError(f"--early-stop must be one of {', '.join(EARLY_STOPS)}, but "
+                                  f"got {self.early_stop!r}")
+        if self.objectives not in OBJECTIVES:
+            raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,macs', but got "
+                                  f"{','.join(self.objectives)!r}")
+        if self.proxy_epochs < 1 or not 0 < self.proxy_subset <= 1:
+            raise ArchsearchError("--proxy-epochs must be >= 1 and --proxy-subset in (0, 1], "
+                                  f"but got {self.proxy_epochs} and {self.proxy_subset}")
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def study_name(self) -> str:
+        return self.study or f"search-{self.space}-{self.budget}"
+
+    def identity(self) -> dict[str, Any]:
+        """What must match when a worker joins or resumes the study."""
+        keys = ("budget", "space", "dataset", "granularity", "objectives", "budget_low", "trials")
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items() if k in keys}
+
+
+def make_trial_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    """Trial early stopping (Optuna's pruners stop trials; ours remove channels)."""
+    if config.multi or config.early_stop == "none":
+        return optuna.pruners.NopPruner()
+    if config.early_stop == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.proxy_epochs,
+                                          reduction_factor=3)
+
+
+class Search:
+    """One worker's handle on a search; `work()` runs trials until the total is reached."""
+
+    def __init__(self, config: SearchConfig, evaluator: Evaluator,
+                 worker_index: int | None = None) -> None:
+        self.config = config
+        self.evaluator = evaluator
+        self.run_dir = Path(config.out)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.bound = bind(config.space, config.dataset)
+        self.budget = parse_budget(config.budget)
+        self.param = Parameterisation(self.bound, self.budget, config.granularity)
+        self.guides = [Genome.load(p) for p in config.guides]
+        self.storage = st.open_storage(config.storage, self.run_dir)
+        self._lock_enabled = st.is_journal(self.storage)
+        self._low = self._budget_low() if config.multi else None
+        self._worker_index = worker_index
+        self.study = self._open_study()
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _budget_low(self) -> Budget:
+        low = parse_budget(self.config.budget_low) if self.config.budget_low else Budget(
+            self.budget.metric, self.budget.value / 4, self.budget.relative, "")
+        if low.metric != self.budget.metric or low.relative != self.budget.relative or \
+                not low.value < self.budget.value:
+            raise ArchsearchError(f"--budget-low {self.config.budget_low!r} must be a smaller "
+                                  f"budget of the same kind as --budget {self.budget}")
+        return low
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.config.multi:
+                size = max(4, min(20, self.config.trials // 3))
+                return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
+            startup = max(3, min(10, self.config.trials // 3))
+            tpe = optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True,
+                                             seed=seed)
+        if not self.guides:
+            return tpe
+        return GuidedSampler(self.param.centres(self.guides), fallback=tpe, seed=seed,
+                             handover=max(4, self.config.trials // 2))
+
+    def _open_study(self) -> optuna.Study:
+        directions = ["maximize", "minimize"] if self.config.multi else ["maximize"]
+        with st.claim_lock(self.run_dir, self._lock_enabled):
+            study = optuna.create_study(storage=self.storage, study_name=self.config.study_name,
+                                        directions=directions, load_if_exists=True)
+            fresh = "archsearch" not in study.user_attrs
+            index = self._worker_index if self._worker_index is not None else (
+                0 if fresh else st.worker_record()["pid"])
+            study.sampler = self._sampler(self.config.seed + 7919 * index)
+            study.pruner = make_trial_pruner(self.config)
+            if fresh:
+                study.set_user_attr("archsearch", self.config.identity())
+                self._enqueue_guides(study)
+            elif study.user_attrs["archsearch"] != self.config.identity():
+                raise ArchsearchError(
+                    f"study {self.config.study_name!r} was started with "
+                    f"{study.user_attrs['archsearch']}, not {self.config.identity()}: use "
+                    "another --study or --out")
+        atomic_write_json(self.run_dir / "search.json", asdict(self.config))
+        return study
+
+    def _enqueue_guides(self, study: optuna.Study) -> None:
+        same = [(p, g) for p, g in zip(self.config.guides, self.guides, strict=True)
+                if g.space == self.bound.space.name]
+        for path, guide in same[: self.config.trials]:
+            study.enqueue_trial(self.param.guide_params(guide), user_attrs={
+                "guide": Path(path).name, "guide_shape": group_ratios(guide, self.bound)})
+
+    # -- the worker loop -------------------------------------------------------------------
+    def work(self, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
+        """Run trials until `trials` have finished in the study; returns how many ran here."""
+        ran = 0
+        while True:
+            lock = st.claim_lock(self.run_dir, self._lock_enabled)
+            lock.__enter__()
+            self._held = lock
+            try:
+                st.fail_dead_trials(self.study)
+                n = st.tally(self.study.get_trials(deepcopy=False))
+                if n["finished"] >= self.config.trials:
+                    return ran
+                claim = n["counted"] < self.config.trials or n["waiting"] > 0
+                if claim:
+                    self.study.optimize(self._objective, n_trials=1,
+                                        catch=(Diverged, BudgetError, _Surplus),
+                                        callbacks=[on_trial] if on_trial else None)
+                    ran += 1
+            finally:
+                self._release()
+            if not claim:
+                time.sleep(POLL_S)
+
+    def _release(self) -> None:
+        held, self._held = getattr(self, "_held", None), None
+        if held is not None:
+            held.__exit__(None, None, None)
+
+    def _objective(self, trial: Trial) -> float | tuple[float, float]:
+        self._release()
+        trial.set_user_attr(st.WORKER_ATTR, st.worker_record())
+        if st.rank(self.study.get_trials(deepcopy=False), trial.number) >= self.config.trials:
+            trial.set_user_attr(st.OUTCOME_ATTR, st.SURPLUS)
+            raise _Surplus(f"trial {trial.number} is over the total of {self.config.trials}")
+        try:
+            genome = self.genome_for(trial)
+            trial.set_user_attr("genome", genome.to_dict())
+            report = None if self.config.multi else _reporter(trial)
+            accuracy = float(self.evaluator(genome, report))
+        except (Diverged, BudgetError) as exc:
+            trial.set_user_attr(st.OUTCOME_ATTR, f"{type(exc).__name__}: {exc}")
+            raise
+        except optuna.TrialPruned:
+            trial.set_user_attr(st.OUTCOME_ATTR, "pruned")
+            raise
+        trial.set_user_attr(st.OUTCOME_ATTR, "complete")
+        if self.config.multi:
+            return accuracy, float(genome.cost["macs"])
+        return accuracy
+
+    def genome_for(self, trial: Trial) -> Genome:
+        """The trial's genome: sampled shape (or a guide's) projected onto its budget."""
+        budget = self.budget
+        if self._low is not None:
+            value = trial.suggest_float("budget", self._low.value, self.budget.value)
+            text = f"{value:.4%}{self.budget.metric}" if self.budget.relative else \
+                f"{value:.6g}{self.budget.metric}"
+            budget = Budget(self.budget.metric, value, self.budget.relative, text)
+        genome = self.param.suggest(trial, budget)
+        shape = trial.user_attrs.get("guide_shape")
+        if shape is not None:
+            genome = self.param.project(shape, genome.blocks, budget,
+                                        {"guide": trial.user_attrs.get("guide")})
+        genome.provenance.update({"trial": trial.number, "study": self.config.study_name,
+                                  "source_run": str(self.run_dir)})
+        return genome
+
+
+class _Surplus(Exception):
+    """A trial started past the total in a race between workers; it is not evaluated."""
+
+
+def _reporter(trial: Trial) -> Callable[[int, float], None]:
+    def report(epoch: int, accuracy: float) -> None:
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"stopped after epoch {epoch} at accuracy {accuracy:.4f}")
+
+    return report

@@ -1,0 +1,180 @@
+"""Study storage and trial bookkeeping shared by every worker of one search.
+
+Default storage is an Optuna journal file in the run folder (safe for several processes
+on one machine); an RDB URL (`postgresql://...`) lets workers on many machines join.
+A trial counts towards the total unless it died with its worker (FAIL without an
+`outcome`) or was started over the total in a race (`outcome="surplus"`); dead trials are
+failed, then re-queued with the same parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.errors import ArchsearchError
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "journal.log"
+HEARTBEAT_S = 10
+GRACE_S = 30
+ORPHAN_S = 60.0  # a RUNNING trial with no worker record this old is treated as dead
+WORKER_ATTR = "worker"
+OUTCOME_ATTR = "outcome"
+SURPLUS = "surplus"
+
+
+def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
+    """A journal file in `run_dir` (url None, or `journal:PATH`), else an RDB URL."""
+    if url is None or url.startswith("journal:"):
+        path = Path(url[len("journal:"):]) if url else Path(run_dir) / JOURNAL
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return JournalStorage(backend)
+    if "://" not in url:
+        raise ArchsearchError(f"--storage must be an RDB URL like postgresql://user@host/db "
+                              f"or journal:PATH, but got {url!r}")
+    try:
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          heartbeat_stale_trial_callback=optuna.storages
+                          .RetryHeartbeatStaleTrialCallback())
+    except ImportError as exc:
+        raise ArchsearchError(f"storage {url.split('://')[0]} needs a driver: {exc} "
+                              "(pip install 'archsearch[postgres]')") from None
+    except Exception as exc:  # sqlalchemy OperationalError and friends: unreachable server
+        raise ArchsearchError(f"cannot open storage {_redact(url)}: "
+                              f"{str(exc).splitlines()[0]}") from None
+
+
+def _redact(url: str) -> str:
+    head, _, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if head else url
+
+
+def is_journal(storage: BaseStorage) -> bool:
+    return isinstance(storage, JournalStorage)
+
+
+# -- workers -----------------------------------------------------------------------------
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot) from /proc, None if gone/zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def worker_record() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid)}
+
+
+def worker_alive(record: dict[str, Any]) -> bool | None:
+    """True/False for a worker on this host, None when it lives elsewhere (unknowable)."""
+    if record.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _proc_start(int(record["pid"]))
+    return start is not None and (record.get("start") in (None, start))
+
+
+@contextlib.contextmanager
+def claim_lock(run_dir: Path, enabled: bool) -> Iterator[None]:
+    """Exclusive lock for checking the count and creating a trial (journal storage)."""
+    if not enabled:
+        yield
+        return
+    path = Path(run_dir) / "claim.lock"
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# -- bookkeeping -------------------------------------------------------------------------
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts towards the search's total."""
+    if trial.state == TrialState.FAIL:
+        outcome = trial.user_attrs.get(OUTCOME_ATTR)
+        return outcome is not None and outcome != SURPLUS
+    return True
+
+
+def finished(trial: FrozenTrial) -> bool:
+    return trial.state.is_finished() and counts(trial)
+
+
+def tally(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """counted (running/waiting included), finished and waiting trials."""
+    return {"counted": sum(counts(t) for t in trials),
+            "finished": sum(finished(t) for t in trials),
+            "waiting": sum(t.state == TrialState.WAITING for t in trials),
+            "running": sum(t.state == TrialState.RUNNING for t in trials)}
+
+
+def rank(trials: Sequence[FrozenTrial], number: int) -> int:
+    """How many counted trials precede trial `number` (its place in the total)."""
+    return sum(counts(t) for t in trials if t.number < number)
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose worker died and queue their parameters again.
+
+    Journal storage: the worker's pid on this host is gone. RDB storage: Optuna's
+    heartbeat (`optuna.storages.fail_stale_trials`, which re-queues via its callback).
+    """
+    storage = study._storage
+    if not is_journal(storage):
+        optuna.storages.fail_stale_trials(study)
+        return []
+    failed = []
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        record = trial.user_attrs.get(WORKER_ATTR)
+        if record is None:
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            dead = now - started > ORPHAN_S
+        else:
+            dead = worker_alive(record) is False
+        if dead and _fail(storage, trial):
+            failed.append(trial.number)
+            _requeue(study, trial)
+    if failed:
+        log.warning("trials %s died with their worker: marked failed and queued again", failed)
+    return failed
+
+
+def _fail(storage: BaseStorage, trial: FrozenTrial) -> bool:
+    try:
+        return bool(storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    attrs = {k: v for k, v in trial.user_attrs.items() if k != WORKER_ATTR}
+    attrs["retry_of"] = trial.number
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=attrs))
