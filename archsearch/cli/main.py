@@ -12,7 +12,7 @@ import logging
 import sys
 
 from archsearch import __version__
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, DivergenceError
 
 COMMANDS = [
     "archsearch.cli.cmd_spaces",
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArchsearchError as exc:
         print(f"archsearch: error: {exc}", file=sys.stderr)
         return 2
+    except DivergenceError as exc:
+        print(f"archsearch: diverged: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("archsearch: interrupted", file=sys.stderr)
         return 130

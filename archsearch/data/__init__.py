@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
+from archsearch.data._loaders import MEAN_STD, ImageSet, Splits, load_data
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info"]
+__all__ = ["DATASETS", "MEAN_STD", "DatasetInfo", "ImageSet", "Splits", "dataset_info",
+           "load_data"]

@@ -1,0 +1,104 @@
+"""Where and in which precision to compute: device, autocast, batched augmentation."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from archsearch.errors import ArchsearchError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ArchsearchError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ArchsearchError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise ArchsearchError(f"device {name!r} is not supported: use cpu or cuda")
+    return device
+
+
+@cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has native bf16 on this CPU (AVX512-BF16 or AMX); on plain AVX2,
+    bf16 is emulated and slower than fp32, so autocast stays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and \
+            torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX", "AVX512_BF16")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The autocast dtype (None: fp32) and whether a GradScaler is needed (fp16)."""
+
+    dtype: torch.dtype | None
+    scaler: bool
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def resolve_precision(mode: str, device: torch.device) -> Precision:
+    """auto: bf16 on CPUs with native bf16, bf16 (else fp16 + scaler) on CUDA; BatchNorm
+    parameters and statistics stay fp32 either way (autocast never casts parameters)."""
+    if mode == "off":
+        return Precision(None, False)
+    if device.type == "cuda":
+        if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+            return Precision(torch.float16, True)
+        return Precision(torch.bfloat16, False)
+    if mode == "fp16":
+        raise ArchsearchError("fp16 autocast is for CUDA; on CPU use --amp bf16 or off")
+    if mode == "bf16" or cpu_has_fast_bf16():
+        return Precision(torch.bfloat16, False)
+    return Precision(None, False)
+
+
+class Augment:
+    """Pad-crop and horizontal flip of a uint8 batch, as tensor ops on the batch's device,
+    then normalisation to float; one random draw per image from `generator`."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], pad: int, flip: bool,
+                 device: torch.device, channels_last: bool):
+        m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * s), -m / s  # x/255 → (x/255 - m)/s
+        self.pad, self.flip, self.channels_last = pad, flip, channels_last
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().mul_(self.scale).add_(self.shift)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.pad:
+            p = self.pad
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            batch = torch.arange(n, device=x.device)[:, None, None, None]
+            chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, chan, rows, cols]
+        if self.flip:
+            mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        return self.normalise(x)
