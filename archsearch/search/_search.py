@@ -21,10 +21,11 @@ from optuna.trial import FrozenTrial, Trial
 
 from archsearch.budget import Budget, BudgetError, parse_budget
 from archsearch.build import bind
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json
 from archsearch.search import _storage as st
+from archsearch.search._evaluate import ProxySchedule
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._space import Parameterisation, group_ratios
 
@@ -56,7 +57,8 @@ class SearchConfig:
     guides: list[str] = field(default_factory=list)
     trials: int = 20
     proxy_epochs: int = 2
-    proxy_subset: float = 0.2
+    proxy_subset: float | int = 0.2
+    batch_size: int = 128
     storage: str | None = None
     study: str | None = None
     workers: int = 1
@@ -78,9 +80,11 @@ class SearchConfig:
         if self.objectives not in OBJECTIVES:
             raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,macs', but got "
                                   f"{','.join(self.objectives)!r}")
-        if self.proxy_epochs < 1 or not 0 < self.proxy_subset <= 1:
-            raise ArchsearchError("--proxy-epochs must be >= 1 and --proxy-subset in (0, 1], "
-                                  f"but got {self.proxy_epochs} and {self.proxy_subset}")
+        self.schedule()  # checks --proxy-epochs, --proxy-subset, --batch-size
+
+    def schedule(self) -> ProxySchedule:
+        return ProxySchedule(epochs=self.proxy_epochs, subset=self.proxy_subset,
+                             batch_size=self.batch_size, seed=self.seed)
 
     @property
     def multi(self) -> bool:
@@ -115,15 +119,18 @@ class Search:
         self.config = config
         self.evaluator = evaluator
         self.run_dir = Path(config.out)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # every input is checked before anything is written
         self.bound = bind(config.space, config.dataset)
         self.budget = parse_budget(config.budget)
         self.param = Parameterisation(self.bound, self.budget, config.granularity)
-        self.guides = [Genome.load(p) for p in config.guides]
+        self.uniform = self.bound.uniform(self.budget)  # BudgetError if it cannot be met
+        self.guides = [load_guide(p) for p in config.guides]
+        self._low = self._budget_low() if config.multi else None
+        st.check_storage_url(config.storage)
+        self._worker_index = worker_index
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.storage = st.open_storage(config.storage, self.run_dir)
         self._lock_enabled = st.is_journal(self.storage)
-        self._low = self._budget_low() if config.multi else None
-        self._worker_index = worker_index
         self.study = self._open_study()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -172,11 +179,17 @@ class Search:
         return study
 
     def _enqueue_guides(self, study: optuna.Study) -> None:
+        """Same-space guides first (evaluated exactly), then the uniform genome (the
+        baseline every search should beat), as far as the trial total allows."""
         same = [(p, g) for p, g in zip(self.config.guides, self.guides, strict=True)
                 if g.space == self.bound.space.name]
         for path, guide in same[: self.config.trials]:
             study.enqueue_trial(self.param.guide_params(guide), user_attrs={
-                "guide": Path(path).name, "guide_shape": group_ratios(guide, self.bound)})
+                "guide": str(path), "guide_shape": group_ratios(guide, self.bound)})
+        if len(same) < self.config.trials and self.config.trials > 1:
+            study.enqueue_trial(self.param.guide_params(self.uniform),
+                                user_attrs={"baseline": "uniform",
+                                            "guide_shape": group_ratios(self.uniform, self.bound)})
 
     # -- the worker loop -------------------------------------------------------------------
     def work(self, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
@@ -208,8 +221,8 @@ class Search:
             held.__exit__(None, None, None)
 
     def _objective(self, trial: Trial) -> float | tuple[float, float]:
-        self._release()
         trial.set_user_attr(st.WORKER_ATTR, st.worker_record())
+        self._release()
         if st.rank(self.study.get_trials(deepcopy=False), trial.number) >= self.config.trials:
             trial.set_user_attr(st.OUTCOME_ATTR, st.SURPLUS)
             raise _Surplus(f"trial {trial.number} is over the total of {self.config.trials}")
@@ -218,6 +231,9 @@ class Search:
             trial.set_user_attr("genome", genome.to_dict())
             report = None if self.config.multi else _reporter(trial)
             accuracy = float(self.evaluator(genome, report))
+        except DivergenceError as exc:
+            trial.set_user_attr(st.OUTCOME_ATTR, f"diverged: {exc}")
+            raise Diverged(str(exc)) from None
         except (Diverged, BudgetError) as exc:
             trial.set_user_attr(st.OUTCOME_ATTR, f"{type(exc).__name__}: {exc}")
             raise
@@ -239,12 +255,21 @@ class Search:
             budget = Budget(self.budget.metric, value, self.budget.relative, text)
         genome = self.param.suggest(trial, budget)
         shape = trial.user_attrs.get("guide_shape")
-        if shape is not None:
-            genome = self.param.project(shape, genome.blocks, budget,
-                                        {"guide": trial.user_attrs.get("guide")})
+        if shape is not None:  # an enqueued guide or the uniform baseline: its exact shape
+            label = {"guide": trial.user_attrs["guide"]} if "guide" in trial.user_attrs else \
+                {"baseline": trial.user_attrs.get("baseline")}
+            genome = self.param.project(shape, genome.blocks, budget, label)
         genome.provenance.update({"trial": trial.number, "study": self.config.study_name,
                                   "source_run": str(self.run_dir)})
         return genome
+
+
+def load_guide(path: str | Path) -> Genome:
+    """A guide genome, validated against its own space and dataset."""
+    genome = Genome.load(path)
+    bound = bind(genome.space, genome.dataset)
+    bound.validate(genome)
+    return bound.with_cost(genome)
 
 
 class _Surplus(Exception):

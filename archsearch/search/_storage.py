@@ -37,16 +37,24 @@ OUTCOME_ATTR = "outcome"
 SURPLUS = "surplus"
 
 
+def check_storage_url(url: str | None) -> None:
+    """Raise ArchsearchError for a storage argument that is neither journal nor an RDB URL."""
+    if url is None or (url.startswith("journal:") and len(url) > len("journal:")):
+        return
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in ("postgresql", "mysql", "sqlite"):
+        raise ArchsearchError(f"--storage must be an RDB URL like postgresql://user@host/db "
+                              f"or journal:PATH, but got {url!r}")
+
+
 def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
     """A journal file in `run_dir` (url None, or `journal:PATH`), else an RDB URL."""
+    check_storage_url(url)
     if url is None or url.startswith("journal:"):
         path = Path(url[len("journal:"):]) if url else Path(run_dir) / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return JournalStorage(backend)
-    if "://" not in url:
-        raise ArchsearchError(f"--storage must be an RDB URL like postgresql://user@host/db "
-                              f"or journal:PATH, but got {url!r}")
     try:
         return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                           heartbeat_stale_trial_callback=optuna.storages

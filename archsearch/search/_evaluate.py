@@ -1,0 +1,89 @@
+"""The search objective: a genome's validation accuracy after proxy training from scratch.
+
+Uses the project's trainer (`archsearch.train`) on a validation split carved from the
+training files (never the test set); every epoch's validation accuracy goes to `report`,
+which may raise `optuna.TrialPruned` to stop the trial early.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from archsearch.build import bind
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+
+log = logging.getLogger(__name__)
+
+VAL_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class ProxySchedule:
+    """How each candidate is trained: a short scratch-e run on a subset of the train split."""
+
+    epochs: int = 2
+    subset: float | int = 0.2  # fraction of the train split (float) or a number of images
+    batch_size: int = 128
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ArchsearchError(f"proxy epochs must be >= 1, but got {self.epochs}")
+        check_subset(self.subset)
+        if self.batch_size < 1:
+            raise ArchsearchError(f"batch size must be >= 1, but got {self.batch_size}")
+
+
+def check_subset(subset: float | int) -> float | int:
+    """A proxy subset: a fraction in (0, 1] (float) or a positive number of images (int)."""
+    ok = 0 < subset <= 1 if isinstance(subset, float) else (isinstance(subset, int)
+                                                             and subset >= 1)
+    if not ok:
+        raise ArchsearchError("--proxy-subset must be a fraction in (0, 1] or a number of "
+                              f"images >= 1, but got {subset!r}")
+    return subset
+
+
+class ProxyEvaluator:
+    """Trains each genome from scratch on the proxy schedule; returns validation accuracy."""
+
+    def __init__(self, dataset: str, schedule: ProxySchedule, data_root: str | None = None,
+                 progress: bool = False) -> None:
+        from archsearch.data import load_data  # the data files are only needed here
+
+        self.schedule = schedule
+        self.splits = load_data(dataset, root=data_root, val_fraction=VAL_FRACTION,
+                                split_seed=0)
+        if len(self.splits.val) == 0:
+            raise ArchsearchError(f"dataset {dataset!r} has no validation split to score on")
+        self.progress = progress
+
+    def train_config(self) -> Any:
+        from archsearch.train import TrainConfig
+
+        s = self.schedule
+        return TrainConfig(schedule="scratch-e", epochs=s.epochs, batch_size=s.batch_size,
+                           lr=s.lr, seed=s.seed, device=s.device, train_subset=s.subset,
+                           eval_split="val")
+
+    def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
+        from archsearch.train import train
+
+        model = bind(genome.space, genome.dataset).build(genome)
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            if report is not None:
+                report(int(record["epoch"]), float(record["eval_acc"]))
+
+        # NaN/inf raises archsearch.errors.DivergenceError: the search fails this trial
+        result = train(model, self.splits, self.train_config(), epochs=self.schedule.epochs,
+                       genome=genome, on_epoch=on_epoch, progress=self.progress)
+        if result.val_acc is not None:
+            return float(result.val_acc)
+        return float(result.history[-1]["eval_acc"])

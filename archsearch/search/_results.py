@@ -1,0 +1,165 @@
+"""Reading a search back: its run folder and study, the leaderboard, the best genomes.
+
+Everything here is plain data (dicts and genomes); printing and plotting live elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.io import atomic_write_json
+from archsearch.search import _storage as st
+from archsearch.search._search import SearchConfig
+
+CONFIG_FILE = "search.json"
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class SearchRun:
+    """A search's run folder, its config and its study (read from its storage)."""
+
+    run_dir: Path
+    config: SearchConfig
+    study: optuna.Study
+
+    @property
+    def multi(self) -> bool:
+        return self.config.multi
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+
+def open_run(run_dir: str | Path) -> SearchRun:
+    """The search in `run_dir` (a folder written by `archsearch search`)."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ArchsearchError(f"{run_dir} is not a search run folder (no {CONFIG_FILE}): "
+                              "pass the --out folder of `archsearch search`")
+    try:
+        config = SearchConfig(**json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ArchsearchError(f"{path}: not a search config ({exc})") from None
+    if config.storage is None and not (run_dir / st.JOURNAL).is_file():
+        raise ArchsearchError(f"{run_dir}: the study journal {st.JOURNAL} is missing")
+    storage = st.open_storage(config.storage, run_dir)
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=storage)
+    except KeyError:
+        raise ArchsearchError(f"study {config.study_name!r} not found in the storage of "
+                              f"{run_dir}") from None
+    return SearchRun(run_dir, config, study)
+
+
+def trial_genome(trial: FrozenTrial) -> Genome | None:
+    doc = trial.user_attrs.get("genome")
+    return Genome.from_dict(doc, source=f"trial {trial.number}") if doc else None
+
+
+def trial_kind(trial: FrozenTrial) -> str:
+    """'guide', 'uniform' or 'search'."""
+    if "guide" in trial.user_attrs:
+        return "guide"
+    return "uniform" if trial.user_attrs.get("baseline") == "uniform" else "search"
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    """One trial as a flat record (for the leaderboard, the live table, results.json)."""
+    genome = trial.user_attrs.get("genome") or {}
+    cost = genome.get("cost", {})
+    steps = trial.intermediate_values
+    last = max(steps) if steps else None
+    values = trial.values if trial.state == TrialState.COMPLETE else None
+    end = trial.datetime_complete
+    wall = (end - trial.datetime_start).total_seconds() if end and trial.datetime_start else None
+    return {"trial": trial.number, "state": trial.state.name.lower(),
+            "accuracy": values[0] if values else None,
+            "last_epoch": last, "last_accuracy": steps[last] if last is not None else None,
+            "macs": cost.get("macs"), "params": cost.get("params"),
+            "macs_ratio": cost.get("macs_ratio"), "params_ratio": cost.get("params_ratio"),
+            "kind": trial_kind(trial), "guide": trial.user_attrs.get("guide"),
+            "outcome": trial.user_attrs.get(st.OUTCOME_ATTR),
+            "worker": (trial.user_attrs.get(st.WORKER_ATTR) or {}).get("pid"),
+            "wall_s": wall, "counts": st.counts(trial)}
+
+
+def best_trials(run: SearchRun, k: int | None = None) -> list[FrozenTrial]:
+    """Single objective: the top-k complete trials by accuracy. Two objectives: the Pareto
+    front (accuracy up, MACs down), most accurate first."""
+    if k is not None and k < 1:
+        raise ArchsearchError(f"--top must be >= 1, but got {k}")
+    complete = [t for t in run.trials() if t.state == TrialState.COMPLETE]
+    if run.multi:
+        front = [t for t in complete if not any(_dominates(o, t) for o in complete)]
+        ranked = sorted(front, key=lambda t: (-t.values[0], t.values[1], t.number))
+    else:
+        ranked = sorted(complete, key=lambda t: (-t.values[0], t.number))
+    return ranked[:k] if k else ranked
+
+
+def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+    (acc_a, macs_a), (acc_b, macs_b) = a.values, b.values
+    return acc_a >= acc_b and macs_a <= macs_b and (acc_a > acc_b or macs_a < macs_b)
+
+
+def leaderboard(run: SearchRun) -> list[dict[str, Any]]:
+    """Every counted trial, best first (complete by accuracy, then pruned, then failed)."""
+    order = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
+    rows = [trial_row(t) for t in run.trials() if st.counts(t)]
+    return sorted(rows, key=lambda r: (order.get(r["state"], 5),
+                                       -(r["accuracy"] if r["accuracy"] is not None else
+                                         r["last_accuracy"] or 0.0), r["trial"]))
+
+
+def export_genomes(run: SearchRun, top: int, out: Path | None = None) -> list[Path]:
+    """Write the best genomes (the Pareto front for two objectives) as genome files."""
+    trials = best_trials(run, top)
+    if not trials:
+        raise ArchsearchError(f"{run.run_dir}: no complete trial to export yet")
+    out = Path(out) if out is not None else run.run_dir / "export"
+    prefix = "pareto" if run.multi else "top"
+    paths = []
+    for rank, trial in enumerate(trials, 1):
+        genome = trial_genome(trial)
+        if genome is None:
+            continue
+        genome.provenance.update({"val_accuracy": trial.values[0], "rank": rank,
+                                  "trial": trial.number, "source_run": str(run.run_dir),
+                                  "proxy_epochs": run.config.proxy_epochs,
+                                  "proxy_subset": run.config.proxy_subset})
+        paths.append(genome.save(out / f"{prefix}{rank}-trial{trial.number}.json"))
+    return paths
+
+
+def summary(run: SearchRun) -> dict[str, Any]:
+    """results.json: the config, the tally, the best (or the Pareto front) and every trial."""
+    best = best_trials(run)
+    tally = st.tally(run.trials())
+    return {"study": run.config.study_name, "run_dir": str(run.run_dir),
+            "config": json.loads(json.dumps(run.config.identity())), "tally": tally,
+            "best": [trial_row(t) | {"genome": t.user_attrs.get("genome")}
+                     for t in best[: (len(best) if run.multi else 1)]],
+            "trials": leaderboard(run)}
+
+
+def write_results(run: SearchRun) -> dict[str, Any]:
+    """results.json and the best genome (best_genome.json, or pareto/*.json)."""
+    doc = summary(run)
+    atomic_write_json(run.run_dir / RESULTS_FILE, doc)
+    if doc["best"] and not run.multi:
+        genome = trial_genome(best_trials(run, 1)[0])
+        if genome is not None:
+            genome.save(run.run_dir / "best_genome.json")
+    elif doc["best"]:
+        export_genomes(run, len(doc["best"]), run.run_dir / "pareto")
+    return doc
