@@ -7,10 +7,13 @@ which may raise `optuna.TrialPruned` to stop the trial early.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from torch import nn
 
 from archsearch.build import bind
 from archsearch.errors import ArchsearchError
@@ -27,6 +30,7 @@ class ProxySchedule:
 
     epochs: int = 2
     subset: float | int = 0.2  # fraction of the train split (float) or a number of images
+    val_subset: float | int | None = None  # validation images scored (None: all of them)
     batch_size: int = 128
     lr: float | None = None
     seed: int = 0
@@ -36,16 +40,18 @@ class ProxySchedule:
         if self.epochs < 1:
             raise ArchsearchError(f"proxy epochs must be >= 1, but got {self.epochs}")
         check_subset(self.subset)
+        if self.val_subset is not None:
+            check_subset(self.val_subset, "--proxy-val")
         if self.batch_size < 1:
             raise ArchsearchError(f"batch size must be >= 1, but got {self.batch_size}")
 
 
-def check_subset(subset: float | int) -> float | int:
-    """A proxy subset: a fraction in (0, 1] (float) or a positive number of images (int)."""
+def check_subset(subset: float | int, what: str = "--proxy-subset") -> float | int:
+    """A subset: a fraction in (0, 1] (float) or a positive number of images (int)."""
     ok = 0 < subset <= 1 if isinstance(subset, float) else (isinstance(subset, int)
                                                              and subset >= 1)
     if not ok:
-        raise ArchsearchError("--proxy-subset must be a fraction in (0, 1] or a number of "
+        raise ArchsearchError(f"{what} must be a fraction in (0, 1] or a number of "
                               f"images >= 1, but got {subset!r}")
     return subset
 
@@ -54,14 +60,16 @@ class ProxyEvaluator:
     """Trains each genome from scratch on the proxy schedule; returns validation accuracy."""
 
     def __init__(self, dataset: str, schedule: ProxySchedule, data_root: str | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, splits: Any = None) -> None:
         from archsearch.data import load_data  # the data files are only needed here
 
         self.schedule = schedule
-        self.splits = load_data(dataset, root=data_root, val_fraction=VAL_FRACTION,
-                                split_seed=0)
-        if len(self.splits.val) == 0:
+        if splits is None:
+            splits = load_data(dataset, root=data_root, val_fraction=VAL_FRACTION, split_seed=0)
+        if len(splits.val) == 0:
             raise ArchsearchError(f"dataset {dataset!r} has no validation split to score on")
+        # the test split is never looked at by the search
+        self.splits = dataclasses.replace(splits, val=splits.val.subset(schedule.val_subset))
         self.progress = progress
 
     def train_config(self) -> Any:
@@ -75,7 +83,7 @@ class ProxyEvaluator:
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
         from archsearch.train import train
 
-        model = bind(genome.space, genome.dataset).build(genome)
+        model = without_inplace(bind(genome.space, genome.dataset).build(genome))
 
         def on_epoch(record: dict[str, Any]) -> None:
             if report is not None:
@@ -87,3 +95,13 @@ class ProxyEvaluator:
         if result.val_acc is not None:
             return float(result.val_acc)
         return float(result.history[-1]["eval_acc"])
+
+
+def without_inplace(model: nn.Module) -> nn.Module:
+    """Turn off in-place activations. With residual blocks removed, `shrink` can leave two
+    in-place ReLUs in a row on one tensor, which autograd rejects (reported to core in
+    .notes/requests-from-search.md); out-of-place costs a little memory, nothing else."""
+    for module in model.modules():
+        if hasattr(module, "inplace") and isinstance(module, nn.ReLU | nn.ReLU6):
+            module.inplace = False
+    return model

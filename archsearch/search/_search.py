@@ -58,6 +58,7 @@ class SearchConfig:
     trials: int = 20
     proxy_epochs: int = 2
     proxy_subset: float | int = 0.2
+    proxy_val: float | int | None = None
     batch_size: int = 128
     storage: str | None = None
     study: str | None = None
@@ -84,7 +85,8 @@ class SearchConfig:
 
     def schedule(self) -> ProxySchedule:
         return ProxySchedule(epochs=self.proxy_epochs, subset=self.proxy_subset,
-                             batch_size=self.batch_size, seed=self.seed)
+                             val_subset=self.proxy_val, batch_size=self.batch_size,
+                             seed=self.seed)
 
     @property
     def multi(self) -> bool:

@@ -1,0 +1,44 @@
+"""`archsearch export RUN --top K`: the best genomes of a search as genome files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from archsearch.cli._common import console, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write the best genomes of a search as JSON files",
+        description="Write the K best genomes of a search (by validation accuracy; with "
+                    "--objectives accuracy,macs the Pareto front) as genome files, ready for "
+                    "`archsearch train GENOME.json --schedule scratch-b`.")
+    p.add_argument("run", metavar="RUN", help="a search run folder (the --out of search)")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="how many (default 3)")
+    p.add_argument("--out", metavar="DIR", help="where to write them (default RUN/export)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsearch.errors import ArchsearchError
+    from archsearch.genome import Genome
+    from archsearch.search import export_genomes, open_run
+
+    if args.top < 1:
+        raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
+    search = open_run(args.run)
+    paths = export_genomes(search, args.top, Path(args.out) if args.out else None)
+    genomes = [Genome.load(p) for p in paths]
+    if args.json:
+        print_json({"run": str(search.run_dir), "genomes": [
+            {"path": str(p), "trial": g.provenance["trial"],
+             "val_accuracy": g.provenance["val_accuracy"], "cost": g.cost}
+            for p, g in zip(paths, genomes, strict=True)]})
+        return 0
+    for path, genome in zip(paths, genomes, strict=True):
+        console.print(f"{path}  trial {genome.provenance['trial']}  val acc "
+                      f"{genome.provenance['val_accuracy']:.2%}  MACs "
+                      f"{genome.cost['macs_ratio']:.1%}  params {genome.cost['params_ratio']:.1%}")
+    return 0

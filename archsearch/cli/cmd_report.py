@@ -1,0 +1,77 @@
+"""`archsearch report RUN`: the leaderboard of a search and its plots."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from archsearch.cli._common import console, human, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="leaderboard and plots of a search run",
+        description="Print the leaderboard of a search (validation accuracy after proxy "
+                    "training, cost, kind of genome) and write plots into RUN/report/: "
+                    "optimisation history, accuracy vs MACs and params (uniform and guide "
+                    "genomes marked), channels per stage and per group of the best genome.")
+    p.add_argument("run", metavar="RUN", help="a search run folder (the --out of search)")
+    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    p.add_argument("--out", metavar="DIR", help="where to write the plots (default RUN/report)")
+    p.add_argument("--no-plots", action="store_true", help="only the table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:.2%}"
+
+
+def trials_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
+    """A rich table of trial rows (`archsearch.search.trial_row`)."""
+    table = Table(title=title)
+    for col in ("trial", "state", "val acc", "epoch", "MACs", "params", "kind", "worker",
+                "time", "note"):
+        table.add_column(col, justify="left" if col in ("state", "kind", "note") else "right")
+    for r in rows:
+        acc = _pct(r["accuracy"]) if r["accuracy"] is not None else (
+            f"({_pct(r['last_accuracy'])})" if r["last_accuracy"] is not None else "")
+        note = r["outcome"] if r["outcome"] not in (None, "complete", "pruned") else ""
+        if r["guide"]:
+            note = f"{Path(r['guide']).name} {note}".strip()
+        table.add_row(str(r["trial"]), r["state"], acc, str(r["last_epoch"] or ""),
+                      human(r["macs"]) if r["macs"] else "",
+                      human(r["params"]) if r["params"] else "", r["kind"],
+                      str(r["worker"] or ""), f"{r['wall_s']:.0f}s" if r["wall_s"] else "",
+                      note[:40])
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsearch.search import open_run, summary, write_plots
+
+    if args.top < 1:
+        from archsearch.errors import ArchsearchError
+
+        raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
+    search = open_run(args.run)
+    doc = summary(search)
+    plots = [] if args.no_plots else write_plots(search, Path(args.out) if args.out else None)
+    if args.json:
+        print_json(doc | {"plots": [str(p) for p in plots]})
+        return 0
+    t = doc["tally"]
+    console.print(trials_table(doc["trials"][: args.top],
+                               f"{doc['study']}: {t['finished']}/{search.config.trials} "
+                               f"trials finished"))
+    for best in doc["best"][: 1 if not search.multi else len(doc["best"])]:
+        console.print(f"{'Pareto' if search.multi else 'best'}: trial {best['trial']} "
+                      f"val acc {_pct(best['accuracy'])}  MACs {human(best['macs'])} "
+                      f"({best['macs_ratio']:.1%})  params {human(best['params'])}")
+    for path in plots:
+        console.print(f"plot: {path}")
+    return 0
