@@ -1,0 +1,142 @@
+"""`archsearch train GENOME.json`: train a found architecture (scratch-E/B or fine-tune)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from archsearch.cli._common import console, human, print_json
+from archsearch.errors import ArchsearchError
+from archsearch.train import SCHEDULES, TrainConfig
+
+DEFAULT_EPOCHS = 160
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a genome from scratch (scratch-e, scratch-b) or fine-tune it",
+        description="Train the architecture of GENOME.json on its dataset. scratch-e: the base "
+                    "epochs; scratch-b: epochs × base MACs / genome MACs (the same compute as "
+                    "the base; FLOPs means multiply-accumulates); finetune: inherited weights "
+                    "from --from at a small constant lr; base: the paper's base recipe. Writes "
+                    "config.json, genome.json, metrics.jsonl, checkpoint.pt (every epoch) and "
+                    "result.json to --out.")
+    p.add_argument("genome", metavar="GENOME.json")
+    p.add_argument("--schedule", default="scratch-e", choices=SCHEDULES)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"base epochs (default {DEFAULT_EPOCHS}; scratch-b scales them)")
+    p.add_argument("--max-scale", type=float, help="scratch-b: cap the epoch scale factor")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, help="initial lr (default 0.1; finetune 1e-3)")
+    p.add_argument("--dataset", help="default: the genome's dataset")
+    p.add_argument("--data-root", help="where the dataset files are (else $ARCHSEARCH_DATA, "
+                   "then /usr/share/datasets)")
+    p.add_argument("--subset", type=float,
+                   help="train on a subset: a fraction (<= 1) or a number of images")
+    p.add_argument("--from", dest="source", metavar="CKPT",
+                   help="finetune: checkpoint of the trained base (discover's sparse.pt, or a "
+                        "checkpoint.pt of a base run) whose surviving weights are inherited")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--out", help="run folder (default runs/train-<space>-<schedule>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--json", action="store_true", help="print result.json to stdout")
+    p.set_defaults(func=run)
+
+
+def _subset(value: float | None) -> int | float | None:
+    if value is None:
+        return None
+    if value <= 0:
+        raise ArchsearchError(f"--subset must be > 0, but got {value:g}")
+    return float(value) if value <= 1 else int(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from archsearch.build import bind
+    from archsearch.data import load_data
+    from archsearch.genome import Genome
+    from archsearch.train import resolve_epochs, seed_everything, train
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
+        args.json = False
+        console.quiet = True
+    # every input is checked before anything is written
+    genome = Genome.load(args.genome)
+    bound = bind(genome.space, args.dataset or genome.dataset)
+    bound.validate(genome)
+    genome = bound.with_cost(genome)
+    config = TrainConfig(schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed, device=args.device,
+                         train_subset=_subset(args.subset), max_scale=args.max_scale,
+                         compile=args.compile, amp=args.amp)
+    if (args.schedule == "finetune") != (args.source is not None):
+        raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "
+                              "--schedule finetune, and only then")
+    epochs = resolve_epochs(config, bound.base_cost.macs, genome.cost["macs"])
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"train-{genome.space}-{args.schedule}-s{args.seed}-{Path(args.genome).stem}")
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise ArchsearchError(f"run folder {out} exists: pass --resume to continue it, or "
+                              "--out for a new one")
+    splits = load_data(bound.info, args.data_root, val_fraction=0.0)
+    seed_everything(args.seed)
+    if args.source:
+        model = _inherit(bound, genome, args.source)
+    else:
+        model = bound.build(genome)
+
+    if not args.json:
+        console.print(f"[bold]{genome.space}[/] on {bound.info.name}: {args.schedule}, "
+                      f"{epochs} epochs, MACs {human(genome.cost['macs'])} "
+                      f"({genome.cost['macs_ratio']:.1%}) → {out}")
+    result = train(model, splits, config, epochs=epochs, genome=genome, run_dir=out,
+                   resume=args.resume, progress=not args.json)
+    doc = {**result.summary(), "schedule": args.schedule, "space": genome.space,
+           "dataset": bound.info.name, "macs": genome.cost["macs"],
+           "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
+           "run_dir": str(out)}
+    if args.json:
+        print_json(doc)
+    else:
+        _table(doc)
+    return 0
+
+
+def _inherit(bound: Any, genome: Any, source: str) -> Any:
+    """The genome's model with the surviving weights of the trained base in `source`,
+    channels chosen by the importance of the method that found the genome."""
+    from archsearch.pruners import get_pruner
+    from archsearch.train import load_checkpoint
+
+    doc = load_checkpoint(source)
+    method = doc.get("method") or genome.provenance.get("method") or "l1norm"
+    pruner = get_pruner(method if method in ("slimming", "sss", "l1norm") else "l1norm", bound)
+    prepared = pruner.prepare(bound.base_model())
+    try:
+        prepared.load_state_dict(doc["state_dict"])
+    except RuntimeError as exc:
+        raise ArchsearchError(f"{source} is not a checkpoint of the {genome.space} base: "
+                              f"{str(exc).splitlines()[0]}") from None
+    keep = pruner.keep(prepared, genome)
+    return bound.build(genome, keep=keep, base=pruner.restore(prepared))
+
+
+def _table(doc: dict[str, Any]) -> None:
+    table = Table(title=f"{doc['space']} on {doc['dataset']}: {doc['schedule']}")
+    for col in ("test acc", "epochs", "MACs", "params", "wall", "img/s", "precision"):
+        table.add_column(col, justify="right")
+    acc = doc["test_acc"]
+    table.add_row("—" if acc is None else f"{acc:.2%}", str(doc["epochs"]),
+                  f"{human(doc['macs'])} ({doc['macs_ratio']:.0%})", human(doc["params"]),
+                  f"{doc['wall_s']:.0f} s", f"{doc['images_per_s'] or 0:.0f}",
+                  f"{doc['precision']} on {doc['device']}")
+    console.print(table)
+    console.print(f"run folder: {doc['run_dir']}")
