@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,31 @@ def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return JournalStorage(backend)
+    url = _with_driver(url)
     try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=optuna.storages
-                          .RetryHeartbeatStaleTrialCallback())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=optuna.storages
+                              .RetryHeartbeatStaleTrialCallback())
     except ImportError as exc:
         raise ArchsearchError(f"storage {url.split('://')[0]} needs a driver: {exc} "
                               "(pip install 'archsearch[postgres]')") from None
     except Exception as exc:  # sqlalchemy OperationalError and friends: unreachable server
         raise ArchsearchError(f"cannot open storage {_redact(url)}: "
                               f"{str(exc).splitlines()[0]}") from None
+
+
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; use psycopg2 when only it is
+    installed (the `postgres` extra installs psycopg2-binary)."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def _redact(url: str) -> str:
