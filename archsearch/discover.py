@@ -1,0 +1,225 @@
+"""`discover`: train a base with a pruner's sparsity term, derive the genome at a budget,
+write the run folder (genome.json, sparse checkpoint, plots, result.json). No printing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from archsearch.budget import Budget, parse_budget
+from archsearch.build import BoundSpace, bind
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.io import atomic_torch_save, atomic_write_json
+from archsearch.pruners import PRUNERS, Pruner, get_pruner, plot_scales, scale_distribution
+
+if TYPE_CHECKING:
+    from archsearch.data import Splits
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_SPACE = "resnet20"
+# CPU defaults: `archsearch discover --method slimming --budget 50%FLOPs` finishes in a few
+# minutes on 2 cores (measured: see the closing notes of issue 4); raise them on a GPU
+DEFAULT_EPOCHS = 3
+DEFAULT_SUBSET = 6000
+VAL_FRACTION = 0.02  # a small validation split monitors training; the test split is not used
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Everything `discover` needs; `None` means the default of the space/pruner/trainer."""
+
+    method: str
+    budget: str
+    space: str = DEFAULT_SPACE
+    dataset: str | None = None
+    data_root: str | None = None
+    epochs: int = DEFAULT_EPOCHS
+    subset: int | None = DEFAULT_SUBSET
+    sparsity: float | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    out: str | None = None
+    resume: bool = False
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+
+    kind = "discover"
+
+
+@dataclass(frozen=True)
+class RethinkConfig(DiscoverConfig):
+    """`rethink` adds seeds (`seed`, `seed + 1`, ...), the fine-tune epochs, an optional cap
+    on Scratch-B's epoch scale and an optional subset of the test split."""
+
+    seeds: int = 3
+    finetune_epochs: int | None = None  # None: a quarter of the base epochs (the paper: 40/160)
+    max_scale: float | None = None
+    test_subset: int | None = None
+
+    kind = "rethink"
+
+    def __post_init__(self) -> None:
+        if self.finetune_epochs is None:
+            object.__setattr__(self, "finetune_epochs", max(1, round(self.epochs / 4)))
+
+
+@dataclass
+class Plan:
+    """A validated discover run: nothing trained yet, every input checked."""
+
+    config: DiscoverConfig
+    bound: BoundSpace
+    pruner: Pruner
+    budget: Budget
+    run_dir: Path
+    splits: Splits | None = None
+
+
+def budget_slug(budget: Budget | str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "", str(budget).replace("%", "pct"))
+
+
+def default_run_dir(cfg: DiscoverConfig, bound: BoundSpace) -> Path:
+    return Path("runs") / (f"{cfg.kind}-{cfg.method}-{bound.space.name}-{bound.info.name}-"
+                           f"{budget_slug(cfg.budget)}-s{cfg.seed}")
+
+
+def plan(cfg: DiscoverConfig) -> Plan:
+    """Check every input before anything is trained or written: numbers, method and its
+    options, space, dataset, budget (against the narrowest genome), run folder, data files."""
+    _check_counts(cfg)
+    bound = bind(cfg.space, cfg.dataset)
+    budget = parse_budget(cfg.budget)
+    opts = dict(cfg.pruner_options)
+    if cfg.sparsity is not None:
+        if cfg.method in PRUNERS and not PRUNERS[cfg.method].needs_training:
+            raise ArchsearchError(f"--sparsity applies to slimming and sss, not {cfg.method!r}")
+        opts["sparsity"] = cfg.sparsity
+    pruner = get_pruner(cfg.method, bound, **opts)
+    bound.uniform(budget)  # raises BudgetError when even the narrowest genome is too big
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, bound)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ArchsearchError(f"--out {run_dir} is a file, not a folder")
+    if run_dir.exists() and any(run_dir.iterdir()) and not cfg.resume:
+        raise ArchsearchError(f"run folder {run_dir} exists: pass --resume to continue it, "
+                              "or --out for a new one")
+    splits = None
+    if pruner.needs_training or isinstance(cfg, RethinkConfig):
+        from archsearch.data import load_data
+
+        splits = load_data(bound.info, cfg.data_root, val_fraction=VAL_FRACTION)
+    return Plan(cfg, bound, pruner, budget, run_dir, splits)
+
+
+def _check_counts(cfg: DiscoverConfig) -> None:
+    checks = [("epochs", cfg.epochs, 1), ("subset", cfg.subset, 1), ("seed", cfg.seed, 0),
+              ("batch_size", cfg.batch_size, 1)]
+    if isinstance(cfg, RethinkConfig):
+        checks += [("seeds", cfg.seeds, 1), ("finetune_epochs", cfg.finetune_epochs, 1),
+                   ("test_subset", cfg.test_subset, 1)]
+        if cfg.max_scale is not None and not cfg.max_scale >= 1:
+            raise ArchsearchError(f"max_scale must be >= 1, but got max_scale={cfg.max_scale}")
+    for name, value, low in checks:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < low):
+            raise ArchsearchError(f"{name} must be an integer >= {low}, but got "
+                                  f"{name}={value!r}")
+
+
+def derive(plan: Plan, model: nn.Module | None, source: str = "") -> Genome:
+    """The pruner's genome at the plan's budget, with full provenance."""
+    genome = plan.pruner.genome(model, plan.budget)
+    genome.provenance.update({"dataset": plan.bound.info.name, "seed": plan.config.seed,
+                              "source_run": source or str(plan.run_dir)})
+    return genome
+
+
+def save_sparse_checkpoint(path: Path, plan: Plan, model: nn.Module) -> Path:
+    """The trained (sparse) base: `{genome, state_dict, method, options, version}`, loadable
+    with weights_only=True; sss gates are the `sss_gates.*` entries of the state_dict."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save(path, {
+        "genome": plan.bound.base_genome().to_dict(), "state_dict": state,
+        "method": plan.pruner.name, "options": _plain(plan.pruner.options()),
+        "version": CHECKPOINT_VERSION})
+
+
+def load_sparse_checkpoint(path: str | Path, pruner: Pruner) -> nn.Module:
+    """The prepared base model with the checkpoint's weights (and gates)."""
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+        model = pruner.prepare(pruner.bound.base_model())
+        model.load_state_dict(doc["state_dict"])
+    except FileNotFoundError:
+        raise ArchsearchError(f"no sparse checkpoint at {path}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise ArchsearchError(f"cannot load sparse checkpoint {path} for {pruner.name}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    return model
+
+
+def write_outputs(plan: Plan, model: nn.Module | None, genome: Genome,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """genome.json, sparse.pt, widths.png, scales.png and result.json in the run folder."""
+    from archsearch.viz import plot_widths, width_rows
+
+    run = plan.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    genome.save(run / "genome.json")
+    rows = width_rows(plan.bound, genome)
+    title = (f"{plan.pruner.name} on {plan.bound.space.name}/{plan.bound.info.name}: "
+             f"{genome.cost['macs_ratio']:.1%} MACs")
+    plot_widths(rows, run / "widths.png", title)
+    files = {"genome": str(run / "genome.json"), "widths_plot": str(run / "widths.png")}
+    if model is not None:
+        save_sparse_checkpoint(run / "sparse.pt", plan, model)
+        dist = scale_distribution(plan.pruner, model)
+        plot_scales(dist, run / "scales.png", genome.provenance.get("threshold"))
+        files.update(checkpoint=str(run / "sparse.pt"), scales_plot=str(run / "scales.png"))
+    result = {"method": plan.pruner.name, "space": plan.bound.space.name,
+              "dataset": plan.bound.info.name, "budget": str(plan.budget),
+              "config": _plain(asdict(plan.config)), "cost": genome.cost,
+              "base_cost": {"macs": plan.bound.base_cost.macs,
+                            "params": plan.bound.base_cost.params},
+              "widths": rows, "removed_blocks": sorted(genome.removed_blocks()),
+              "files": files, **extra}
+    atomic_write_json(run / "result.json", result)
+    return result
+
+
+def discover(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Train (when the pruner needs it), derive the genome, write the run folder."""
+    start = time.perf_counter()
+    model, train_info = None, {}
+    if plan.pruner.needs_training:
+        from archsearch.rethink import train_base
+
+        model, train_info = train_base(plan, plan.run_dir / "base", on_epoch,
+                                       progress=progress)
+        model = model.cpu()
+    genome = derive(plan, model)
+    _log.info("discover: %s genome at %s: %.1f%% MACs", plan.pruner.name, plan.budget,
+              100 * genome.cost["macs_ratio"])
+    return write_outputs(plan, model, genome, {
+        "train": train_info, "wall_s": time.perf_counter() - start})
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,296 @@
+"""`rethink`: the paper's experiment in one run. Per seed: train the base (with the pruner's
+sparsity term) → prune to the budget → (a) fine-tune the pruned model with inherited
+weights, (b) Scratch-E, (c) Scratch-B, (d) the uniform genome at the same budget from
+scratch (Scratch-B schedule). Test accuracy mean ± std over seeds, MACs, params, wall time.
+
+Resumable: every finished leg is recorded in `legs.json` (atomic) and never re-run; a leg
+that was killed resumes from its own checkpoint. No printing: `on_leg` reports progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from archsearch.data import Splits
+    from archsearch.discover import Plan
+    from archsearch.train import TrainConfig
+
+_log = logging.getLogger(__name__)
+
+LEGS = ("base", "finetune", "scratch-e", "scratch-b", "uniform")
+LEG_TITLES = {"base": "base (sparsity-trained)", "finetune": "pruned + fine-tune",
+              "scratch-e": "pruned, Scratch-E", "scratch-b": "pruned, Scratch-B",
+              "uniform": "uniform, Scratch-B"}
+OnLeg = Callable[[dict[str, Any]], None]
+
+
+def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
+                 ) -> TrainConfig:
+    """The trainer's config for one leg: the plan's epochs/subset/batch, monitored on the
+    validation split (the test split is evaluated once, at the end of a leg)."""
+    from archsearch.train import TrainConfig
+
+    cfg = plan.config
+    opts: dict[str, Any] = {"schedule": schedule, "epochs": epochs or cfg.epochs, "seed": seed,
+                            "train_subset": cfg.subset, "eval_split": "val"}
+    if cfg.batch_size is not None:
+        opts["batch_size"] = cfg.batch_size
+    if getattr(cfg, "max_scale", None) is not None:
+        opts["max_scale"] = cfg.max_scale
+    return TrainConfig(**opts)
+
+
+def train_base(plan: Plan, run_dir: Path, on_epoch: Callable[[dict[str, Any]], None] | None
+               = None, *, seed: int | None = None, progress: bool = True
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the (prepared) base with the pruner's regularizer into `run_dir`; resumes from
+    its checkpoint when the plan says so. Returns the trained model and a summary."""
+    from archsearch.train import seed_everything, train
+
+    seed = plan.config.seed if seed is None else seed
+    seed_everything(seed)
+    model = plan.pruner.prepare(plan.bound.base_model())
+    regularizer = plan.pruner.regularize if plan.pruner.needs_training else None
+    result = train(model, _splits(plan), train_config(plan, "base", seed),
+                   genome=plan.bound.base_genome(), run_dir=run_dir, resume=plan.config.resume,
+                   regularizer=regularizer, on_epoch=on_epoch, progress=progress)
+    return result.model, {**result.summary(), "run_dir": str(run_dir)}
+
+
+@dataclass(frozen=True)
+class _Leg:
+    name: str
+    seed: int
+    run_dir: Path
+
+    @property
+    def key(self) -> str:
+        return f"seed{self.seed}/{self.name}"
+
+
+class Rethink:
+    """One rethink run folder: `legs.json` (finished legs), `seed<k>/<leg>/` (trainer run
+    folders), `seed<k>/genome.json`, `uniform_genome.json`, `rethink.json`, `rethink.md`."""
+
+    def __init__(self, plan: Plan, on_leg: OnLeg | None = None, progress: bool = True):
+        self.plan = plan
+        self.on_leg = on_leg or (lambda record: None)
+        self.progress = progress
+        self.path = plan.run_dir / "legs.json"
+        self.legs: dict[str, dict[str, Any]] = {}
+        self.uniform = plan.bound.uniform(plan.budget)
+        self.uniform.provenance.update(dataset=plan.bound.info.name)
+
+    def seeds(self) -> list[int]:
+        first = self.plan.config.seed
+        return list(range(first, first + self.plan.config.seeds))
+
+    def legs_for(self, seed: int) -> list[_Leg]:
+        names = [n for n in LEGS if not (n == "uniform" and self.plan.pruner.name == "uniform")]
+        return [_Leg(n, seed, self.plan.run_dir / f"seed{seed}" / n) for n in names]
+
+    def run(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        self._open()
+        for seed in self.seeds():
+            model: nn.Module | None = None
+            genome: Genome | None = None
+            for leg in self.legs_for(seed):
+                if leg.key in self.legs:
+                    self.on_leg({**self.legs[leg.key], "status": "done"})
+                    continue
+                if leg.name != "base" and genome is None:
+                    model, genome = self._pruned(seed, model)
+                self.on_leg({"leg": leg.name, "seed": seed, "status": "start"})
+                record = self._run_leg(leg, model, genome)
+                if leg.name == "base":
+                    model, record = record.pop("_model"), record
+                self.legs[leg.key] = record
+                self._save()
+                self.on_leg({**record, "status": "finished"})
+        return self.write(time.perf_counter() - start)
+
+    # -- one leg --------------------------------------------------------------------------
+
+    def _run_leg(self, leg: _Leg, base: nn.Module | None, genome: Genome | None
+                 ) -> dict[str, Any]:
+        from archsearch.train import resolve_epochs, seed_everything, train
+
+        plan, bound = self.plan, self.plan.bound
+        if leg.name == "base":
+            model, info = train_base(plan, leg.run_dir, seed=leg.seed, progress=self.progress)
+            return {**self._score(leg, model, bound.base_genome(), info), "_model": model}
+        assert genome is not None
+        schedule = {"finetune": "finetune", "scratch-e": "scratch-e"}.get(leg.name, "scratch-b")
+        target = self.uniform if leg.name == "uniform" else genome
+        if leg.name == "finetune":
+            assert base is not None
+            keep = plan.pruner.keep(base, genome)
+            model = bound.build(genome, keep, plan.pruner.restore(base).cpu())
+            cfg = train_config(plan, schedule, leg.seed, plan.config.finetune_epochs)
+        else:
+            seed_everything(leg.seed)
+            model = bound.build(target)
+            cfg = train_config(plan, schedule, leg.seed)
+        if target.removed_blocks():
+            no_inplace(model)
+        epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
+        result = train(model, _splits(plan), cfg, epochs=epochs, genome=target,
+                       run_dir=leg.run_dir, resume=plan.config.resume, progress=self.progress)
+        return self._score(leg, result.model, target, result.summary())
+
+    def _score(self, leg: _Leg, model: nn.Module, genome: Genome,
+               info: dict[str, Any]) -> dict[str, Any]:
+        """The leg's record: test accuracy on the (full) test split, evaluated once."""
+        from archsearch.train import evaluate
+
+        splits = _splits(self.plan)
+        test = splits.test.subset(self.plan.config.test_subset, seed=0)
+        t0 = time.perf_counter()
+        acc = evaluate(model, test, splits=splits)
+        return {"leg": leg.name, "seed": leg.seed, "test_acc": acc, "test_images": len(test),
+                "val_acc": info.get("val_acc"), "epochs": info.get("epochs"),
+                "wall_s": info.get("wall_s"), "eval_s": time.perf_counter() - t0,
+                "macs": genome.cost["macs"], "params": genome.cost["params"],
+                "macs_ratio": genome.cost["macs_ratio"],
+                "params_ratio": genome.cost["params_ratio"], "run_dir": str(leg.run_dir)}
+
+    def _pruned(self, seed: int, model: nn.Module | None) -> tuple[nn.Module, Genome]:
+        """The seed's trained base (from memory or its checkpoint) and its pruned genome."""
+        from archsearch.discover import derive
+        from archsearch.train import load_checkpoint
+
+        plan = self.plan
+        if model is None:
+            path = plan.run_dir / f"seed{seed}" / "base" / "checkpoint.pt"
+            model = plan.pruner.prepare(plan.bound.base_model())
+            model.load_state_dict(load_checkpoint(path)["state_dict"])
+        model = model.cpu()
+        saved = plan.run_dir / f"seed{seed}" / "genome.json"
+        if saved.exists():
+            genome = plan.bound.with_cost(Genome.load(saved))
+        else:
+            genome = derive(plan, model, source=str(plan.run_dir / f"seed{seed}"))
+            genome.provenance["seed"] = seed
+            genome.save(saved)
+        return model, genome
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, Any]:
+        cfg = asdict(self.plan.config)
+        return {k: v for k, v in cfg.items() if k not in ("out", "resume", "seeds")}
+
+    def _open(self) -> None:
+        if not self.path.exists():
+            self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+            self.uniform.save(self.plan.run_dir / "uniform_genome.json")
+            self._save()
+            return
+        import json
+
+        doc = json.loads(self.path.read_text(encoding="utf-8"))
+        old = doc.get("config", {})
+        changed = sorted(k for k, v in self._identity().items() if old.get(k) != v)
+        if changed:
+            raise ArchsearchError(
+                f"cannot resume {self.plan.run_dir}: it was run with different settings ("
+                + ", ".join(f"{k}={old.get(k)!r}" for k in changed) + "); use another --out")
+        self.legs = dict(doc.get("legs", {}))
+
+    def _save(self) -> None:
+        atomic_write_json(self.path, {"config": self._identity(), "legs": self.legs})
+
+    def write(self, wall_s: float) -> dict[str, Any]:
+        rows = summarize(list(self.legs.values()))
+        plan = self.plan
+        doc = {"method": plan.pruner.name, "space": plan.bound.space.name,
+               "dataset": plan.bound.info.name, "budget": str(plan.budget),
+               "seeds": self.seeds(), "config": _plain(asdict(plan.config)),
+               "base_cost": {"macs": plan.bound.base_cost.macs,
+                             "params": plan.bound.base_cost.params},
+               "rows": rows, "legs": list(self.legs.values()), "wall_s": wall_s,
+               "files": {"json": str(plan.run_dir / "rethink.json"),
+                         "markdown": str(plan.run_dir / "rethink.md")}}
+        atomic_write_json(plan.run_dir / "rethink.json", doc)
+        atomic_write_text(plan.run_dir / "rethink.md", markdown(doc))
+        return doc
+
+
+def no_inplace(model: nn.Module) -> nn.Module:
+    """Turn off in-place activations. Work-around: `shrink` rewires a removed block's add to
+    its skip, so the block's in-place ReLU then overwrites the previous ReLU's output, which
+    autograd still needs (reported in .notes/requests-from-pruners.md)."""
+    for module in model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    return model
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per leg: test accuracy, epochs and wall time as mean ± std over seeds."""
+    rows = []
+    for name in LEGS:
+        recs = [r for r in records if r["leg"] == name]
+        if not recs:
+            continue
+        row: dict[str, Any] = {"leg": name, "title": LEG_TITLES[name], "n": len(recs)}
+        for key in ("test_acc", "wall_s", "macs", "params", "macs_ratio", "params_ratio",
+                    "epochs"):
+            mean, std = _mean_std([float(r[key]) for r in recs])
+            row[key] = mean
+            row[f"{key}_std"] = std
+        rows.append(row)
+    return rows
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The result table (and the settings it was made with) as markdown."""
+    cfg = doc["config"]
+    lines = [f"# rethink: {doc['method']} at {doc['budget']} on {doc['space']} / "
+             f"{doc['dataset']}", "",
+             f"Seeds {doc['seeds']}; base {cfg['epochs']} epochs on "
+             f"{cfg['subset'] or 'all'} training images; fine-tune "
+             f"{cfg['finetune_epochs']} epochs; test accuracy on "
+             f"{cfg['test_subset'] or 'all'} test images. FLOPs = MACs.", "",
+             "| model | test acc (%) | MACs | params | epochs | wall time (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['title']} | {100 * r['test_acc']:.2f} ± {100 * r['test_acc_std']:.2f} | "
+            f"{r['macs'] / 1e6:.2f}M ({r['macs_ratio']:.1%}) | {r['params'] / 1e6:.3f}M "
+            f"({r['params_ratio']:.1%}) | {r['epochs']:g} | {r['wall_s']:.0f} ± "
+            f"{r['wall_s_std']:.0f} |")
+    lines += ["", f"n = {', '.join(str(r['n']) for r in doc['rows'])} run(s) per row; "
+              f"total wall time {doc['wall_s']:.0f} s (this invocation)."]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _splits(plan: Plan) -> Splits:
+    if plan.splits is None:
+        raise ArchsearchError("no data loaded for this run")  # plan() loads it when needed
+    return plan.splits
+
+
+def _plain(obj: Any) -> Any:
+    from archsearch.discover import _plain as plain
+
+    return plain(obj)
