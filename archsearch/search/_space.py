@@ -15,13 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.budget import Budget, fit_to_budget
+from archsearch.budget import Budget, BudgetError, fit_to_budget
 from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 
 GRANULARITIES = ("group", "stage")
 MIN_RATIO = 0.1  # lowest relative width a trial may propose (before projection)
+# A shape whose rounded widths cannot land within 1% of the budget is blended towards the
+# uniform shape (ratio ** (1 - blend)) until one does; blend 1 is the uniform shape.
+BLENDS = (0.0, 0.1, 0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,30 @@ class Parameterisation:
         """The genome with this relative shape, fitted onto the budget."""
         budget = budget or self.budget
         blocks = {b: bool((blocks or {}).get(b, True)) for b in self.bound.graph.blocks}
-        widths = fit_to_budget(shape, budget, self.bound, blocks)
         prov = {"method": "search", "budget": str(budget), **(provenance or {})}
-        return self.bound.genome(widths, blocks, prov)
+        try:
+            return self._fit(shape, blocks, budget, prov)
+        except BudgetError:
+            if all(blocks.values()):
+                raise
+        # too few blocks kept to reach the budget even at full width: keep them all
+        prov["blocks_restored"] = sorted(b for b, kept in blocks.items() if not kept)
+        return self._fit(shape, dict.fromkeys(blocks, True), budget, prov)
+
+    def _fit(self, shape: Mapping[str, float], blocks: dict[str, bool], budget: Budget,
+             prov: dict[str, Any]) -> Genome:
+        for blend in BLENDS:  # soften the shape towards uniform only if it cannot be met
+            softened = {g: float(r) ** (1.0 - blend) for g, r in shape.items()}
+            try:
+                widths = fit_to_budget(softened, budget, self.bound, blocks)
+            except BudgetError:
+                if blend == BLENDS[-1]:
+                    raise
+                continue
+            if blend:
+                prov["shape_blend"] = blend
+            return self.bound.genome(widths, blocks, prov)
+        raise AssertionError("unreachable")
 
     def guide_params(self, guide: Genome) -> dict[str, Any]:
         """Parameters that reproduce a same-space guide (for `study.enqueue_trial`)."""
