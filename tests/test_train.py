@@ -1,0 +1,167 @@
+"""The training engine on real (tiny) computations: schedules, hook order, checkpoints,
+exact resume, divergence."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+
+from archsearch.budget import parse_budget
+from archsearch.build import bind
+from archsearch.data import load_data
+from archsearch.errors import ArchsearchError, DivergenceError
+from archsearch.train import (
+    TrainConfig,
+    evaluate,
+    load_checkpoint,
+    resolve_epochs,
+    scratch_b_epochs,
+    seed_everything,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return load_data("synthetic", size=384, val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def bound():
+    return bind("vgg11", "synthetic")
+
+
+def small(bound, budget="5%FLOPs", seed=0):
+    genome = bound.uniform(parse_budget(budget))
+    seed_everything(seed)
+    return genome, bound.build(genome)
+
+
+def cfg(**kw):
+    base = dict(epochs=3, batch_size=32, lr=0.05, seed=0, eval_split="val")
+    return TrainConfig(**(base | kw))
+
+
+def test_scratch_b_epochs_match_the_paper():
+    assert scratch_b_epochs(160, 1e8, 5e7) == 320
+    assert scratch_b_epochs(160, 1e8, 1e8) == 160
+    assert scratch_b_epochs(160, 1e8, 2.5e7, max_scale=2) == 320
+    c = TrainConfig(schedule="scratch-b", epochs=160)
+    assert resolve_epochs(c, 127_931_072, 127_931_072 / 2) == 320
+    assert resolve_epochs(TrainConfig(schedule="scratch-e", epochs=160), 1e8, 1e7) == 160
+    with pytest.raises(ArchsearchError):
+        resolve_epochs(c)
+
+
+def test_lr_schedules():
+    c = TrainConfig(schedule="scratch-e", epochs=160)
+    assert [c.lr_at(e, 160) for e in (0, 79, 80, 119, 120, 159)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    f = TrainConfig(schedule="finetune", epochs=40)
+    assert {f.lr_at(e, 40) for e in range(40)} == {1e-3}
+
+
+@pytest.mark.parametrize("kw", [dict(epochs=0), dict(schedule="fast"), dict(lr=-1.0),
+                                dict(amp="fp8"), dict(train_subset=1.5),
+                                dict(max_scale=0.5), dict(eval_split="train")])
+def test_bad_config_is_a_clear_error(kw):
+    with pytest.raises(ArchsearchError):
+        TrainConfig(**kw)
+
+
+def test_training_learns_and_writes_the_run_folder(synth, bound, tmp_path):
+    genome, model = small(bound)
+    before = evaluate(model, synth.val, synth)
+    result = train(model, synth, cfg(epochs=4), genome=genome, run_dir=tmp_path,
+                   progress=False)
+    assert result.val_acc > max(0.5, before + 0.2)
+    assert result.test_acc is None  # a val-split run never looks at the test split
+    assert result.history[0]["train_loss"] > result.history[-1]["train_loss"]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only
+    assert ckpt["epoch"] == 4 and ckpt["genome"]["space"] == "vgg11"
+    assert set(ckpt["state_dict"]) == set(model.state_dict())
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["val_acc"] == pytest.approx(result.val_acc) and res["macs"] > 0
+
+
+def test_regularizer_runs_between_backward_and_step(synth, bound):
+    _, model = small(bound)
+    start = {k: p.detach().clone() for k, p in model.named_parameters()}
+    seen = []
+
+    def drop_grads(m):
+        seen.append(all(p.grad is not None for p in m.parameters()))
+        for p in m.parameters():
+            p.grad = None  # as sss does for its gates
+
+    train(model, synth, cfg(epochs=1, weight_decay=0.0), regularizer=drop_grads,
+          progress=False)
+    assert seen and all(seen)  # backward had run
+    for k, v in model.named_parameters():  # the step saw no gradient: nothing moved
+        if k in start:
+            assert torch.equal(v, start[k]), k
+
+
+def test_on_epoch_exceptions_propagate(synth, bound):
+    _, model = small(bound)
+
+    def stop(record):
+        if record["epoch"] == 2:
+            raise optuna.TrialPruned()
+
+    with pytest.raises(optuna.TrialPruned):
+        train(model, synth, cfg(), on_epoch=stop, progress=False)
+
+
+def test_resume_is_exact(synth, bound, tmp_path):
+    genome, model = small(bound)
+    full = train(model, synth, cfg(epochs=4), progress=False)
+
+    genome, model = small(bound)
+
+    def crash(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, synth, cfg(epochs=4), run_dir=tmp_path, genome=genome, on_epoch=crash,
+              progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+    with pytest.raises(ArchsearchError, match="--resume"):
+        train(model, synth, cfg(epochs=4), run_dir=tmp_path, progress=False)
+    with pytest.raises(ArchsearchError, match="different settings"):
+        train(model, synth, cfg(epochs=4, lr=0.1), run_dir=tmp_path, resume=True,
+              progress=False)
+    _, fresh = small(bound, seed=123)  # other init: the checkpoint must overwrite it
+    resumed = train(fresh, synth, cfg(epochs=4), run_dir=tmp_path, resume=True,
+                    progress=False)
+    assert resumed.val_acc == full.val_acc
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(synth, bound, tmp_path):
+    genome, model = small(bound)
+    calls = []
+    steps_per_epoch = int(len(synth.train) // 32)
+
+    def poison(m):
+        calls.append(1)
+        if len(calls) > steps_per_epoch:  # epoch 2: a NaN gradient
+            next(m.parameters()).grad.fill_(float("nan"))
+
+    with pytest.raises(DivergenceError, match="epoch 2.*checkpoint"):
+        train(model, synth, cfg(), run_dir=tmp_path, genome=genome, regularizer=poison,
+              progress=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+               if v.is_floating_point())
