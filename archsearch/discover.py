@@ -30,8 +30,8 @@ DEFAULT_SPACE = "resnet20"
 # CPU defaults: `archsearch discover --method slimming --budget 50%FLOPs` finishes in a few
 # minutes on 2 cores (measured: see the closing notes of issue 4); raise them on a GPU
 DEFAULT_EPOCHS = 3
-DEFAULT_SUBSET = 6000
-VAL_FRACTION = 0.02  # a small validation split monitors training; the test split is not used
+DEFAULT_SUBSET = 4000
+VAL_FRACTION = 0.01  # a small validation split monitors training; the test split is not used
 CHECKPOINT_VERSION = 1
 
 
@@ -45,7 +45,7 @@ class DiscoverConfig:
     dataset: str | None = None
     data_root: str | None = None
     epochs: int = DEFAULT_EPOCHS
-    subset: int | None = DEFAULT_SUBSET
+    subset: int | float | None = DEFAULT_SUBSET  # images, or a fraction of the train split
     sparsity: float | None = None
     seed: int = 0
     batch_size: int | None = None
@@ -122,8 +122,13 @@ def plan(cfg: DiscoverConfig) -> Plan:
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:
-    checks = [("epochs", cfg.epochs, 1), ("subset", cfg.subset, 1), ("seed", cfg.seed, 0),
-              ("batch_size", cfg.batch_size, 1)]
+    checks = [("epochs", cfg.epochs, 1), ("seed", cfg.seed, 0), ("batch_size", cfg.batch_size, 1)]
+    if isinstance(cfg.subset, float):
+        if not 0 < cfg.subset <= 1:
+            raise ArchsearchError(f"subset must be a fraction in (0, 1] or a number of images, "
+                                  f"but got subset={cfg.subset!r}")
+    else:
+        checks.append(("subset", cfg.subset, 1))
     if isinstance(cfg, RethinkConfig):
         checks += [("seeds", cfg.seeds, 1), ("finetune_epochs", cfg.finetune_epochs, 1),
                    ("test_subset", cfg.test_subset, 1)]

@@ -1,0 +1,82 @@
+"""`archsearch rethink --method M --budget B --seeds K`: fine-tune vs Scratch-E/B vs uniform."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from archsearch.cli._common import console, human, print_json
+from archsearch.cli.cmd_discover import add_common, common_options
+
+DEFAULT_SEEDS = 3
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rethink", help="the paper's experiment: fine-tune vs Scratch-E/B vs uniform",
+        description="Liu et al. 2019 in one command. Per seed: train the base (with the "
+                    "pruner's sparsity term), prune it to the budget, then (a) fine-tune with "
+                    "the inherited weights, (b) Scratch-E (the base epochs), (c) Scratch-B "
+                    "(epochs x base MACs / pruned MACs), (d) the uniform genome at the same "
+                    "budget, Scratch-B. Prints test accuracy mean ± std over seeds, MACs, "
+                    "params and wall time; writes rethink.md and rethink.json to the run "
+                    "folder. Finished legs are recorded and not re-run with --resume. "
+                    "FLOPs means multiply-accumulates (MACs).")
+    add_common(p)
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"number of seeds: --seed, --seed+1, ... (default {DEFAULT_SEEDS})")
+    p.add_argument("--finetune-epochs", type=int,
+                   help="fine-tune epochs at lr 1e-3 (default: a quarter of --epochs, min 1)")
+    p.add_argument("--max-scale", type=float, help="Scratch-B: cap the epoch scale factor")
+    p.add_argument("--test-subset", type=int,
+                   help="evaluate on this many test images (default: the whole test split)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsearch.discover import RethinkConfig, plan
+    from archsearch.rethink import LEG_TITLES, Rethink
+
+    the_plan = plan(RethinkConfig(**common_options(args), seeds=args.seeds,
+                                  finetune_epochs=args.finetune_epochs,
+                                  max_scale=args.max_scale, test_subset=args.test_subset))
+
+    def on_leg(rec: dict[str, Any]) -> None:
+        if args.json:
+            return
+        title = f"seed {rec['seed']} · {LEG_TITLES[rec['leg']]}"
+        if rec["status"] == "start":
+            console.rule(title)
+        else:
+            note = " (recorded earlier, not re-run)" if rec["status"] == "done" else ""
+            console.print(f"{title}: test acc {rec['test_acc']:.2%}, {rec['epochs']} epochs, "
+                          f"{rec['wall_s']:.0f} s{note}")
+
+    if not args.json:
+        cfg = the_plan.config
+        console.print(f"[bold]rethink[/] {the_plan.pruner.name} on {the_plan.bound.space.name}"
+                      f" / {the_plan.bound.info.name} at {the_plan.budget}: {cfg.seeds} seed(s),"
+                      f" base {cfg.epochs} epoch(s) on {cfg.subset or 'all'} images → "
+                      f"{the_plan.run_dir}")
+    doc = Rethink(the_plan, on_leg=on_leg, progress=not args.json).run()
+    if args.json:
+        print_json(doc)
+    else:
+        print_table(doc)
+    return 0
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    table = Table(title=f"rethink: {doc['method']} at {doc['budget']} on {doc['space']} / "
+                        f"{doc['dataset']}, seeds {doc['seeds']}")
+    for col in ("model", "test acc (mean ± std)", "MACs", "params", "epochs", "wall (s)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in doc["rows"]:
+        table.add_row(r["title"], f"{r['test_acc']:.2%} ± {r['test_acc_std']:.2%}",
+                      f"{human(r['macs'])} ({r['macs_ratio']:.0%})",
+                      f"{human(r['params'])} ({r['params_ratio']:.0%})", f"{r['epochs']:g}",
+                      f"{r['wall_s']:.0f} ± {r['wall_s_std']:.0f}")
+    console.print(table)
+    console.print(f"files: {doc['files']['markdown']}, {doc['files']['json']}")
