@@ -17,6 +17,8 @@ from archsearch.errors import ArchsearchError, DivergenceError
 COMMANDS = [
     "archsearch.cli.cmd_spaces",
     "archsearch.cli.cmd_show",
+    "archsearch.cli.cmd_discover",
+    "archsearch.cli.cmd_rethink",
     "archsearch.cli.cmd_train",
     "archsearch.cli.cmd_search",
     "archsearch.cli.cmd_export",
