@@ -47,13 +47,14 @@ class TrainResult:
     wall_s: float = 0.0
     precision: str = "fp32"
     device: str = "cpu"
+    world_size: int = 1
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
         return {"test_acc": self.test_acc, "val_acc": self.val_acc, "epochs": self.epochs,
                 "wall_s": self.wall_s, "train_loss": last.get("train_loss"),
                 "images_per_s": last.get("images_per_s"), "precision": self.precision,
-                "device": self.device}
+                "device": self.device, "world_size": self.world_size}
 
 
 def seed_everything(seed: int) -> None:
@@ -283,7 +284,7 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
         bar.close()
 
     result = TrainResult(model, history, epochs=epochs, precision=precision.name,
-                         device=str(device))
+                         device=str(device), world_size=world.world)
     last = history[-1]["eval_acc"] if history else None
     # the last epoch's evaluation is the result; the test split is never looked at by a
     # run that reports on val (search)
