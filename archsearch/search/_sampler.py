@@ -3,7 +3,8 @@
 The paper's "guided pruning": per-stage keep ratios averaged over pruner-found genomes
 (`Parameterisation.centres`) are the centre; each guided trial samples around it with
 Gaussian noise that narrows as trials accumulate. The chance of a guided trial falls
-linearly to zero over `handover` finished trials; the rest go to the fallback sampler.
+as 1 - (finished / handover)^2, to zero at `handover` finished trials (slowly at first, so
+the early trials explore around the guides); the rest go to the fallback sampler (TPE).
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ class GuidedSampler(BaseSampler):
 
     def plan(self, study: optuna.Study, trial: FrozenTrial) -> tuple[bool, float]:
         """(guided?, noise scale) for a trial, decided once: guided with probability
-        1 - finished/handover; noise `sigma` / sqrt(1 + finished), floored at `min_sigma`."""
+        1 - (finished/handover)^2; noise `sigma` / sqrt(1 + finished), floored at
+        `min_sigma`."""
         if trial.number not in self._plans:
             done = self._n_finished(study)
-            share = max(0.0, 1.0 - done / self._handover)
+            share = max(0.0, 1.0 - (done / self._handover) ** 2)
             sigma = max(self._min_sigma, self._sigma / float(np.sqrt(1.0 + done)))
             self._plans[trial.number] = (bool(self._rng(trial).random() < share), sigma)
         return self._plans[trial.number]

@@ -157,7 +157,7 @@ class Search:
         if not self.guides:
             return tpe
         return GuidedSampler(self.param.centres(self.guides), fallback=tpe, seed=seed,
-                             handover=max(4, self.config.trials // 2))
+                             handover=max(4, 2 * self.config.trials // 3))
 
     def _open_study(self) -> optuna.Study:
         directions = ["maximize", "minimize"] if self.config.multi else ["maximize"]
