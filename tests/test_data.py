@@ -118,3 +118,36 @@ def test_augment_crops_and_flips_like_the_reference():
 def test_imageset_rejects_wrong_dtype():
     with pytest.raises(ValueError):
         ImageSet(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_imagenet_folder_streams_and_trains(no_data_anywhere):
+    from PIL import Image
+
+    from archsearch.budget import parse_budget
+    from archsearch.build import bind
+    from archsearch.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for cls in ("n01", "n02"):
+            d = no_data_anywhere / "imagenet" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.JPEG")
+    splits = load_data("imagenet", root=no_data_anywhere, val_fraction=0.25)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (9, 3, 4)
+    assert {label for _, label in splits.test.samples} == {0, 1}
+    x, y = next(splits.train.batches(torch.arange(4), 4, seed=0))
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 224, 224) and y.shape == (4,)
+    splits.train.workers = splits.test.workers = 0  # decode in-process: fast on 2 cores
+    bound = bind("resnet18", "imagenet")
+    model = bound.build(bound.uniform(parse_budget("2%FLOPs")))
+    result = train(model, splits, TrainConfig(epochs=1, batch_size=4, lr=0.01),
+                   progress=False)
+    assert result.history[0]["train_loss"] > 0 and 0 <= result.test_acc <= 1
+
+
+def test_missing_imagenet_names_data_root(no_data_anywhere):
+    with pytest.raises(ArchsearchError, match="--data-root DIR.*train"):
+        load_data("imagenet", root=no_data_anywhere)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from archsearch.data._folder import FolderSet, scan_folder
 from archsearch.data._info import DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
 
@@ -68,15 +69,15 @@ class Splits:
     """train and val (disjoint, carved from the training files), test (the test files)."""
 
     info: DatasetInfo
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
+    train: ImageSet | FolderSet
+    val: ImageSet | FolderSet
+    test: ImageSet | FolderSet
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pad: int = 0
     flip: bool = False
 
-    def split(self, name: str) -> ImageSet:
+    def split(self, name: str) -> ImageSet | FolderSet:
         if name not in ("train", "val", "test"):
             raise ArchsearchError(f"unknown split {name!r}: train, val or test")
         return getattr(self, name)
@@ -99,9 +100,7 @@ def load_data(name: str | DatasetInfo, root: str | Path | None = None, *,
     elif info.name == "synthetic":
         train, test = _synthetic(info, size or 2048)
     else:
-        raise ArchsearchError(
-            f"{info.name} is not held in memory: use the folder stream "
-            "(archsearch.data.image_folder) with --data-root pointing at train/ and val/")
+        return _imagenet(info, root, val_fraction, split_seed)
     n_val = round(val_fraction * len(train))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:n_val].sort()[0], order[n_val:].sort()[0]
@@ -222,3 +221,27 @@ def _synthetic(info: DatasetInfo, size: int) -> tuple[ImageSet, ImageSet]:
         return ImageSet((x.clamp(0, 1) * 255).round().to(torch.uint8), labels, name)
 
     return make(size, 1, "synthetic/train"), make(max(size // 4, 64), 2, "synthetic/test")
+
+
+# -- ImageNet: train/ and val/ image folders, streamed -------------------------------------
+
+def _imagenet(info: DatasetInfo, root: str | Path | None, val_fraction: float,
+              split_seed: int) -> Splits:
+    for base in _roots(root, info.name):
+        if (base / "train").is_dir() and (base / "val").is_dir():
+            train = scan_folder(base / "train", info.size, True, f"{info.name}/train")
+            classes = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
+            test = scan_folder(base / "val", info.size, False, f"{info.name}/test", classes)
+            n_val = round(val_fraction * len(train))
+            order = torch.randperm(len(train),
+                                   generator=torch.Generator().manual_seed(split_seed)).tolist()
+            val = FolderSet([train.samples[i] for i in sorted(order[:n_val])], info.size,
+                            False, f"{info.name}/val")
+            train = FolderSet([train.samples[i] for i in sorted(order[n_val:])], info.size,
+                              True, f"{info.name}/train")
+            mean, std = MEAN_STD[info.name]
+            return Splits(info, train, val, test, mean, std)
+    raise ArchsearchError(
+        f"{info.name} not found: pass --data-root DIR (or set $ARCHSEARCH_DATA) where DIR/train "
+        "and DIR/val are image folders (<class>/<image>), as torchvision's ImageFolder reads "
+        "them; archsearch never downloads")

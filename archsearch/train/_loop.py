@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from archsearch.data._folder import FolderSet
 from archsearch.data._loaders import ImageSet, Splits
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
@@ -87,26 +88,29 @@ def _init_distributed(device: torch.device) -> _Dist:
 # -- evaluation ----------------------------------------------------------------------------
 
 @torch.no_grad()
-def _correct(model: nn.Module, data: ImageSet, augment: Augment, device: torch.device,
+def _correct(model: nn.Module, data: ImageSet | FolderSet, augment: Augment, device: torch.device,
              precision: Precision, batch_size: int, rank: int = 0, world: int = 1
              ) -> tuple[int, int]:
     was_training = model.training
     model.eval()
-    images, labels = data.images, data.labels
     correct = total = 0
     idx = torch.arange(rank, len(data), world)
-    for start in range(0, len(idx), batch_size):
-        sel = idx[start:start + batch_size]
-        x = augment.normalise(images[sel].to(device, non_blocking=True))
+    if isinstance(data, ImageSet):
+        batches = ((data.images[sel], data.labels[sel])
+                   for sel in idx.split(batch_size))
+    else:
+        batches = data.batches(idx, batch_size, seed=0)
+    for xb, yb in batches:
+        x = augment.normalise(xb.to(device, non_blocking=True))
         with precision.autocast(device):
             pred = model(x).argmax(1)
-        correct += int((pred.cpu() == labels[sel]).sum())
-        total += len(sel)
+        correct += int((pred.cpu() == yb).sum())
+        total += len(yb)
     model.train(was_training)
     return correct, total
 
 
-def evaluate(model: nn.Module, data: ImageSet, splits: Splits | None = None,
+def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits | None = None,
              device: str | torch.device = "auto", batch_size: int = 512,
              amp: str = "auto", channels_last: bool = True) -> float:
     """Top-1 accuracy of `model` on `data` (normalised with `splits`' statistics)."""
@@ -210,8 +214,10 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
     augment = Augment(splits.mean, splits.std, splits.pad if config.augment else 0,
                       splits.flip and config.augment, device, config.channels_last)
-    images = train_set.images.to(device)
-    labels = train_set.labels.to(device)
+    in_memory = isinstance(train_set, ImageSet)
+    if in_memory:  # uint8 on the device: a batch is an index, augmentation a tensor op
+        images = train_set.images.to(device)
+        labels = train_set.labels.to(device)
     per_rank = max(1, config.batch_size // world.world)
     steps = len(train_set) // world.world // per_rank or 1
 
@@ -229,10 +235,15 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
-            for step in range(steps):
-                sel = order[step * per_rank:(step + 1) * per_rank].to(device)
-                x = augment(images[sel], gen)
-                y = labels[sel]
+            if in_memory:
+                batches = ((images[sel], labels[sel]) for sel in (
+                    order[s * per_rank:(s + 1) * per_rank].to(device) for s in range(steps)))
+            else:  # decoded and augmented by loader workers
+                batches = train_set.batches(order, per_rank, seed=config.seed * 1009 + epoch)
+            for xb, yb in batches:
+                x = augment(xb, gen) if in_memory else augment.normalise(
+                    xb.to(device, non_blocking=True))
+                y = yb.to(device, non_blocking=True)
                 with precision.autocast(device):
                     out = net(x)
                     loss = nn.functional.cross_entropy(out.float(), y)
@@ -249,9 +260,9 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
                     scaler.update()
                 else:
                     optimizer.step()
-                loss_sum += loss.detach() * len(sel)
+                loss_sum += loss.detach() * len(y)
                 correct += (out.detach().argmax(1) == y).sum()
-                seen += len(sel)
+                seen += len(y)
                 bar.step(epoch)
             train_s = time.perf_counter() - t0
             stats = torch.stack([loss_sum.double(), correct.double(),

@@ -1,0 +1,97 @@
+"""ImageNet-style image folders (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`), streamed.
+
+Too big to hold in memory: worker processes decode and augment (random-resized crop and
+flip for training; resize + centre crop for evaluation) and hand uint8 batches to the
+loop, which normalises them on the device like the in-memory sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from archsearch.errors import ArchsearchError
+
+
+class _Decoded(Dataset):
+    def __init__(self, samples: list[tuple[str, int]], size: int, train: bool):
+        from torchvision import transforms as T
+
+        self.samples = samples
+        crop = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()] if train else [
+            T.Resize(round(size * 256 / 224)), T.CenterCrop(size)]
+        self.transform = T.Compose([*crop, T.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with Image.open(path) as img:
+            return self.transform(img.convert("RGB")), label
+
+
+@dataclass
+class FolderSet:
+    """A streamed image folder: (path, label) samples, decoded by DataLoader workers."""
+
+    samples: list[tuple[str, int]]
+    size: int
+    train: bool
+    name: str = ""
+    workers: int = min(8, os.cpu_count() or 1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, size: int | float | None, seed: int = 0) -> FolderSet:
+        if size is None:
+            return self
+        n = round(size * len(self)) if isinstance(size, float) else int(size)
+        if n < 1:
+            raise ArchsearchError(f"a subset of {size} images of {self.name} is empty")
+        if n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return FolderSet([self.samples[i] for i in idx.sort()[0].tolist()], self.size,
+                         self.train, self.name, self.workers)
+
+    def batches(self, order: torch.Tensor, batch_size: int, seed: int
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 batches of the samples in `order` (augmented when training)."""
+        chosen = [self.samples[i] for i in order.tolist()]
+        drop = self.train and len(chosen) >= batch_size
+        loader = DataLoader(_Decoded(chosen, self.size, self.train), batch_size=batch_size,
+                            shuffle=False, num_workers=self.workers, drop_last=drop,
+                            pin_memory=torch.cuda.is_available(),
+                            generator=torch.Generator().manual_seed(seed),
+                            worker_init_fn=_seed_worker, persistent_workers=False)
+        yield from loader
+
+
+def _seed_worker(worker_id: int) -> None:
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)  # torchvision's random transforms draw from torch, and from here
+
+
+def scan_folder(root: Path, size: int, train: bool, name: str,
+                classes: list[str] | None = None) -> FolderSet:
+    """The samples of `root/<class>/<image>` in sorted order (as torchvision's ImageFolder)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = classes or sorted(d.name for d in root.iterdir() if d.is_dir())
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(str(p), index[c]) for c in classes if (root / c).is_dir()
+               for p in sorted((root / c).iterdir()) if p.suffix.lower() in IMG_EXTENSIONS]
+    if not samples:
+        raise ArchsearchError(f"no images under {root}/<class>/ (expected an ImageFolder)")
+    return FolderSet(samples, size, train, name)
