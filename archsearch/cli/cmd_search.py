@@ -97,10 +97,11 @@ def make_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from archsearch.search import ProxyEvaluator, Search, open_run, write_results
+    from archsearch.search import ProxyEvaluator, Search, check_inputs, open_run, write_results
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = make_config(args)
+    check_inputs(config)  # before the data are loaded, and before anything is written
     evaluator = ProxyEvaluator(config.dataset, config.schedule(), config.data_root)
     if config.workers > 1:
         evaluator = None  # the workers load their own copy of the data

@@ -22,6 +22,7 @@ from archsearch.search._search import (
     Evaluator,
     Search,
     SearchConfig,
+    check_inputs,
     load_guide,
     make_trial_pruner,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "SearchConfig",
     "SearchRun",
     "best_trials",
+    "check_inputs",
     "check_subset",
     "cost_points",
     "export_genomes",

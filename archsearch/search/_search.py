@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial
 
 from archsearch.budget import Budget, BudgetError, parse_budget
-from archsearch.build import bind
+from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json
@@ -122,13 +122,8 @@ class Search:
         self.evaluator = evaluator
         self.run_dir = Path(config.out)
         # every input is checked before anything is written
-        self.bound = bind(config.space, config.dataset)
-        self.budget = parse_budget(config.budget)
+        self.bound, self.budget, self.uniform, self.guides, self._low = check_inputs(config)
         self.param = Parameterisation(self.bound, self.budget, config.granularity)
-        self.uniform = self.bound.uniform(self.budget)  # BudgetError if it cannot be met
-        self.guides = [load_guide(p) for p in config.guides]
-        self._low = self._budget_low() if config.multi else None
-        st.check_storage_url(config.storage)
         self._worker_index = worker_index
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.storage = st.open_storage(config.storage, self.run_dir)
@@ -136,15 +131,6 @@ class Search:
         self.study = self._open_study()
 
     # -- set-up ----------------------------------------------------------------------------
-    def _budget_low(self) -> Budget:
-        low = parse_budget(self.config.budget_low) if self.config.budget_low else Budget(
-            self.budget.metric, self.budget.value / 4, self.budget.relative, "")
-        if low.metric != self.budget.metric or low.relative != self.budget.relative or \
-                not low.value < self.budget.value:
-            raise ArchsearchError(f"--budget-low {self.config.budget_low!r} must be a smaller "
-                                  f"budget of the same kind as --budget {self.budget}")
-        return low
-
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -264,6 +250,31 @@ class Search:
         genome.provenance.update({"trial": trial.number, "study": self.config.study_name,
                                   "source_run": str(self.run_dir)})
         return genome
+
+
+def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list[Genome],
+                                                 Budget | None]:
+    """Check a search's inputs without writing anything: space, dataset, budget (the uniform
+    genome must fit), guides, budget range, storage URL. Returns (bound space, budget,
+    uniform genome, guides, low end of the budget range or None)."""
+    bound = bind(config.space, config.dataset)
+    budget = parse_budget(config.budget)
+    Parameterisation(bound, budget, config.granularity)
+    uniform = bound.uniform(budget)  # BudgetError when even the narrowest genome is too big
+    guides = [load_guide(p) for p in config.guides]
+    low = _budget_low(config, budget) if config.multi else None
+    st.check_storage_url(config.storage)
+    return bound, budget, uniform, guides, low
+
+
+def _budget_low(config: SearchConfig, budget: Budget) -> Budget:
+    low = parse_budget(config.budget_low) if config.budget_low else Budget(
+        budget.metric, budget.value / 4, budget.relative, "")
+    if low.metric != budget.metric or low.relative != budget.relative or \
+            not low.value < budget.value:
+        raise ArchsearchError(f"--budget-low {config.budget_low!r} must be a smaller "
+                              f"budget of the same kind as --budget {budget}")
+    return low
 
 
 def load_guide(path: str | Path) -> Genome:
