@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     evaluator = ProxyEvaluator(config.dataset, config.schedule(), config.data_root)
     if config.workers > 1:
         evaluator = None  # the workers load their own copy of the data
-    search = Search(config, evaluator, worker_index=0)  # checks inputs, then opens the study
+    # the first worker of a fresh study seeds its sampler with --seed, later joiners with
+    # their pid (so that hand-started workers do not propose the same candidates)
+    search = Search(config, evaluator, worker_index=None)
     live = None if args.json or not console.is_terminal else Live(
         console=console, auto_refresh=False, transient=False)
     monitor = _Monitor(search, live)
