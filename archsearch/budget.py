@@ -100,7 +100,9 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
 
 def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
           base: Mapping[str, int], cost, target: float, bound: BoundSpace) -> dict[str, int]:
-    """Spend the rounding slack: grow the most under-rounded groups while under target."""
+    """Spend the rounding slack: grow the most under-rounded groups while under target;
+    if single steps are too coarse to land within 1%, repair with the best single or
+    paired (+one group, -another) step."""
     step = bound.space.divisor
     while cost(widths) < target * (1 - TOLERANCE / 4):
         order = sorted((widths[g] / (m * ratios[g] * base[g]), g) for g in base
@@ -111,8 +113,32 @@ def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
                 widths = trial
                 break
         else:
-            return widths
+            break
+    for _ in range(32):
+        if abs(cost(widths) - target) <= TOLERANCE * target * 0.9:
+            break
+        repaired = _repair(widths, base, cost, target, step, bound.space.min_width)
+        if repaired == widths:
+            break
+        widths = repaired
     return widths
+
+
+def _repair(widths: dict[str, int], base: Mapping[str, int], cost, target: float, step: int,
+            min_width: int) -> dict[str, int]:
+    """The widths one single or paired step away that land closest to the target."""
+    up = [g for g in base if widths[g] + step <= base[g]]
+    down = [g for g in base if widths[g] - step >= max(min_width, 1)]
+    moves = [{g: widths[g] + step} for g in up] + [{g: widths[g] - step} for g in down]
+    moves += [{a: widths[a] + step, b: widths[b] - k * step} for a in up for b in down
+              if a != b for k in range(1, 9) if widths[b] - k * step >= max(min_width, 1)]
+    best, gap = widths, abs(cost(widths) - target)
+    for move in moves:
+        trial = dict(widths, **move)
+        d = abs(cost(trial) - target)
+        if d < gap:
+            best, gap = trial, d
+    return best
 
 
 def _checked(widths: dict[str, int], cost, target: float, budget: Budget,

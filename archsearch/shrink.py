@@ -87,6 +87,20 @@ def _device(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
+def _not_inplace(gm: fx.GraphModule, node: fx.Node) -> None:
+    """Make an in-place op at `node` out-of-place (ReLU(inplace=True), F.relu(inplace=True),
+    x.relu_()): after a block is cut, its input may be an activation's saved output."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if getattr(module, "inplace", False):
+            module.inplace = False  # a shared module loses in-place for every use: harmless
+    elif node.op == "call_function" and node.kwargs.get("inplace"):
+        node.kwargs = {**node.kwargs, "inplace": False}
+    elif node.op == "call_method" and isinstance(node.target, str) and \
+            node.target.endswith("_") and not node.target.endswith("__"):
+        node.target = node.target[:-1]
+
+
 def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
            graph: ChannelGraph | None = None) -> fx.GraphModule:
     """A physically smaller copy of `base` with the genome's widths and blocks.
@@ -108,8 +122,11 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
         block = graph.blocks[name]
         add = nodes[block.add]  # its skip may already stand for an earlier removed block
         skip = next(a for a in add.all_input_nodes if a.name != block.branch)
+        users = list(add.users)
         add.replace_all_uses_with(skip)
         gm.graph.erase_node(add)
+        for user in users:  # e.g. relu(add): now relu(skip), which autograd may still need
+            _not_inplace(gm, user)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     live = {n.target for n in gm.graph.nodes if n.op == "call_module"}

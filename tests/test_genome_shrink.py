@@ -148,3 +148,20 @@ def test_without_keep_the_model_is_freshly_initialised():
     assert conv.weight.shape[0] == genome.widths["layer1.0.conv1"]
     assert not torch.all(conv.weight == 0.123)
     assert torch.all(small.get_submodule("layer1.0.bn1").weight == 1)
+
+
+@pytest.mark.parametrize("space", ["resnet20", "resnet18"])
+def test_removed_blocks_train_backward(space):
+    """Cutting a block leaves relu(skip): it must not run in place on a tensor autograd
+    saved (found by the search: two in-place ReLUs in a row broke backward)."""
+    info = "fashion-mnist" if space == "resnet20" else "synthetic"
+    bound = bind(space, info)
+    blocks = sorted(bound.graph.blocks)
+    genome = bound.genome({}, {b: i % 2 == 1 for i, b in enumerate(blocks)})
+    assert genome.removed_blocks()
+    model = bound.build(genome)
+    x = torch.randn(4, *bound.info.input_shape)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # and the base model keeps its in-place activations
+    assert any(getattr(m, "inplace", False) for m in bound.base_model().modules())
