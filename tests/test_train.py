@@ -165,3 +165,28 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(synth, bound, tmp_p
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
                if v.is_floating_point())
+
+
+def test_onednn_1x1_strided_nhwc_guard():
+    """oneDNN#6035: NHWC 1×1 stride-2 conv with 4-7 input channels gets a wrong weight
+    gradient on 2 threads (a heap corruption on 1). The engine's guard must give the NCHW
+    gradient; a narrow resnet's projection shortcut is exactly this conv."""
+    from archsearch.train._device import onednn_1x1_guard
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the wrong-result regime, not the crashing one
+    try:
+        torch.manual_seed(0)
+        ref = torch.nn.Conv2d(5, 10, 1, 2, bias=False)
+        x = torch.randn(16, 5, 28, 28)
+        ref(x).square().sum().backward()
+        conv = torch.nn.Conv2d(5, 10, 1, 2, bias=False)
+        conv.load_state_dict(ref.state_dict())
+        conv = conv.to(memory_format=torch.channels_last)
+        handles = onednn_1x1_guard(conv, torch.device("cpu"), channels_last=True)
+        assert len(handles) == 1
+        conv(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
+        err = (conv.weight.grad - ref.weight.grad).abs().max() / ref.weight.grad.abs().max()
+        assert err < 1e-4
+    finally:
+        torch.set_num_threads(threads)

@@ -102,3 +102,27 @@ class Augment:
             mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
             x = torch.where(mask[:, None, None, None], x.flip(3), x)
         return self.normalise(x)
+
+
+def onednn_1x1_guard(model: torch.nn.Module, device: torch.device,
+                     channels_last: bool) -> list[torch.utils.hooks.RemovableHandle]:
+    """Work around oneDNN's 1×1 strided convolution in NHWC with few input channels
+    (uxlfoundation/oneDNN#6035, in torch 2.14.1's oneDNN): its weight gradient writes past a
+    workspace, which corrupts the heap on one thread and gives wrong gradients on two
+    (measured: 98% error for 5→10 channels, stride 2). Narrow genomes make such projection
+    shortcuts common, so their inputs are fed NCHW (the blocked path is correct). Returns
+    the hook handles (remove them after training)."""
+    if device.type != "cpu" or not channels_last:
+        return []
+    handles = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and \
+                max(module.stride) > 1 and module.in_channels < 16:
+            # torch picks NHWC when either the input or the weight is channels_last
+            module.weight.data = module.weight.data.clone(memory_format=torch.contiguous_format)
+            handles.append(module.register_forward_pre_hook(_nchw_input))
+    return handles
+
+
+def _nchw_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])

@@ -28,7 +28,13 @@ from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text
 from archsearch.train._config import TrainConfig
-from archsearch.train._device import Augment, Precision, resolve_device, resolve_precision
+from archsearch.train._device import (
+    Augment,
+    Precision,
+    onednn_1x1_guard,
+    resolve_device,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +215,6 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     if world.world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
     augment = Augment(splits.mean, splits.std, splits.pad if config.augment else 0,
                       splits.flip and config.augment, device, config.channels_last)
@@ -222,6 +226,12 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     steps = len(train_set) // world.world // per_rank or 1
 
     bar = _Progress(progress and world.main, epochs, steps, done)
+    guards = onednn_1x1_guard(model, device, config.channels_last)
+    if config.compile and guards:  # inductor re-lays convs out NHWC: the bug comes back
+        log.warning("torch.compile skipped: this model has 1x1 strided convs with < 16 input "
+                    "channels, which oneDNN gets wrong in NHWC (oneDNN#6035); training eagerly")
+    elif config.compile:
+        net = torch.compile(net)
     try:
         for epoch in range(done, epochs):
             lr = config.lr_at(epoch, epochs)
@@ -293,6 +303,8 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
                 on_epoch(record)
     finally:
         bar.close()
+        for handle in guards:
+            handle.remove()
 
     result = TrainResult(model, history, epochs=epochs, precision=precision.name,
                          device=str(device), world_size=world.world)
