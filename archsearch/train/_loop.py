@@ -116,13 +116,13 @@ def _correct(model: nn.Module, data: ImageSet | FolderSet, augment: Augment, dev
     return correct, total
 
 
-def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits | None = None,
+def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits,
              device: str | torch.device = "auto", batch_size: int = 512,
              amp: str = "auto", channels_last: bool = True) -> float:
-    """Top-1 accuracy of `model` on `data` (normalised with `splits`' statistics)."""
+    """Top-1 accuracy of `model` on `data`, normalised as training does (with `splits`'
+    statistics: required, so evaluation can never see other inputs than training)."""
     dev = resolve_device(device) if isinstance(device, str) else device
-    mean, std = (splits.mean, splits.std) if splits else ((0.0,), (1.0 / 255,))
-    aug = Augment(mean, std, 0, False, dev, channels_last)
+    aug = Augment(splits.mean, splits.std, 0, False, dev, channels_last)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
