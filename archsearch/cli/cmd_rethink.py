@@ -71,12 +71,13 @@ def run(args: argparse.Namespace) -> int:
 def print_table(doc: dict[str, Any]) -> None:
     table = Table(title=f"rethink: {doc['method']} at {doc['budget']} on {doc['space']} / "
                         f"{doc['dataset']}, seeds {doc['seeds']}")
-    for col in ("model", "test acc (mean ± std)", "MACs", "params", "epochs", "wall (s)"):
+    for col in ("model", "test acc", "MACs", "params", "epochs", "wall (s)"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in doc["rows"]:
-        table.add_row(r["title"], f"{r['test_acc']:.2%} ± {r['test_acc_std']:.2%}",
+        table.add_row(r["title"], f"{100 * r['test_acc']:.2f}±{100 * r['test_acc_std']:.2f}%",
                       f"{human(r['macs'])} ({r['macs_ratio']:.0%})",
                       f"{human(r['params'])} ({r['params_ratio']:.0%})", f"{r['epochs']:g}",
                       f"{r['wall_s']:.0f} ± {r['wall_s_std']:.0f}")
     console.print(table)
+    console.print("test accuracy: mean ± std over seeds; FLOPs = MACs")
     console.print(f"files: {doc['files']['markdown']}, {doc['files']['json']}")
