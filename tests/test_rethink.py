@@ -141,3 +141,19 @@ def test_summary_is_mean_and_sample_std():
                      "config": {"epochs": 2, "subset": 1000, "finetune_epochs": 1,
                                 "test_subset": None}, "rows": [row]})
     assert "| pruned, Scratch-B | 85.00 ± 5.00 |" in text
+
+
+def test_rethink_cli_json_and_uniform_method(tiny_space, tmp_path, capsys):
+    from archsearch.cli.main import main
+
+    out = tmp_path / "cli"
+    argv = ["rethink", "--method", "uniform", "--budget", "40%params", "--space", tiny_space,
+            "--epochs", "1", "--subset", "64", "--seeds", "2", "--test-subset", "32",
+            "--out", str(out), "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # uniform is its own baseline: no separate uniform leg
+    assert [r["leg"] for r in doc["rows"]] == ["base", "finetune", "scratch-e", "scratch-b"]
+    assert all(abs(r["params_ratio"] - 0.4) <= 0.004 for r in doc["rows"][1:])
+    assert doc["seeds"] == [0, 1] and len(doc["legs"]) == 8
+    assert (out / "rethink.md").exists() and json.loads((out / "rethink.json").read_text())
