@@ -37,8 +37,8 @@ LEG_TITLES = {"base": "base (sparsity-trained)", "finetune": "pruned + fine-tune
 OnLeg = Callable[[dict[str, Any]], None]
 
 
-def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None,
-                 model: nn.Module | None = None) -> TrainConfig:
+def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
+                 ) -> TrainConfig:
     """The trainer's config for one leg: the plan's epochs/subset/batch, monitored on the
     validation split (the test split is evaluated once, at the end of a leg)."""
     from archsearch.train import TrainConfig
@@ -46,8 +46,6 @@ def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
     cfg = plan.config
     opts: dict[str, Any] = {"schedule": schedule, "epochs": epochs or cfg.epochs, "seed": seed,
                             "train_subset": cfg.subset, "eval_split": "val"}
-    if model is not None and not channels_last_safe(model):
-        opts["channels_last"] = False
     if cfg.batch_size is not None:
         opts["batch_size"] = cfg.batch_size
     if getattr(cfg, "max_scale", None) is not None:
@@ -66,7 +64,7 @@ def train_base(plan: Plan, run_dir: Path, on_epoch: Callable[[dict[str, Any]], N
     seed_everything(seed)
     model = plan.pruner.prepare(plan.bound.base_model())
     regularizer = plan.pruner.regularize if plan.pruner.needs_training else None
-    result = train(model, _splits(plan), train_config(plan, "base", seed, model=model),
+    result = train(model, _splits(plan), train_config(plan, "base", seed),
                    genome=plan.bound.base_genome(), run_dir=run_dir, resume=plan.config.resume,
                    regularizer=regularizer, on_epoch=on_epoch, progress=progress)
     return result.model, {**result.summary(), "run_dir": str(run_dir)}
@@ -142,13 +140,11 @@ class Rethink:
             assert base is not None
             keep = plan.pruner.keep(base, genome)
             model = bound.build(genome, keep, plan.pruner.restore(base).cpu())
-            cfg = train_config(plan, schedule, leg.seed, plan.config.finetune_epochs, model)
+            cfg = train_config(plan, schedule, leg.seed, plan.config.finetune_epochs)
         else:
             seed_everything(leg.seed)
             model = bound.build(target)
-            cfg = train_config(plan, schedule, leg.seed, model=model)
-        if target.removed_blocks():
-            no_inplace(model)
+            cfg = train_config(plan, schedule, leg.seed)
         epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
         result = train(model, _splits(plan), cfg, epochs=epochs, genome=target,
                        run_dir=leg.run_dir, resume=plan.config.resume, progress=self.progress)
@@ -230,24 +226,6 @@ class Rethink:
         atomic_write_json(plan.run_dir / "rethink.json", doc)
         atomic_write_text(plan.run_dir / "rethink.md", markdown(doc))
         return doc
-
-
-def channels_last_safe(model: nn.Module) -> bool:
-    """False when the model has a strided 1x1 convolution with 2..7 input channels: its
-    channels_last backward corrupts the heap on this torch build's CPU path (torch 2.14.1,
-    AVX2: segfault or "double free"), as narrow genomes' projection shortcuts have."""
-    return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
-                   and 2 <= m.in_channels < 8 for m in model.modules())
-
-
-def no_inplace(model: nn.Module) -> nn.Module:
-    """Turn off in-place activations. Work-around: `shrink` rewires a removed block's add to
-    its skip, so the block's in-place ReLU then overwrites the previous ReLU's output, which
-    autograd still needs (reported in .notes/requests-from-pruners.md)."""
-    for module in model.modules():
-        if hasattr(module, "inplace"):
-            module.inplace = False
-    return model
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
