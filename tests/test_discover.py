@@ -54,6 +54,10 @@ BAD = {
                     "cannot read budget"),
     "missing data": (["discover", "--method", "slimming", "--budget", "50%FLOPs", "--dataset",
                       "cifar10", "--data-root", "/nonexistent"], "cifar10 not found"),
+    "stage ratios for slimming": (["discover", "--method", "slimming", "--budget", "50%FLOPs",
+                                   "--stage-ratios", "0.5,1,1"], "applies to l1norm"),
+    "stage ratios count": (["discover", "--method", "l1norm", "--budget", "50%FLOPs",
+                            "--stage-ratios", "0.5,1"], "one ratio per stage"),
     "rethink zero seeds": (["rethink", "--method", "slimming", "--budget", "50%FLOPs",
                             "--seeds", "0"], "seeds=0"),
     "rethink unknown method": (["rethink", "--method", "pruneall", "--budget", "50%FLOPs"],
@@ -149,6 +153,21 @@ def test_discover_real_fashion_mnist(capsys, tmp_path):
     assert again["cost"] == doc["cost"]
     assert (out / "base" / "checkpoint.pt").stat().st_mtime_ns == before
     assert Genome.load(out / "genome.json").widths == genome.widths
+
+
+def test_l1norm_stage_ratios_shape_the_genome(capsys, tmp_path):
+    argv = ["discover", "--method", "l1norm", "--budget", "50%FLOPs", "--stage-ratios",
+            "0.5,0.75,1", "--out", str(tmp_path / "l1"), "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    kept = {}
+    for row in doc["widths"]:
+        kept.setdefault(row["stage"], []).append(row["kept"])
+    means = [sum(v) / len(v) for _, v in sorted(kept.items())]
+    assert means[0] < means[1] < means[2]
+    assert doc["cost"]["macs_ratio"] == pytest.approx(0.5, abs=0.005)
+    assert Genome.load(tmp_path / "l1" / "genome.json").provenance["stage_ratios"] == \
+        [0.5, 0.75, 1.0]
 
 
 def test_run_dir_default_names_method_space_budget(tmp_path, monkeypatch):

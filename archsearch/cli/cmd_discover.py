@@ -33,6 +33,9 @@ def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
     p.add_argument("--sparsity", type=float,
                    help="strength of the sparsity term (slimming: L1 on BN scales, default "
                         "1e-4; sss: L1 on block factors, default 1e-2)")
+    p.add_argument("--stage-ratios", metavar="R1,R2,...",
+                   help="l1norm: relative keep ratio per stage (e.g. 0.5,0.75,1), scaled "
+                        "together onto the budget (default: uniform)")
     p.add_argument("--batch-size", type=int, help="default: the trainer's (64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
@@ -45,7 +48,20 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
             "dataset": args.dataset, "data_root": args.data_root, "epochs": args.epochs,
             "subset": subset(args.subset), "sparsity": args.sparsity,
             "batch_size": args.batch_size, "seed": args.seed, "out": args.out,
-            "resume": args.resume}
+            "resume": args.resume, "pruner_options": pruner_options(args)}
+
+
+def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.stage_ratios is None:
+        return {}
+    if args.method != "l1norm":
+        raise ArchsearchError(f"--stage-ratios applies to l1norm, not {args.method!r}")
+    try:
+        ratios = [float(r) for r in args.stage_ratios.split(",")]
+    except ValueError:
+        raise ArchsearchError(f"--stage-ratios takes numbers separated by commas, but got "
+                              f"{args.stage_ratios!r}") from None
+    return {"stage_ratios": ratios}
 
 
 def subset(value: float | None) -> int | float | None:
