@@ -175,3 +175,14 @@ def test_run_dir_default_names_method_space_budget(tmp_path, monkeypatch):
     p = plan(DiscoverConfig("l1norm", "25%FLOPs", space="vgg11"))
     assert p.run_dir == Path("runs/discover-l1norm-vgg11-fashion-mnist-25pctFLOPs-s0")
     assert p.splits is None  # l1norm's genome needs no training, so no data is loaded
+
+
+def test_human_output_is_a_per_layer_table(capsys, tmp_path):
+    argv = ["discover", "--method", "uniform", "--budget", "50%FLOPs", "--space", "vgg11",
+            "--out", str(tmp_path / "h")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    bound = bind("vgg11", "fashion-mnist")
+    for group in bound.graph.prunable:
+        assert group in out
+    assert "MACs" in out and "% of" in out
