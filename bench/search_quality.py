@@ -17,6 +17,7 @@ Sizes are CPU-sized (about 25 minutes on 2 cores); the defaults are the ones rep
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -57,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--final-subset", type=int, default=2500)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(RESULTS / "search_quality"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other spaces' results already in OUT.json")
     return p.parse_args(argv)
 
 
@@ -66,7 +69,7 @@ def slimming_genome(space: str, budget: str, splits, args) -> tuple:
     pruner = get_pruner("slimming", bound, sparsity=args.sparsity)
     model = without_inplace(pruner.prepare(bound.base_model()))
     cfg = TrainConfig(schedule="base", epochs=args.slim_epochs, train_subset=args.slim_subset,
-                      eval_split="val", batch_size=128, seed=0)
+                      eval_split="val", batch_size=128, seed=0, channels_last=False)
     start = time.perf_counter()
     train(model, splits, cfg, regularizer=pruner.regularize, progress=False)
     genome = pruner.genome(pruner.restore(model), budget)
@@ -96,7 +99,7 @@ def retrain(genome, splits, seed: int, args) -> dict:
     model = without_inplace(bind(genome.space, genome.dataset).build(genome))
     cfg = TrainConfig(schedule="scratch-e", epochs=args.final_epochs,
                       train_subset=args.final_subset, eval_split="val", batch_size=128,
-                      seed=seed)
+                      seed=seed, channels_last=False)
     start = time.perf_counter()
     result = train(model, splits, cfg, progress=False)
     test = evaluate(result.model, splits.test, splits)
@@ -158,7 +161,9 @@ def markdown(doc: dict) -> str:
         f"{s['space']}: slimming {s['slimming_s']:.0f}s, search {s['search_s']:.0f}s "
         f"(best proxy val acc {s['search_best_val']:.2%})" for s in doc["spaces"]) +
         f"; total {doc['wall_s'] / 60:.1f} min on {doc['machine']}.",
-        "", f"Command: `{doc['command']}`", ""]
+        "", f"Command: `{doc['command']}`" + (
+            f" (after `{doc['merged_from']['command']}`, whose other spaces are kept)"
+            if doc.get("merged_from") else ""), ""]
     return "\n".join(lines)
 
 
@@ -178,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"args": vars(args), "spaces": [], "command": "python " + " ".join(sys.argv),
            "machine": f"{platform.processor() or platform.machine()}, torch "
                       f"{torch.__version__}, {args.threads} threads"}
+    if args.merge and Path(args.out + ".json").is_file():
+        old = json.loads(Path(args.out + ".json").read_text())
+        rerun = {s.strip() for s in args.spaces.split(",")}
+        doc["spaces"] = [s for s in old["spaces"] if s["space"] not in rerun]
+        doc["merged_from"] = {"command": old["command"], "wall_s": old.get("wall_s")}
+        start -= old.get("wall_s") or 0.0
     with tempfile.TemporaryDirectory(prefix="search_quality-") as tmp:
         for space in args.spaces.split(","):
             doc["spaces"].append(run_space(space.strip(), args, splits, small_val, Path(tmp)))

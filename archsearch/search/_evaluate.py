@@ -76,9 +76,11 @@ class ProxyEvaluator:
         from archsearch.train import TrainConfig
 
         s = self.schedule
+        # channels_last off: torch 2.14's CPU kernels corrupt memory on some narrow genomes
+        # (e.g. a 4-channel resnet20 stream) in channels_last (reported in the notes)
         return TrainConfig(schedule="scratch-e", epochs=s.epochs, batch_size=s.batch_size,
                            lr=s.lr, seed=s.seed, device=s.device, train_subset=s.subset,
-                           eval_split="val")
+                           eval_split="val", channels_last=False)
 
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
         from archsearch.train import train
