@@ -52,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sparsity", type=float, default=1e-4, help="slimming's L1 strength")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--proxy-epochs", type=int, default=2)
-    p.add_argument("--proxy-subset", type=int, default=1000)
+    p.add_argument("--proxy-subset", type=int, default=1500)
     p.add_argument("--proxy-val", type=int, default=500)
-    p.add_argument("--final-epochs", type=int, default=3)
-    p.add_argument("--final-subset", type=int, default=2500)
+    p.add_argument("--final-epochs", type=int, default=4)
+    p.add_argument("--final-subset", type=int, default=3000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(RESULTS / "search_quality"))
     p.add_argument("--merge", action="store_true",
