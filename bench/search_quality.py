@@ -11,7 +11,8 @@ On Fashion-MNIST, for each space, at one budget:
 then each genome is trained from scratch with the same final schedule on `--seeds` seeds
 and scored on the test set. All three cost the budget (within 1%), so scratch-E and
 scratch-B coincide. Writes bench/results/search_quality.{json,md}: mean ± std per row.
-Sizes are CPU-sized (about 25 minutes on 2 cores); the defaults are the ones reported.
+Sizes are CPU-sized (18 minutes on a quiet 2-core CPU, about 25 with other work on it);
+the defaults are the ones reported. `--merge` reruns some spaces and keeps the others.
 """
 
 from __future__ import annotations
@@ -47,15 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spaces", default="vgg11,resnet20")
     p.add_argument("--budget", default="25%FLOPs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--slim-epochs", type=int, default=2, help="sparsity training epochs")
-    p.add_argument("--slim-subset", type=int, default=2000, help="its training images")
+    p.add_argument("--slim-epochs", type=int, default=3, help="sparsity training epochs")
+    p.add_argument("--slim-subset", type=int, default=3000, help="its training images")
     p.add_argument("--sparsity", type=float, default=1e-4, help="slimming's L1 strength")
-    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--trials", type=int, default=20)
     p.add_argument("--proxy-epochs", type=int, default=2)
-    p.add_argument("--proxy-subset", type=int, default=1500)
+    p.add_argument("--proxy-subset", type=int, default=2000)
     p.add_argument("--proxy-val", type=int, default=500)
-    p.add_argument("--final-epochs", type=int, default=4)
-    p.add_argument("--final-subset", type=int, default=3000)
+    p.add_argument("--final-epochs", type=int, default=6)
+    p.add_argument("--final-subset", type=int, default=5000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(RESULTS / "search_quality"))
     p.add_argument("--merge", action="store_true",
