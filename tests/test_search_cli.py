@@ -89,12 +89,13 @@ def test_real_search_on_fashion_mnist_end_to_end(tmp_path):
     for row in doc["trials"]:
         assert abs(row["macs_ratio"] - 0.25) <= 0.0025
     best = Genome.load(out / "best_genome.json")
-    assert best.provenance["method"] in ("search", "uniform") or "baseline" in best.provenance
+    assert best.provenance["trial"] == doc["best"][0]["trial"]
 
     exported = tmp_path / "exported"
     assert main(["export", str(out), "--top", "2", "--out", str(exported)]) == 0
     files = sorted(exported.glob("top*.json"))
-    assert len(files) == 2
+    complete = sum(r["state"] == "complete" for r in doc["trials"])  # hyperband may stop some
+    assert complete >= 1 and len(files) == min(2, complete)
     from archsearch.build import bind
 
     genome = Genome.load(files[0])
