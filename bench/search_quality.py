@@ -37,7 +37,6 @@ from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.pruners import get_pruner
 from archsearch.search import ProxyEvaluator, Search, SearchConfig, best_trials, open_run
 from archsearch.search import trial_genome as _trial_genome
-from archsearch.search._evaluate import without_inplace
 from archsearch.train import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,9 +67,9 @@ def slimming_genome(space: str, budget: str, splits, args) -> tuple:
     """Sparsity-train the base (L1 on BN scales), derive the genome at the budget."""
     bound = bind(space, "fashion-mnist")
     pruner = get_pruner("slimming", bound, sparsity=args.sparsity)
-    model = without_inplace(pruner.prepare(bound.base_model()))
+    model = pruner.prepare(bound.base_model())
     cfg = TrainConfig(schedule="base", epochs=args.slim_epochs, train_subset=args.slim_subset,
-                      eval_split="val", batch_size=128, seed=0, channels_last=False)
+                      eval_split="val", batch_size=128, seed=0)
     start = time.perf_counter()
     train(model, splits, cfg, regularizer=pruner.regularize, progress=False)
     genome = pruner.genome(pruner.restore(model), budget)
@@ -97,10 +96,10 @@ def searched_genome(space: str, args, guide_path: Path, splits, run_dir: Path) -
 
 def retrain(genome, splits, seed: int, args) -> dict:
     """Train from scratch with the final schedule; test accuracy at the end."""
-    model = without_inplace(bind(genome.space, genome.dataset).build(genome))
+    model = bind(genome.space, genome.dataset).build(genome)
     cfg = TrainConfig(schedule="scratch-e", epochs=args.final_epochs,
                       train_subset=args.final_subset, eval_split="val", batch_size=128,
-                      seed=seed, channels_last=False)
+                      seed=seed)
     start = time.perf_counter()
     result = train(model, splits, cfg, progress=False)
     test = evaluate(result.model, splits.test, splits)

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from archsearch.build import bind
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
@@ -76,16 +74,16 @@ class ProxyEvaluator:
         from archsearch.train import TrainConfig
 
         s = self.schedule
-        # channels_last off: torch 2.14's CPU kernels corrupt memory on some narrow genomes
-        # (e.g. a 4-channel resnet20 stream) in channels_last (reported in the notes)
+        # channels_last stays on: the trainer's onednn_1x1_guard routes the narrow strided
+        # 1x1 convs that oneDNN#6035 corrupts through NCHW
         return TrainConfig(schedule="scratch-e", epochs=s.epochs, batch_size=s.batch_size,
                            lr=s.lr, seed=s.seed, device=s.device, train_subset=s.subset,
-                           eval_split="val", channels_last=False)
+                           eval_split="val")
 
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
         from archsearch.train import train
 
-        model = without_inplace(bind(genome.space, genome.dataset).build(genome))
+        model = bind(genome.space, genome.dataset).build(genome)
 
         def on_epoch(record: dict[str, Any]) -> None:
             if report is not None:
@@ -97,13 +95,3 @@ class ProxyEvaluator:
         if result.val_acc is not None:
             return float(result.val_acc)
         return float(result.history[-1]["eval_acc"])
-
-
-def without_inplace(model: nn.Module) -> nn.Module:
-    """Turn off in-place activations. With residual blocks removed, `shrink` can leave two
-    in-place ReLUs in a row on one tensor, which autograd rejects (reported to core in
-    .notes/requests-from-search.md); out-of-place costs a little memory, nothing else."""
-    for module in model.modules():
-        if hasattr(module, "inplace") and isinstance(module, nn.ReLU | nn.ReLU6):
-            module.inplace = False
-    return model
