@@ -183,15 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"args": vars(args), "spaces": [], "command": "python " + " ".join(sys.argv),
            "machine": f"{platform.processor() or platform.machine()}, torch "
                       f"{torch.__version__}, {args.threads} threads"}
+    spaces = [s.strip() for s in args.spaces.split(",")]
     if args.merge and Path(args.out + ".json").is_file():
         old = json.loads(Path(args.out + ".json").read_text())
-        rerun = {s.strip() for s in args.spaces.split(",")}
-        doc["spaces"] = [s for s in old["spaces"] if s["space"] not in rerun]
+        doc["spaces"] = [s for s in old["spaces"] if s["space"] not in spaces]
         doc["merged_from"] = {"command": old["command"], "wall_s": old.get("wall_s")}
         start -= old.get("wall_s") or 0.0
     with tempfile.TemporaryDirectory(prefix="search_quality-") as tmp:
-        for space in args.spaces.split(","):
-            doc["spaces"].append(run_space(space.strip(), args, splits, small_val, Path(tmp)))
+        for space in spaces:
+            doc["spaces"].append(run_space(space, args, splits, small_val, Path(tmp)))
             doc["wall_s"] = time.perf_counter() - start
             atomic_write_json(Path(args.out + ".json"), doc)  # partial results survive
     doc["wall_s"] = time.perf_counter() - start
