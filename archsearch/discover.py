@@ -3,6 +3,7 @@ write the run folder (genome.json, sparse checkpoint, plots, result.json). No pr
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -102,8 +103,10 @@ def plan(cfg: DiscoverConfig) -> Plan:
     budget = parse_budget(cfg.budget)
     opts = dict(cfg.pruner_options)
     if cfg.sparsity is not None:
-        if cfg.method in PRUNERS and not PRUNERS[cfg.method].needs_training:
-            raise ArchsearchError(f"--sparsity applies to slimming and sss, not {cfg.method!r}")
+        takes = [m for m, cls in PRUNERS.items() if _takes(cls, "sparsity")]
+        if cfg.method in PRUNERS and cfg.method not in takes:
+            raise ArchsearchError(f"--sparsity applies to {', '.join(takes)}, not "
+                                  f"{cfg.method!r}")
         opts["sparsity"] = cfg.sparsity
     pruner = get_pruner(cfg.method, bound, **opts)
     bound.uniform(budget)  # raises BudgetError when even the narrowest genome is too big
@@ -119,6 +122,10 @@ def plan(cfg: DiscoverConfig) -> Plan:
 
         splits = load_data(bound.info, cfg.data_root, val_fraction=VAL_FRACTION)
     return Plan(cfg, bound, pruner, budget, run_dir, splits)
+
+
+def _takes(cls: type[Pruner], option: str) -> bool:
+    return option in inspect.signature(cls.__init__).parameters
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:

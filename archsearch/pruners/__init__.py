@@ -11,13 +11,16 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, filter_l1, top_channels
+from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
 from archsearch.pruners._report import plot_scales, scale_distribution
 from archsearch.pruners._slimming import SlimmingPruner, threshold_shape
 from archsearch.pruners._sss import BlockGate, SSSPruner, drop_blocks
+from archsearch.pruners._taylor import TaylorPruner
 
 PRUNERS: dict[str, type[Pruner]] = {
-    cls.name: cls for cls in (SlimmingPruner, SSSPruner, UniformPruner, L1NormPruner)
+    cls.name: cls for cls in (SlimmingPruner, SSSPruner, TaylorPruner, PFAPruner,
+                               UniformPruner, L1NormPruner)
 }
 
 
@@ -36,9 +39,11 @@ __all__ = [
     "PRUNERS",
     "BlockGate",
     "L1NormPruner",
+    "PFAPruner",
     "Pruner",
     "SSSPruner",
     "SlimmingPruner",
+    "TaylorPruner",
     "UniformPruner",
     "drop_blocks",
     "filter_l1",
