@@ -110,6 +110,7 @@ def plan(cfg: DiscoverConfig) -> Plan:
         opts["sparsity"] = cfg.sparsity
     pruner = get_pruner(cfg.method, bound, **opts)
     bound.uniform(budget)  # raises BudgetError when even the narrowest genome is too big
+    pruner.set_budget(budget)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, bound)
     if run_dir.exists() and not run_dir.is_dir():
         raise ArchsearchError(f"--out {run_dir} is a file, not a folder")

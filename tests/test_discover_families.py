@@ -10,12 +10,21 @@ import pytest
 
 from archsearch.build import bind
 from archsearch.cli.main import main
-from archsearch.discover import load_sparse_checkpoint
+from archsearch.discover import RethinkConfig, load_sparse_checkpoint, plan
 from archsearch.genome import Genome
-from archsearch.pruners import get_pruner
+from archsearch.pruners import get_pruner, top_channels
+from archsearch.rethink import LEGS, Rethink
 from tests.test_discover import needs_fmnist
+from tests.test_rethink import TINY
 
 TRAINED = ["taylor", "pfa"]
+
+
+@pytest.fixture
+def tiny_space(tmp_path) -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return str(path)
 
 
 @needs_fmnist
@@ -42,3 +51,63 @@ def test_sparsity_option_is_refused_by_methods_without_it(capsys, tmp_path):
                  "1e-4", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "--sparsity applies to slimming, sss, not 'taylor'" in err
+
+
+def test_thinet_discovers_predefined_widths_without_training(capsys, tmp_path):
+    argv = ["discover", "--method", "thinet", "--budget", "50%FLOPs", "--stage-ratios",
+            "0.5,0.75,1", "--dataset", "cifar10", "--data-root", "/nonexistent", "--out",
+            str(tmp_path / "t"), "--json"]
+    assert main(argv) == 0  # no data needed: the widths are predefined
+    doc = json.loads(capsys.readouterr().out)
+    l1 = get_pruner("l1norm", bind("resnet20", "cifar10"), stage_ratios=[0.5, 0.75, 1])
+    assert Genome.load(tmp_path / "t" / "genome.json").widths == \
+        l1.genome(None, "50%FLOPs").widths
+    assert doc["train"] == {} and "checkpoint" not in doc["files"]
+
+
+@needs_fmnist
+def test_sfp_discover_leaves_the_pruned_filters_zeroed(capsys, tmp_path):
+    out = tmp_path / "sfp"
+    argv = ["discover", "--method", "sfp", "--budget", "50%FLOPs", "--epochs", "1",
+            "--subset", "128", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    json.loads(capsys.readouterr().out)
+    bound = bind("resnet20", "fashion-mnist")
+    genome = Genome.load(out / "genome.json")
+    model = load_sparse_checkpoint(out / "sparse.pt", get_pruner("sfp", bound))
+    for group in bound.graph.prunable:
+        norms = sum(model.get_submodule(p).weight.detach().flatten(1).abs().sum(dim=1)
+                    for p in bound.graph.groups[group].producers)
+        assert int((norms == 0).sum()) == bound.graph.groups[group].size - \
+            genome.widths[group]  # the end-of-epoch zeroing ran after the last epoch
+
+
+@pytest.mark.parametrize("method", ["thinet", "sfp", "taylor", "pfa"])
+def test_rethink_finetune_inherits_the_methods_channel_choice(method, tiny_space, tmp_path,
+                                                              monkeypatch):
+    the_plan = plan(RethinkConfig(method, "50%FLOPs", space=tiny_space,
+                                  out=str(tmp_path / "r"), epochs=1, subset=96, seeds=1,
+                                  test_subset=64, batch_size=32))
+    pruner, seen = the_plan.pruner, []
+    real_keep = pruner.keep
+
+    def spy(model, genome):
+        keep = real_keep(model, genome)
+        seen.append((model, genome, keep))
+        return keep
+
+    monkeypatch.setattr(pruner, "keep", spy)
+    doc = Rethink(the_plan, progress=False).run()
+    assert [r["leg"] for r in doc["rows"]] == list(LEGS)
+    ((model, genome, keep),) = seen  # the fine-tune leg asked the method, once
+    bound = the_plan.bound
+    if method == "sfp":  # the base it inherits from went through the soft pruning
+        for group in bound.graph.prunable:
+            norms = sum(model.get_submodule(p).weight.detach().flatten(1).abs().sum(dim=1)
+                        for p in bound.graph.groups[group].producers)
+            assert set((norms > 0).nonzero().flatten().tolist()) == set(keep[group].tolist())
+    else:  # statistics were recorded while the base trained, and rank the channels
+        assert pruner.stats(model).recorded()
+        ranked = top_channels(pruner.importance(model), genome, bound)
+        assert {g: k.tolist() for g, k in keep.items()} == \
+            {g: k.tolist() for g, k in ranked.items()}

@@ -50,9 +50,11 @@ def _steps(pruner: Pruner, model: nn.Module, steps: int = 2) -> None:
 def _pruner(name: str, space: str, dataset: str) -> Pruner:
     bound = bind(space, dataset)
     try:
-        return get_pruner(name, bound)
+        pruner = get_pruner(name, bound)
     except ArchsearchError as exc:
         pytest.skip(f"{name} does not apply to {space}: {exc}")
+    pruner.set_budget(parse_budget("50%FLOPs"))  # as `discover` does before training
+    return pruner
 
 
 CASES = [(m, s, d) for m in PRUNERS for s, d in SPACES]

@@ -7,8 +7,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archsearch.budget import parse_budget
 from archsearch.build import BoundSpace, bind
-from archsearch.pruners import L1NormPruner, PFAPruner, Pruner, TaylorPruner
+from archsearch.pruners import (
+    L1NormPruner,
+    PFAPruner,
+    Pruner,
+    SFPPruner,
+    TaylorPruner,
+    ThiNetPruner,
+)
+from archsearch.pruners._thinet import _patches, greedy_removal_rank
 
 SPACE, DATASET = "vgg11", "fashion-mnist"
 MUTED = {"features.0": [3, 17, 40], "features.8": list(range(0, 256, 4)),
@@ -159,3 +168,96 @@ def test_pfa_keeps_one_of_each_duplicate_and_drops_dead_channels() -> None:
     genome = pruner.genome(model, "50%FLOPs")
     assert abs(genome.cost["macs_ratio"] - 0.5) <= 0.005
     assert 0 < genome.provenance["energy"] <= 1
+
+
+def test_thinet_removes_channels_the_next_layer_does_not_read() -> None:
+    torch.manual_seed(0)
+    pruner = ThiNetPruner(bind(SPACE, DATASET))
+    model = pruner.prepare(pruner.bound.base_model())
+    mute(pruner.bound, model, MUTED)
+    steps(pruner, model, n=4)
+    expected = expected_widths(pruner.bound, MUTED)
+    keep = pruner.keep(model, pruner.bound.genome(expected))
+    for group, planted in MUTED.items():
+        assert not set(planted) & set(keep[group].tolist())
+        assert len(keep[group]) == expected[group]
+    # the widths are predefined: the genome does not look at the weights
+    assert pruner.genome(model, "50%FLOPs").widths == pruner.bound.uniform(
+        parse_budget("50%FLOPs")).widths
+
+
+def test_thinet_greedy_keeps_what_reconstructs_the_output() -> None:
+    gen = torch.Generator().manual_seed(0)
+    contrib = torch.randn(200, 5, generator=gen)
+    contrib[:, 0] *= 0.01  # almost nothing to contribute
+    contrib[:, 2] *= 0.5
+    contrib[:, 3] = -contrib[:, 2]  # 2 and 3 cancel: removing both changes nothing
+    rank = greedy_removal_rank(contrib)
+    assert rank[0] == 0 and {int(rank[2]), int(rank[3])} == {1, 2}
+    assert sorted(rank.tolist()) == [0, 1, 2, 3, 4]  # a total order: any width can be kept
+
+
+def test_thinet_patches_reproduce_the_conv_output() -> None:
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(6, 4, 3, stride=2, padding=1, bias=False)
+    x = torch.randn(3, 6, 9, 9, generator=gen)
+    out = conv(x)
+    b, pi, pj = torch.tensor([0, 2, 1]), torch.tensor([0, 4, 2]), torch.tensor([4, 0, 3])
+    patch = _patches(conv, x, b, pi, pj)
+    w = conv.weight.detach().reshape(4, 6, 9)
+    for n in range(3):
+        for o in range(4):
+            got = (w[o] * patch[n]).sum()
+            assert torch.isclose(got, out[b[n], o, pi[n], pj[n]], atol=1e-5)
+
+
+def test_thinet_samples_travel_in_the_checkpoint() -> None:
+    torch.manual_seed(0)
+    pruner = ThiNetPruner(bind("resnet20", "synthetic"), samples=8, per_step=4)
+    model = pruner.prepare(pruner.bound.base_model())
+    steps(pruner, model, n=3, batch=4)
+    stats = pruner.stats(model)
+    assert stats.filled("layer2.0.conv1") == 8  # a ring of the last 8 samples
+    reloaded = pruner.prepare(pruner.bound.base_model())
+    reloaded.load_state_dict(model.state_dict())
+    for group, score in pruner.importance(model).items():
+        assert torch.equal(pruner.importance(reloaded)[group], score)
+
+
+def _planted_sfp() -> tuple[SFPPruner, nn.Module, dict[str, list[int]]]:
+    """Filters planted large (the survivors) in every group, as many as its width."""
+    torch.manual_seed(0)
+    pruner = SFPPruner(bind(SPACE, DATASET))
+    pruner.set_budget(parse_budget("50%FLOPs"))
+    model = pruner.prepare(pruner.bound.base_model())
+    gen = torch.Generator().manual_seed(1)
+    strong: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for group, width in pruner.widths.items():
+            (producer,) = pruner.bound.graph.groups[group].producers
+            size = pruner.bound.graph.groups[group].size
+            strong[group] = sorted(torch.randperm(size, generator=gen)[:width].tolist())
+            model.get_submodule(producer).weight[strong[group]] *= 100
+    return pruner, model, strong
+
+
+def test_sfp_zeroes_the_weakest_filters_and_lets_them_recover() -> None:
+    pruner, model, strong = _planted_sfp()
+    steps(pruner, model, n=1)  # the first step zeroes (SFP masks at the start)
+    bound = pruner.bound
+    for group, keep in strong.items():
+        (producer,) = bound.graph.groups[group].producers
+        weight = model.get_submodule(producer).weight.detach()
+        zero = (weight.flatten(1).abs().sum(dim=1) == 0).nonzero().flatten().tolist()
+        assert set(zero) == set(range(bound.graph.groups[group].size)) - set(keep)
+    # soft: gradients are not masked, so an update brings the zeroed filters back
+    nn.functional.cross_entropy(model(torch.randn(4, 1, 28, 28)), torch.arange(4)).backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    weight = model.get_submodule("features.4").weight.detach()
+    dropped = sorted(set(range(128)) - set(strong["features.4"]))
+    assert weight[dropped].abs().sum() > 0
+    zeroed = pruner.zero_filters(model)  # the end of the epoch zeroes them again
+    assert zeroed["features.4"] == dropped
+    assert weight[dropped].abs().sum() == 0
+    keep = pruner.keep(model, pruner.genome(model, "50%FLOPs"))
+    assert all(keep[g].tolist() == strong[g] for g in strong)

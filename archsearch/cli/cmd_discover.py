@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from typing import Any
 
 from rich.table import Table
@@ -34,8 +35,8 @@ def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
                    help="strength of the sparsity term (slimming: L1 on BN scales, default "
                         "1e-4; sss: L1 on block factors, default 1e-2)")
     p.add_argument("--stage-ratios", metavar="R1,R2,...",
-                   help="l1norm: relative keep ratio per stage (e.g. 0.5,0.75,1), scaled "
-                        "together onto the budget (default: uniform)")
+                   help="l1norm, thinet, sfp: relative keep ratio per stage (e.g. "
+                        "0.5,0.75,1), scaled together onto the budget (default: uniform)")
     p.add_argument("--batch-size", type=int, help="default: the trainer's (64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
@@ -54,8 +55,11 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
 def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.stage_ratios is None:
         return {}
-    if args.method != "l1norm":
-        raise ArchsearchError(f"--stage-ratios applies to l1norm, not {args.method!r}")
+    takes = [m for m, cls in PRUNERS.items()
+             if "stage_ratios" in inspect.signature(cls.__init__).parameters]
+    if args.method not in takes:
+        raise ArchsearchError(f"--stage-ratios applies to {', '.join(takes)}, not "
+                              f"{args.method!r}")
     try:
         ratios = [float(r) for r in args.stage_ratios.split(",")]
     except ValueError:

@@ -14,13 +14,15 @@ from archsearch.pruners._base import Pruner, filter_l1, top_channels
 from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
 from archsearch.pruners._report import plot_scales, scale_distribution
+from archsearch.pruners._sfp import SFPPruner
 from archsearch.pruners._slimming import SlimmingPruner, threshold_shape
 from archsearch.pruners._sss import BlockGate, SSSPruner, drop_blocks
 from archsearch.pruners._taylor import TaylorPruner
+from archsearch.pruners._thinet import ThiNetPruner
 
 PRUNERS: dict[str, type[Pruner]] = {
     cls.name: cls for cls in (SlimmingPruner, SSSPruner, TaylorPruner, PFAPruner,
-                               UniformPruner, L1NormPruner)
+                               UniformPruner, L1NormPruner, ThiNetPruner, SFPPruner)
 }
 
 
@@ -41,9 +43,11 @@ __all__ = [
     "L1NormPruner",
     "PFAPruner",
     "Pruner",
+    "SFPPruner",
     "SSSPruner",
     "SlimmingPruner",
     "TaylorPruner",
+    "ThiNetPruner",
     "UniformPruner",
     "drop_blocks",
     "filter_l1",

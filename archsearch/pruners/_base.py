@@ -37,6 +37,13 @@ class Pruner(abc.ABC):
     def regularize(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         """Add the sparsity term to the gradients (called between backward and step)."""
 
+    def set_budget(self, budget: Budget) -> None:  # noqa: B027 (optional hook)
+        """The budget the run aims at, told before training (for pruners whose training
+        depends on the final widths, e.g. sfp)."""
+
+    def end_epoch(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Called after every training epoch of the base (sfp zeroes filters here)."""
+
     def restore(self, model: nn.Module) -> nn.Module:
         """A model with the base's structure and module names (default: unchanged)."""
         return model
