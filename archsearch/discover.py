@@ -20,7 +20,14 @@ from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save, atomic_write_json
-from archsearch.pruners import PRUNERS, Pruner, get_pruner, plot_scales, scale_distribution
+from archsearch.pruners import (
+    PRUNERS,
+    SPARSIFIERS,
+    Pruner,
+    get_pruner,
+    plot_scales,
+    scale_distribution,
+)
 
 if TYPE_CHECKING:
     from archsearch.data import Splits
@@ -103,14 +110,16 @@ def plan(cfg: DiscoverConfig) -> Plan:
     budget = parse_budget(cfg.budget)
     opts = dict(cfg.pruner_options)
     if cfg.sparsity is not None:
-        takes = [m for m, cls in PRUNERS.items() if _takes(cls, "sparsity")]
-        if cfg.method in PRUNERS and cfg.method not in takes:
+        methods = {**PRUNERS, **SPARSIFIERS}
+        takes = [m for m, cls in methods.items() if _takes(cls, "sparsity")]
+        if cfg.method in methods and cfg.method not in takes:
             raise ArchsearchError(f"--sparsity applies to {', '.join(takes)}, not "
                                   f"{cfg.method!r}")
         opts["sparsity"] = cfg.sparsity
     pruner = get_pruner(cfg.method, bound, **opts)
-    bound.uniform(budget)  # raises BudgetError when even the narrowest genome is too big
-    pruner.set_budget(budget)
+    if not is_sparse(pruner):  # BudgetError when even the narrowest genome is too big
+        bound.uniform(budget)
+    pruner.set_budget(budget)  # a sparsity method checks its budget here
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, bound)
     if run_dir.exists() and not run_dir.is_dir():
         raise ArchsearchError(f"--out {run_dir} is a file, not a folder")
@@ -125,8 +134,13 @@ def plan(cfg: DiscoverConfig) -> Plan:
     return Plan(cfg, bound, pruner, budget, run_dir, splits)
 
 
-def _takes(cls: type[Pruner], option: str) -> bool:
+def _takes(cls: type, option: str) -> bool:
     return option in inspect.signature(cls.__init__).parameters
+
+
+def is_sparse(pruner: object) -> bool:
+    """Whether a method's genome is a sparsity genome (archsearch.sparsity), not widths."""
+    return getattr(pruner, "genome_kind", "widths") == "sparsity"
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:

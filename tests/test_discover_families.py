@@ -14,6 +14,7 @@ from archsearch.discover import RethinkConfig, load_sparse_checkpoint, plan
 from archsearch.genome import Genome
 from archsearch.pruners import get_pruner, top_channels
 from archsearch.rethink import LEGS, Rethink
+from archsearch.sparsity import SparsityGenome, layout
 from tests.test_discover import needs_fmnist
 from tests.test_rethink import TINY
 
@@ -111,3 +112,54 @@ def test_rethink_finetune_inherits_the_methods_channel_choice(method, tiny_space
         ranked = top_channels(pruner.importance(model), genome, bound)
         assert {g: k.tolist() for g, k in keep.items()} == \
             {g: k.tolist() for g, k in ranked.items()}
+
+
+@needs_fmnist
+def test_magnitude_discover_writes_a_sparsity_genome(capsys, tmp_path):
+    out = tmp_path / "mag"
+    argv = ["discover", "--method", "magnitude", "--budget", "10%params", "--epochs", "1",
+            "--subset", "128", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["genome_kind"] == "sparsity"
+    assert doc["cost"]["params_ratio"] == pytest.approx(0.1, abs=0.001)
+    genome = SparsityGenome.load(out / "sparsity.json")
+    bound = bind("resnet20", "fashion-mnist")
+    pruner = get_pruner("magnitude", bound)
+    model = load_sparse_checkpoint(out / "sparse.pt", pruner)  # the dense trained base
+    assert pruner.genome(model, "10%params").density == genome.density
+    assert [r["layer"] for r in doc["layers"]] == list(layout(bound).numel)
+
+
+def test_rethink_magnitude_cli(tiny_space, tmp_path, capsys):
+    argv = ["rethink", "--method", "magnitude", "--budget", "20%params", "--space",
+            tiny_space, "--epochs", "1", "--subset", "96", "--seeds", "1", "--test-subset",
+            "64", "--batch-size", "32", "--out", str(tmp_path / "r"), "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["genome_kind"] == "sparsity"
+    assert [r["leg"] for r in doc["rows"]] == list(LEGS)
+    for leg in doc["legs"]:
+        if leg["leg"] != "base":
+            assert leg["params_ratio"] == pytest.approx(0.2, abs=0.002)
+            assert leg["max_density_error"] < 1e-6  # the masks held through training
+    seed = SparsityGenome.load(tmp_path / "r" / "seed0" / "sparsity.json")
+    assert seed.provenance["method"] == "magnitude"
+    assert "random mask" in (tmp_path / "r" / "rethink.md").read_text()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["discover", "--method", "magnitude", "--budget", "0.5%params"], "never pruned"),
+    (["discover", "--method", "slimming", "--budget", "50%FLOPs", "--scope", "layer"],
+     "--scope applies to magnitude"),
+    (["rethink", "--method", "magnitude", "--budget", "50%FLOPs", "--sparsity", "1"],
+     "--sparsity applies to slimming, sss, not 'magnitude'"),
+    (["discover", "--method", "sfp", "--budget", "50%FLOPs", "--stage-ratios", "1,2,1"],
+     "stage_ratios must be in (0, 1]"),
+])
+def test_bad_input_for_new_methods_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main([*argv, "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []

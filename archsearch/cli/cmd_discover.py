@@ -11,14 +11,14 @@ from rich.table import Table
 from archsearch.cli._common import console, human, print_json
 from archsearch.discover import DEFAULT_EPOCHS, DEFAULT_SPACE, DEFAULT_SUBSET
 from archsearch.errors import ArchsearchError
-from archsearch.pruners import PRUNERS
+from archsearch.pruners import METHODS, PRUNERS
 
 
 def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
                subset: int | None = DEFAULT_SUBSET) -> None:
     """The options `discover` and `rethink` share."""
     p.add_argument("--method", required=True, metavar="M",
-                   help=f"pruning method: {', '.join(PRUNERS)}")
+                   help=f"pruning method: {', '.join(METHODS)}")
     p.add_argument("--budget", required=True, metavar="B",
                    help="e.g. 50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams (FLOPs = MACs)")
     p.add_argument("--space", default=DEFAULT_SPACE,
@@ -37,6 +37,9 @@ def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
     p.add_argument("--stage-ratios", metavar="R1,R2,...",
                    help="l1norm, thinet, sfp: relative keep ratio per stage (e.g. "
                         "0.5,0.75,1), scaled together onto the budget (default: uniform)")
+    p.add_argument("--scope", choices=("global", "layer"),
+                   help="magnitude: one threshold over all layers (global, the default) or "
+                        "the same density in every layer")
     p.add_argument("--batch-size", type=int, help="default: the trainer's (64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
@@ -53,8 +56,13 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if args.scope is not None:
+        if args.method != "magnitude":
+            raise ArchsearchError(f"--scope applies to magnitude, not {args.method!r}")
+        opts["scope"] = args.scope
     if args.stage_ratios is None:
-        return {}
+        return opts
     takes = [m for m, cls in PRUNERS.items()
              if "stage_ratios" in inspect.signature(cls.__init__).parameters]
     if args.method not in takes:
@@ -65,7 +73,7 @@ def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError:
         raise ArchsearchError(f"--stage-ratios takes numbers separated by commas, but got "
                               f"{args.stage_ratios!r}") from None
-    return {"stage_ratios": ratios}
+    return {**opts, "stage_ratios": ratios}
 
 
 def subset(value: float | None) -> int | float | None:
@@ -94,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.discover import DiscoverConfig, discover, plan
+    from archsearch.discover import DiscoverConfig, discover, is_sparse, plan
 
     the_plan = plan(DiscoverConfig(**common_options(args)))  # every check, nothing written
     if not args.json:
@@ -104,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold]{the_plan.pruner.name}[/] on {the_plan.bound.space.name} / "
                       f"{the_plan.bound.info.name} at {the_plan.budget}: {what} → "
                       f"{the_plan.run_dir}")
+    if is_sparse(the_plan.pruner):  # magnitude: a sparsity genome, not widths
+        from archsearch.unstructured import discover_sparse as discover
     result = discover(the_plan, progress=not args.json)
     if args.json:
         print_json(result)
@@ -113,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(result: dict[str, Any]) -> None:
+    if result.get("genome_kind") == "sparsity":
+        print_sparse_result(result)
+        return
     table = Table(title=f"{result['method']} genome: {result['space']} on {result['dataset']} "
                         f"at {result['budget']}")
     for col in ("group", "stage", "base", "width", "kept"):
@@ -131,5 +144,22 @@ def print_result(result: dict[str, Any]) -> None:
     if train.get("val_acc") is not None:
         console.print(f"base after sparsity training: val acc {train['val_acc']:.2%} "
                       f"({train['epochs']} epochs, {train['wall_s']:.0f} s)")
+    console.print(f"wall time {result['wall_s']:.0f} s; files: "
+                  + ", ".join(result["files"].values()))
+
+
+def print_sparse_result(result: dict[str, Any]) -> None:
+    """A sparsity genome: the density of every conv/linear layer."""
+    table = Table(title=f"{result['method']} sparsity genome: {result['space']} on "
+                        f"{result['dataset']} at {result['budget']}")
+    for col in ("layer", "weights", "kept", "density"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for r in result["layers"]:
+        table.add_row(r["layer"], str(r["weights"]), str(r["kept"]), f"{r['density']:.1%}")
+    console.print(table)
+    cost, base = result["cost"], result["base_cost"]
+    console.print(f"non-zero MACs {human(cost['macs'])} ({cost['macs_ratio']:.1%} of "
+                  f"{human(base['macs'])})   non-zero params {human(cost['params'])} "
+                  f"({cost['params_ratio']:.1%} of {human(base['params'])})")
     console.print(f"wall time {result['wall_s']:.0f} s; files: "
                   + ", ".join(result["files"].values()))

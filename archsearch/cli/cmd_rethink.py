@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.discover import RethinkConfig, plan
+    from archsearch.discover import RethinkConfig, is_sparse, plan
     from archsearch.rethink import LEG_TITLES, Rethink
 
     the_plan = plan(RethinkConfig(**common_options(args), seeds=args.seeds,
@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
                       f" / {the_plan.bound.info.name} at {the_plan.budget}: {cfg.seeds} seed(s),"
                       f" base {cfg.epochs} epoch(s) on {cfg.subset or 'all'} images → "
                       f"{the_plan.run_dir}")
-    doc = Rethink(the_plan, on_leg=on_leg, progress=not args.json).run()
+    runner = Rethink
+    if is_sparse(the_plan.pruner):  # magnitude: masks instead of narrower models
+        from archsearch.unstructured import SparseRethink as runner
+    doc = runner(the_plan, on_leg=on_leg, progress=not args.json).run()
     if args.json:
         print_json(doc)
     else:

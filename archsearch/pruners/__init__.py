@@ -11,6 +11,7 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, filter_l1, top_channels
+from archsearch.pruners._magnitude import MagnitudePruner
 from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
 from archsearch.pruners._report import plot_scales, scale_distribution
@@ -26,21 +27,30 @@ PRUNERS: dict[str, type[Pruner]] = {
 }
 
 
-def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner:
+# unstructured pruners: their genome is a sparsity genome (archsearch.sparsity), not widths
+SPARSIFIERS: dict[str, type[MagnitudePruner]] = {MagnitudePruner.name: MagnitudePruner}
+METHODS = [*PRUNERS, *SPARSIFIERS]
+
+
+def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudePruner:
     """The pruner `name` for a bound space; `opts` (None values dropped) go to its class."""
-    if name not in PRUNERS:
-        raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(PRUNERS)}")
+    classes: dict[str, type] = {**PRUNERS, **SPARSIFIERS}
+    if name not in classes:
+        raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}")
     opts = {k: v for k, v in opts.items() if v is not None}
     try:
-        return PRUNERS[name](bound, **opts)
+        return classes[name](bound, **opts)
     except TypeError as exc:
         raise ArchsearchError(f"method {name!r}: {exc}") from None
 
 
 __all__ = [
+    "METHODS",
     "PRUNERS",
+    "SPARSIFIERS",
     "BlockGate",
     "L1NormPruner",
+    "MagnitudePruner",
     "PFAPruner",
     "Pruner",
     "SFPPruner",
