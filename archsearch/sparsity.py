@@ -188,8 +188,9 @@ def conv_layers(bound: BoundSpace) -> list[str]:
             and c.module in layout(bound).numel]
 
 
-def check_reachable(bound: BoundSpace, budget: Budget, density: float) -> None:
-    if density <= 0:
+def check_reachable(bound: BoundSpace, budget: Budget, room: float) -> None:
+    """BudgetError when `room` (the density, or cost, left for pruned weights) is <= 0."""
+    if room <= 0:
         raise BudgetError(f"budget {budget} cannot be met by unstructured pruning in space "
                           f"{bound.space.name!r}: the parameters that are never pruned "
                           "(biases, BatchNorm, layers left dense) already cost more")
@@ -247,3 +248,46 @@ def density_of(model: nn.Module, bound: BoundSpace) -> dict[str, float]:
     """The measured fraction of non-zero weights per layer of a model."""
     return {m: float((model.get_submodule(m).weight != 0).double().mean())
             for m in layout(bound).numel}
+
+
+# -- guided sparsification -----------------------------------------------------------------
+
+def density_curve(genome: SparsityGenome) -> tuple[list[float], list[float]]:
+    """(relative depth in [0, 1], density) of each layer a genome prunes, in network order
+    (the order of its `density` map, which is the space's layer order)."""
+    values = list(genome.density.values())
+    if len(values) == 1:
+        return [0.0], values
+    return [i / (len(values) - 1) for i in range(len(values))], values
+
+
+def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: Budget,
+                   layers: Sequence[str]) -> dict[str, float]:
+    """The paper's guided sparsification: the guides' per-layer densities, averaged by
+    relative depth (so a guide from another space transfers), set on `layers` of this space
+    and scaled by one multiplier (bisection) so the genome costs the budget."""
+    import numpy as np
+
+    if not guides:
+        raise ArchsearchError("guided sparsification needs at least one sparsity genome")
+    names = list(layers)
+    depth = np.linspace(0.0, 1.0, len(names)) if len(names) > 1 else np.zeros(1)
+    curves = []
+    for guide in guides:
+        xs, ys = density_curve(guide)
+        curves.append(np.interp(depth, xs, ys) if len(xs) > 1 else np.full(len(names), ys[0]))
+    shape = np.mean(np.asarray(curves), axis=0)
+    target = budget.target(bound.base_cost)
+    metric = "macs" if budget.metric == "macs" else "params"
+
+    def at(m: float) -> dict[str, float]:
+        return {n: float(min(1.0, max(m * s, 1e-9))) for n, s in zip(names, shape, strict=True)}
+
+    lo, hi = 0.0, 1.0 / float(shape.min())
+    check_reachable(bound, budget, target - sparse_cost(bound, at(lo))[metric])
+    if sparse_cost(bound, at(hi))[metric] <= target:
+        return at(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sparse_cost(bound, at(mid))[metric] <= target else (lo, mid)
+    return at(lo)

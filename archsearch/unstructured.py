@@ -38,27 +38,32 @@ GENOME_FILE = "sparsity.json"
 
 def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | None = None,
                     progress: bool = True) -> dict[str, Any]:
-    """Train the base, derive the sparsity genome at the budget, write the run folder:
-    sparsity.json, sparse.pt (the dense trained base) and result.json."""
+    """Train the base (when the method needs it), derive the sparsity genome at the budget,
+    write the run folder: sparsity.json, sparse.pt (the dense trained base), result.json."""
     from archsearch.discover import _plain, save_sparse_checkpoint
 
     start = time.perf_counter()
     run = plan.run_dir
-    model, train_info = train_base(plan, run / "base", on_epoch, progress=progress)
-    model = model.cpu()
+    model, train_info = None, {}
+    if plan.pruner.needs_training:
+        model, train_info = train_base(plan, run / "base", on_epoch, progress=progress)
+        model = model.cpu()
     genome = plan.pruner.genome(model, plan.budget)
     genome.provenance.update(dataset=plan.bound.info.name, seed=plan.config.seed,
                              source_run=str(run))
     run.mkdir(parents=True, exist_ok=True)
     genome.save(run / GENOME_FILE)
-    save_sparse_checkpoint(run / "sparse.pt", plan, model)
+    files = {"genome": str(run / GENOME_FILE)}
+    if model is not None:
+        save_sparse_checkpoint(run / "sparse.pt", plan, model)
+        files["checkpoint"] = str(run / "sparse.pt")
     result = {"method": plan.pruner.name, "genome_kind": "sparsity",
               "space": plan.bound.space.name, "dataset": plan.bound.info.name,
               "budget": str(plan.budget), "config": _plain(asdict(plan.config)),
               "cost": genome.cost, "base_cost": {"macs": plan.bound.base_cost.macs,
                                                  "params": plan.bound.base_cost.params},
               "layers": density_rows(plan, genome),
-              "files": {"genome": str(run / GENOME_FILE), "checkpoint": str(run / "sparse.pt")},
+              "files": files,
               "train": train_info, "wall_s": time.perf_counter() - start}
     atomic_write_json(run / "result.json", result)
     return result

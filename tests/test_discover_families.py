@@ -14,7 +14,7 @@ from archsearch.discover import RethinkConfig, load_sparse_checkpoint, plan
 from archsearch.genome import Genome
 from archsearch.pruners import get_pruner, top_channels
 from archsearch.rethink import LEGS, Rethink
-from archsearch.sparsity import SparsityGenome, layout
+from archsearch.sparsity import SparsityGenome, layout, make_genome
 from tests.test_discover import needs_fmnist
 from tests.test_rethink import TINY
 
@@ -163,3 +163,22 @@ def test_bad_input_for_new_methods_is_one_line(argv, message, capsys, tmp_path, 
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_guided_sparsity_discover_follows_a_found_genome(capsys, tmp_path):
+    bound = bind("vgg11", "cifar10")
+    names = list(layout(bound).numel)[:-1]
+    guide = make_genome(bound, {m: 0.9 - 0.1 * i for i, m in enumerate(names)})
+    path = guide.save(tmp_path / "guide.json")
+    argv = ["discover", "--method", "guided-sparsity", "--guide", str(path), "--budget",
+            "20%params", "--space", "vgg16", "--dataset", "cifar10", "--data-root",
+            "/nonexistent", "--out", str(tmp_path / "g"), "--json"]
+    assert main(argv) == 0  # no training, no data
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cost"]["params_ratio"] == pytest.approx(0.2, abs=0.002)
+    genome = SparsityGenome.load(tmp_path / "g" / "sparsity.json")
+    assert genome.space == "vgg16" and genome.provenance["guides"] == [str(path)]
+    assert "checkpoint" not in doc["files"]
+    code = main(["discover", "--method", "slimming", "--guide", str(path), "--budget",
+                 "50%FLOPs", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--guide applies to guided-sparsity" in capsys.readouterr().err

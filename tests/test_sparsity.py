@@ -122,7 +122,7 @@ def test_magnitude_meets_the_budget_and_masks_match(space, dataset, scope, budge
 
 def test_magnitude_options_and_impossible_budgets():
     bound = bind("resnet20", "synthetic")
-    assert list(SPARSIFIERS) == ["magnitude"]
+    assert list(SPARSIFIERS) == ["magnitude", "guided-sparsity"]
     with pytest.raises(ArchsearchError, match="scope=.sideways"):
         get_pruner("magnitude", bound, scope="sideways")
     with pytest.raises(ArchsearchError, match="layers=.fc"):
@@ -197,3 +197,43 @@ def test_sparsity_genome_json_is_plain(tmp_path):
     assert doc["format"] == "archsearch.sparsity" and doc["version"] == 1
     assert doc["provenance"] == {"method": "magnitude", "budget": "20%params",
                                  "scope": "global", "layers": "conv"}
+
+
+def _profile(space: str, dataset: str, first: float, last: float) -> SparsityGenome:
+    bound = bind(space, dataset)
+    names = conv_layers(bound)
+    values = torch.linspace(first, last, len(names)).tolist()
+    return make_genome(bound, dict(zip(names, values, strict=True)), {"method": "test"})
+
+
+def test_guided_sparsity_reproduces_a_same_space_guide():
+    guide = _profile("vgg11", "fashion-mnist", 0.8, 0.1)
+    bound = bind("vgg11", "fashion-mnist")
+    pruner = get_pruner("guided-sparsity", bound, guides=[guide])
+    genome = pruner.genome(None, f"{guide.cost['params']}params")
+    for layer, density in guide.density.items():
+        assert genome.density[layer] == pytest.approx(density, rel=0.01)
+    assert genome.provenance["method"] == "guided-sparsity"
+
+
+def test_guided_sparsity_transfers_by_relative_depth_and_averages_guides(tmp_path):
+    a = _profile("vgg11", "fashion-mnist", 0.9, 0.1)  # 8 conv layers
+    b = _profile("resnet20", "fashion-mnist", 0.5, 0.5)  # 19 conv layers, flat
+    path = a.save(tmp_path / "a.json")
+    bound = bind("vgg16", "fashion-mnist")  # 13 conv layers
+    genome = get_pruner("guided-sparsity", bound, guides=[path]).genome(None, "10%params")
+    values = [genome.density[m] for m in conv_layers(bound)]
+    assert all(x >= y for x, y in zip(values, values[1:], strict=False))  # the guide's trend
+    assert values[0] / values[-1] == pytest.approx(9.0, rel=0.02)  # its shape, scaled
+    assert genome.cost["params_ratio"] == pytest.approx(0.1, abs=0.001)
+    both = get_pruner("guided-sparsity", bound, guides=[a, b]).genome(None, "10%params")
+    mixed = [both.density[m] for m in conv_layers(bound)]
+    assert mixed[0] / mixed[-1] == pytest.approx(0.7 / 0.3, rel=0.02)  # mean of the curves
+
+
+def test_guided_sparsity_needs_a_guide():
+    bound = bind("vgg11", "fashion-mnist")
+    with pytest.raises(ArchsearchError, match="at least one sparsity genome"):
+        get_pruner("guided-sparsity", bound)
+    with pytest.raises(ArchsearchError, match="not found"):
+        get_pruner("guided-sparsity", bound, guides=["/nonexistent/sparsity.json"])

@@ -40,6 +40,9 @@ def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
     p.add_argument("--scope", choices=("global", "layer"),
                    help="magnitude: one threshold over all layers (global, the default) or "
                         "the same density in every layer")
+    p.add_argument("--guide", action="append", metavar="SPARSITY.json",
+                   help="guided-sparsity: a found sparsity genome to follow (any space; "
+                        "repeat for several, averaged by relative depth)")
     p.add_argument("--batch-size", type=int, help="default: the trainer's (64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
@@ -61,6 +64,10 @@ def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method != "magnitude":
             raise ArchsearchError(f"--scope applies to magnitude, not {args.method!r}")
         opts["scope"] = args.scope
+    if args.guide:
+        if args.method != "guided-sparsity":
+            raise ArchsearchError(f"--guide applies to guided-sparsity, not {args.method!r}")
+        opts["guides"] = list(args.guide)
     if args.stage_ratios is None:
         return opts
     takes = [m for m, cls in PRUNERS.items()

@@ -11,7 +11,7 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, filter_l1, top_channels
-from archsearch.pruners._magnitude import MagnitudePruner
+from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
 from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
 from archsearch.pruners._report import plot_scales, scale_distribution
@@ -28,7 +28,8 @@ PRUNERS: dict[str, type[Pruner]] = {
 
 
 # unstructured pruners: their genome is a sparsity genome (archsearch.sparsity), not widths
-SPARSIFIERS: dict[str, type[MagnitudePruner]] = {MagnitudePruner.name: MagnitudePruner}
+SPARSIFIERS: dict[str, type[MagnitudePruner]] = {
+    cls.name: cls for cls in (MagnitudePruner, GuidedSparsityPruner)}
 METHODS = [*PRUNERS, *SPARSIFIERS]
 
 
@@ -49,6 +50,7 @@ __all__ = [
     "PRUNERS",
     "SPARSIFIERS",
     "BlockGate",
+    "GuidedSparsityPruner",
     "L1NormPruner",
     "MagnitudePruner",
     "PFAPruner",

@@ -3,6 +3,9 @@ base are removed, globally or by one density per layer; the result is a sparsity
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -14,11 +17,13 @@ from archsearch.sparsity import (
     SparsityGenome,
     check_reachable,
     conv_layers,
+    guided_density,
     layout,
     make_genome,
     sparse_cost,
     top_masks,
     uniform_density,
+    validate,
 )
 
 SCOPES = ("global", "layer")
@@ -120,3 +125,43 @@ def check_budget(bound: BoundSpace, genome: SparsityGenome, budget: Budget) -> N
                           f"in space {bound.space.name!r}: the closest sparsity genome costs "
                           f"{got:.4g} {budget.metric} ({got / target:.3f}x the target)")
 
+
+
+class GuidedSparsityPruner(MagnitudePruner):
+    """Guided sparsification (Liu et al. 2019, section 6): the per-layer densities of found
+    sparsity genomes (`guides`: files or genomes, from any space), averaged by relative
+    depth and scaled onto the budget, are this space's sparsity genome; it needs no trained
+    weights. Masks for fine-tuning are each layer's largest weights, as magnitude's."""
+
+    name = "guided-sparsity"
+    needs_training = False
+
+    def __init__(self, bound: BoundSpace, guides: Sequence[str | Path | SparsityGenome] = (),
+                 layers: str = "conv"):
+        super().__init__(bound, scope="global", layers=layers)
+        self.guides = [load_guide(g) for g in guides]
+        if not self.guides:
+            raise ArchsearchError("guided-sparsity needs at least one sparsity genome as a "
+                                  "guide (--guide runs/.../sparsity.json)")
+        self._sources = [str(g) if not isinstance(g, SparsityGenome) else
+                         g.provenance.get("source_run", "genome") for g in guides]
+
+    def options(self) -> dict[str, object]:
+        return {"layers": self.layers, "guides": self._sources}
+
+    def genome(self, model: nn.Module | None, budget: Budget | str) -> SparsityGenome:
+        budget = as_budget(budget)
+        density = guided_density(self.guides, self.bound, budget, self.pruned_layers())
+        genome = make_genome(self.bound, density, {"method": self.name,
+                                                   "budget": str(budget), **self.options()})
+        check_budget(self.bound, genome, budget)
+        return genome
+
+
+def load_guide(guide: str | Path | SparsityGenome) -> SparsityGenome:
+    """A guide sparsity genome, validated against its own space and dataset."""
+    from archsearch.build import bind
+
+    genome = guide if isinstance(guide, SparsityGenome) else SparsityGenome.load(guide)
+    validate(bind(genome.space, genome.dataset), genome)
+    return genome
