@@ -45,6 +45,12 @@ def test_discover_trained_method_real_data(method, capsys, tmp_path):
     pruner = get_pruner(method, bound)
     model = load_sparse_checkpoint(out / "sparse.pt", pruner)
     assert pruner.genome(model, "50%FLOPs").widths == genome.widths
+    # `train --schedule finetune --from sparse.pt` inherits the method's channel choice
+    argv = ["train", str(out / "genome.json"), "--schedule", "finetune", "--from",
+            str(out / "sparse.pt"), "--epochs", "1", "--subset", "128", "--out",
+            str(tmp_path / "ft"), "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["schedule"] == "finetune"
 
 
 def test_sparsity_option_is_refused_by_methods_without_it(capsys, tmp_path):
