@@ -45,7 +45,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DATASET = "fashion-mnist"
 # The schedule every genome trains on (and the generators' sparsity training): the longest
 # that fits the 90-minute budget on a 2-core CPU with bf16 (see the results file).
-EPOCHS = 4
+EPOCHS = 3
 BATCH = 128
 VAL_FRACTION = 0.01
 GENERATORS = ("slimming", "sss", "l1norm", "taylor", "pfa")
@@ -275,11 +275,15 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
+    """Threads as asked, the runs folder and its ledger of finished legs."""
+    torch.set_num_threads(args.threads)
+    return Path(args.runs), Ledger(Path(args.runs))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    root = Path(args.runs)
-    ledger = Ledger(root)
+    root, ledger = open_bench(args)
     start = time.perf_counter()
     spaces = []
     for space in args.spaces.split(","):
