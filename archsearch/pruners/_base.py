@@ -18,8 +18,10 @@ from archsearch.genome import Genome
 class Pruner(abc.ABC):
     """An architecture generator bound to one space at one dataset's shapes.
 
-    Training calls `prepare` once (pruners that add parameters, e.g. sss gates), then
-    `regularize(model)` between every `backward()` and `step()`. Afterwards `genome` picks
+    Before training, `set_budget` tells the pruner the budget; training calls `prepare` once
+    (pruners that add parameters or hooks, e.g. sss gates, taylor's statistics), then
+    `regularize(model)` between every `backward()` and `step()`, and `end_epoch(model)` after
+    every epoch. Afterwards `genome` (on the prepared, trained model) picks
     widths (and blocks) meeting a budget, `importance`/`keep` pick the surviving channels,
     and `restore` gives a base-structured model to inherit weights from.
     """

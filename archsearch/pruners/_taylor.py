@@ -3,20 +3,18 @@ estimate of the loss change when its activation is zeroed, |mean(a * dL/da)|."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from archsearch.budget import Budget, fit_to_budget
+from archsearch.budget import Budget
 from archsearch.build import BoundSpace
+from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.pruners._base import as_budget
+from archsearch.pruners._base import as_budget, check_nonnegative
 from archsearch.pruners._probe import ProbePruner, ProbeStats, probe_points
-from archsearch.pruners._slimming import threshold_shape
-
-_log = logging.getLogger(__name__)
+from archsearch.pruners._slimming import MIN_KEEP, ranked_genome
 
 
 class TaylorStats(ProbeStats):
@@ -50,7 +48,8 @@ class TaylorPruner(ProbePruner):
     (running mean over steps, `decay` per step: 0.99 weighs roughly the last 100 steps; 1 is
     the plain mean); a group's score is the mean over the layers that output its channels
     (its BatchNorms), L2-normalised per group as in the paper. One global ranking of the
-    scores, bisected onto the budget exactly as slimming's threshold, gives the genome.
+    scores gives the genome through slimming's own path (`ranked_genome`: bisection onto the
+    budget, group floor `min_keep`, separation evidence).
 
     The activation is the BatchNorm output; with a ReLU after it, a * dL/da is the same
     before and after the ReLU (both vanish where it clips), so this is the criterion on the
@@ -61,9 +60,16 @@ class TaylorPruner(ProbePruner):
     stats_name = "taylor_stats"
     score_kind = "Taylor |a * dL/da| (L2-normalised per group)"
 
-    def __init__(self, bound: BoundSpace, decay: float = 0.99):
+    def __init__(self, bound: BoundSpace, decay: float = 0.99, min_keep: float = MIN_KEEP):
         super().__init__(bound, decay)
+        self.min_keep = check_nonnegative(min_keep, "min_keep")
+        if self.min_keep > 1:
+            raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
+                                  f"min_keep={min_keep:g}")
         self._points = probe_points(bound)
+
+    def options(self) -> dict[str, object]:
+        return {**super().options(), "min_keep": self.min_keep}
 
     def make_stats(self) -> TaylorStats:
         sizes = {m: (self.bound.graph.groups[g].size,)
@@ -89,10 +95,6 @@ class TaylorPruner(ProbePruner):
         return out
 
     def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
-        budget = as_budget(budget)
-        scores = self.importance(model)
-        shape, threshold = threshold_shape(scores, budget, self.bound)
-        widths = fit_to_budget(shape, budget, self.bound)
-        _log.info("taylor: threshold %.4g over %d groups", threshold, len(scores))
-        return self.bound.genome(widths, dict.fromkeys(self.bound.graph.blocks, True),
-                                 self._provenance(budget, threshold=threshold))
+        """One global ranking of the scores at the budget, exactly as slimming's (group
+        floor `min_keep`, separation evidence in the provenance)."""
+        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep)
