@@ -21,7 +21,14 @@ from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save, atomic_write_json
 from archsearch.presets import DEFAULT_PRESET, PRESETS, get_preset, paper_sparsity, sparsity_for
-from archsearch.pruners import PRUNERS, Pruner, get_pruner, plot_scales, scale_distribution
+from archsearch.pruners import (
+    PRUNERS,
+    SPARSIFIERS,
+    Pruner,
+    get_pruner,
+    plot_scales,
+    scale_distribution,
+)
 from archsearch.pruners._evidence import warning_line
 
 if TYPE_CHECKING:
@@ -117,15 +124,17 @@ def plan(cfg: DiscoverConfig) -> Plan:
     get_preset(cfg.preset)
     bound = bind(cfg.space, cfg.dataset)
     budget = parse_budget(cfg.budget)
-    takes_sparsity = cfg.method in PRUNERS and "sparsity" in inspect.signature(
-        PRUNERS[cfg.method].__init__).parameters
+    methods = {**PRUNERS, **SPARSIFIERS}
+    takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
     if not isinstance(cfg.sparsity, str) and not takes_sparsity:
         raise ArchsearchError(f"--sparsity applies to methods with a sparsity term "
                               f"({', '.join(_sparsity_methods())}), not {cfg.method!r}")
     if isinstance(cfg.sparsity, str) and cfg.sparsity not in SPARSITY_RULES:
         raise ArchsearchError(f"sparsity is a number, auto or paper, but got {cfg.sparsity!r}")
-    get_pruner(cfg.method, bound, **cfg.pruner_options)  # method and options checked early
-    bound.uniform(budget)  # raises BudgetError when even the narrowest genome is too big
+    early = get_pruner(cfg.method, bound, **cfg.pruner_options)  # method and options checked
+    if not is_sparse(early):  # BudgetError when even the narrowest genome is too big
+        bound.uniform(budget)
+    early.set_budget(budget)  # a sparsity method checks its budget here
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, bound)
     if run_dir.exists() and not run_dir.is_dir():
         raise ArchsearchError(f"--out {run_dir} is a file, not a folder")
@@ -134,14 +143,16 @@ def plan(cfg: DiscoverConfig) -> Plan:
                               "or --out for a new one")
     splits = None
     opts = dict(cfg.pruner_options)
-    if PRUNERS[cfg.method].needs_training or isinstance(cfg, RethinkConfig):
+    if methods[cfg.method].needs_training or isinstance(cfg, RethinkConfig):
         from archsearch.data import load_data
 
         splits = load_data(bound.info, cfg.data_root, val_fraction=VAL_FRACTION)
         if takes_sparsity:
             opts["sparsity"] = resolve_sparsity(cfg, bound.space.family,
                                                 len(splits.train.subset(cfg.subset, cfg.seed)))
-    return Plan(cfg, bound, get_pruner(cfg.method, bound, **opts), budget, run_dir, splits)
+    pruner = get_pruner(cfg.method, bound, **opts)
+    pruner.set_budget(budget)  # before training: sfp's zeroing rate comes from it
+    return Plan(cfg, bound, pruner, budget, run_dir, splits)
 
 
 def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
@@ -156,6 +167,15 @@ def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
 
 def _sparsity_methods() -> list[str]:
     return [n for n, c in PRUNERS.items() if "sparsity" in inspect.signature(c.__init__).parameters]
+
+
+def _takes(cls: type, option: str) -> bool:
+    return option in inspect.signature(cls.__init__).parameters
+
+
+def is_sparse(pruner: object) -> bool:
+    """Whether a method's genome is a sparsity genome (archsearch.sparsity), not widths."""
+    return getattr(pruner, "genome_kind", "widths") == "sparsity"
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:

@@ -67,8 +67,19 @@ def train_base(plan: Plan, run_dir: Path, on_epoch: Callable[[dict[str, Any]], N
     regularizer = plan.pruner.regularize if plan.pruner.needs_training else None
     result = train(model, _splits(plan), train_config(plan, "base", seed),
                    genome=plan.bound.base_genome(), run_dir=run_dir, resume=plan.config.resume,
-                   regularizer=regularizer, on_epoch=on_epoch, progress=progress)
+                   regularizer=regularizer, on_epoch=_ending_epochs(plan, model, on_epoch),
+                   progress=progress)
     return result.model, {**result.summary(), "run_dir": str(run_dir)}
+
+
+def _ending_epochs(plan: Plan, model: nn.Module, on_epoch: Callable[[dict[str, Any]], None]
+                   | None) -> Callable[[dict[str, Any]], None]:
+    """`on_epoch` preceded by the pruner's end-of-epoch action (sfp zeroes filters)."""
+    def hook(record: dict[str, Any]) -> None:
+        plan.pruner.end_epoch(model)
+        if on_epoch is not None:
+            on_epoch(record)
+    return hook
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ def _trained_like(pruner: Pruner, seed: int = 0) -> nn.Module:
     """A prepared base with random BatchNorm scales and gates, as after sparsity training."""
     torch.manual_seed(seed)
     model = pruner.prepare(pruner.bound.base_model())
+    _steps(pruner, model)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for mod in model.modules():
@@ -32,12 +33,28 @@ def _trained_like(pruner: Pruner, seed: int = 0) -> nn.Module:
     return model
 
 
+def _steps(pruner: Pruner, model: nn.Module, steps: int = 2) -> None:
+    """Real training steps (forward, backward, `regularize`; no optimizer step), so pruners
+    that learn from activations have recorded something."""
+    model.train()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(4, *pruner.bound.info.input_shape, generator=gen)
+        y = torch.randint(0, pruner.bound.info.num_classes, (4,), generator=gen)
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        pruner.regularize(model)
+    model.zero_grad()
+
+
 def _pruner(name: str, space: str, dataset: str) -> Pruner:
     bound = bind(space, dataset)
     try:
-        return get_pruner(name, bound)
+        pruner = get_pruner(name, bound)
     except ArchsearchError as exc:
         pytest.skip(f"{name} does not apply to {space}: {exc}")
+    pruner.set_budget(parse_budget("50%FLOPs"))  # as `discover` does before training
+    return pruner
 
 
 CASES = [(m, s, d) for m in PRUNERS for s, d in SPACES]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from typing import Any
 
 from rich.table import Table
@@ -11,14 +12,14 @@ from archsearch.cli._common import console, err_console, human, print_json
 from archsearch.discover import DEFAULT_SPACE
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.presets import DEFAULT_PRESET, PRESETS
-from archsearch.pruners import PRUNERS
+from archsearch.pruners import METHODS, PRUNERS
 from archsearch.viz import FLAG_BELOW
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """The options `discover` and `rethink` share; unset ones come from the preset."""
     p.add_argument("--method", required=True, metavar="M",
-                   help=f"pruning method: {', '.join(PRUNERS)}")
+                   help=f"pruning method: {', '.join(METHODS)}")
     p.add_argument("--budget", required=True, metavar="B",
                    help="e.g. 50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams (FLOPs = MACs)")
     p.add_argument("--space", default=DEFAULT_SPACE,
@@ -39,14 +40,20 @@ def add_common(p: argparse.ArgumentParser) -> None:
                         "runs (the quick preset's default), paper is the paper's λ per family "
                         "(the paper preset's), or a number")
     p.add_argument("--min-keep", type=float, metavar="SHARE",
-                   help="slimming: no group below this share of its base width unless its "
+                   help="slimming, taylor: no group below this share of its base width unless its "
                         "scores are zeros (default 0.1)")
     p.add_argument("--require-separation", action="store_true",
                    help="exit 2 (and write no genome) when the pruner's scores did not "
                         "separate at the budget")
     p.add_argument("--stage-ratios", metavar="R1,R2,...",
-                   help="l1norm: relative keep ratio per stage (e.g. 0.5,0.75,1), scaled "
-                        "together onto the budget (default: uniform)")
+                   help="l1norm, thinet, sfp: relative keep ratio per stage (e.g. "
+                        "0.5,0.75,1), scaled together onto the budget (default: uniform)")
+    p.add_argument("--scope", choices=("global", "layer"),
+                   help="magnitude: one threshold over all layers (global, the default) or "
+                        "the same density in every layer")
+    p.add_argument("--guide", action="append", metavar="SPARSITY.json",
+                   help="guided-sparsity: a found sparsity genome to follow (any space; "
+                        "repeat for several, averaged by relative depth)")
     p.add_argument("--batch-size", type=int, help="default: the preset's (64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
@@ -91,20 +98,38 @@ def _images(subset: int | float | None) -> str:
 
 def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
+    if args.scope is not None:
+        if args.method != "magnitude":
+            raise ArchsearchError(f"--scope applies to magnitude, not {args.method!r}")
+        opts["scope"] = args.scope
+    if args.guide:
+        if args.method != "guided-sparsity":
+            raise ArchsearchError(f"--guide applies to guided-sparsity, not {args.method!r}")
+        opts["guides"] = list(args.guide)
     if args.min_keep is not None:
-        if args.method != "slimming":
-            raise ArchsearchError(f"--min-keep applies to slimming, not {args.method!r}")
+        takes = _taking("min_keep")
+        if args.method not in takes:
+            raise ArchsearchError(f"--min-keep applies to {', '.join(takes)}, not "
+                                  f"{args.method!r}")
         opts["min_keep"] = args.min_keep
     if args.stage_ratios is None:
         return opts
-    if args.method != "l1norm":
-        raise ArchsearchError(f"--stage-ratios applies to l1norm, not {args.method!r}")
+    takes = _taking("stage_ratios")
+    if args.method not in takes:
+        raise ArchsearchError(f"--stage-ratios applies to {', '.join(takes)}, not "
+                              f"{args.method!r}")
     try:
         ratios = [float(r) for r in args.stage_ratios.split(",")]
     except ValueError:
         raise ArchsearchError(f"--stage-ratios takes numbers separated by commas, but got "
                               f"{args.stage_ratios!r}") from None
     return {**opts, "stage_ratios": ratios}
+
+
+def _taking(option: str) -> list[str]:
+    """The width pruners whose constructor takes `option`."""
+    return [m for m, cls in PRUNERS.items()
+            if option in inspect.signature(cls.__init__).parameters]
 
 
 def subset(value: float | None) -> int | float | None:
@@ -133,7 +158,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.discover import DiscoverConfig, discover, plan
+    from archsearch.discover import DiscoverConfig, discover, is_sparse, plan
 
     cfg = DiscoverConfig.from_preset(args.preset, **common_options(args))
     the_plan = plan(cfg)  # every check, nothing written
@@ -141,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold]{the_plan.pruner.name}[/] on {the_plan.bound.space.name} / "
                       f"{the_plan.bound.info.name} at {the_plan.budget} → {the_plan.run_dir}")
         console.print(preset_line(cfg, the_plan.pruner.needs_training))
+    if is_sparse(the_plan.pruner):  # magnitude: a sparsity genome, not widths
+        from archsearch.unstructured import discover_sparse as discover
     try:
         result = discover(the_plan, progress=not args.json)
     except SeparationError as exc:
@@ -150,12 +177,15 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print_result(result)
-    for line in result["warnings"]:
+    for line in result.get("warnings", []):
         err_console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
     return 0
 
 
 def print_result(result: dict[str, Any]) -> None:
+    if result.get("genome_kind") == "sparsity":
+        print_sparse_result(result)
+        return
     table = Table(title=f"{result['method']} genome: {result['space']} on {result['dataset']} "
                         f"at {result['budget']}")
     for col in ("group", "stage", "base", "width", "kept"):
@@ -185,5 +215,22 @@ def print_result(result: dict[str, Any]) -> None:
     if train.get("val_acc") is not None:
         console.print(f"base after sparsity training: val acc {train['val_acc']:.2%} "
                       f"({train['epochs']} epochs, {train['wall_s']:.0f} s)")
+    console.print(f"wall time {result['wall_s']:.0f} s; files: "
+                  + ", ".join(result["files"].values()))
+
+
+def print_sparse_result(result: dict[str, Any]) -> None:
+    """A sparsity genome: the density of every conv/linear layer."""
+    table = Table(title=f"{result['method']} sparsity genome: {result['space']} on "
+                        f"{result['dataset']} at {result['budget']}")
+    for col in ("layer", "weights", "kept", "density"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for r in result["layers"]:
+        table.add_row(r["layer"], str(r["weights"]), str(r["kept"]), f"{r['density']:.1%}")
+    console.print(table)
+    cost, base = result["cost"], result["base_cost"]
+    console.print(f"non-zero MACs {human(cost['macs'])} ({cost['macs_ratio']:.1%} of "
+                  f"{human(base['macs'])})   non-zero params {human(cost['params'])} "
+                  f"({cost['params_ratio']:.1%} of {human(base['params'])})")
     console.print(f"wall time {result['wall_s']:.0f} s; files: "
                   + ", ".join(result["files"].values()))

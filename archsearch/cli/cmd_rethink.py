@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.discover import RethinkConfig, plan
+    from archsearch.discover import RethinkConfig, is_sparse, plan
     from archsearch.rethink import LEG_TITLES, Rethink
 
     cfg = RethinkConfig.from_preset(args.preset, **common_options(args), seeds=args.seeds,
@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
                       f" / {the_plan.bound.info.name} at {the_plan.budget}: {cfg.seeds} seed(s)"
                       f" → {the_plan.run_dir}")
         console.print(preset_line(cfg))
-    doc = Rethink(the_plan, on_leg=on_leg, progress=not args.json).run()
+    runner = Rethink
+    if is_sparse(the_plan.pruner):  # magnitude: masks instead of narrower models
+        from archsearch.unstructured import SparseRethink as runner
+    doc = runner(the_plan, on_leg=on_leg, progress=not args.json).run()
     if args.json:
         print_json(doc)
     else:

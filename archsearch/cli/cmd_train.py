@@ -113,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
 def _inherit(bound: Any, genome: Any, source: str) -> Any:
     """The genome's model with the surviving weights of the trained base in `source`,
     channels chosen by the importance of the method that found the genome."""
-    from archsearch.pruners import get_pruner
+    from archsearch.pruners import PRUNERS, get_pruner
     from archsearch.train import load_checkpoint
 
     doc = load_checkpoint(source)
     method = doc.get("method") or genome.provenance.get("method") or "l1norm"
-    pruner = get_pruner(method if method in ("slimming", "sss", "l1norm") else "l1norm", bound)
+    pruner = get_pruner(method if method in PRUNERS else "l1norm", bound)
     prepared = pruner.prepare(bound.base_model())
     try:
         prepared.load_state_dict(doc["state_dict"])

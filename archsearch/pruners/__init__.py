@@ -11,34 +11,55 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, filter_l1, top_channels
+from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
+from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
 from archsearch.pruners._report import plot_scales, scale_distribution
+from archsearch.pruners._sfp import SFPPruner
 from archsearch.pruners._slimming import SlimmingPruner, threshold_shape
 from archsearch.pruners._sss import BlockGate, SSSPruner, drop_blocks
+from archsearch.pruners._taylor import TaylorPruner
+from archsearch.pruners._thinet import ThiNetPruner
 
 PRUNERS: dict[str, type[Pruner]] = {
-    cls.name: cls for cls in (SlimmingPruner, SSSPruner, UniformPruner, L1NormPruner)
+    cls.name: cls for cls in (SlimmingPruner, SSSPruner, TaylorPruner, PFAPruner,
+                               UniformPruner, L1NormPruner, ThiNetPruner, SFPPruner)
 }
 
 
-def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner:
+# unstructured pruners: their genome is a sparsity genome (archsearch.sparsity), not widths
+SPARSIFIERS: dict[str, type[MagnitudePruner]] = {
+    cls.name: cls for cls in (MagnitudePruner, GuidedSparsityPruner)}
+METHODS = [*PRUNERS, *SPARSIFIERS]
+
+
+def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudePruner:
     """The pruner `name` for a bound space; `opts` (None values dropped) go to its class."""
-    if name not in PRUNERS:
-        raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(PRUNERS)}")
+    classes: dict[str, type] = {**PRUNERS, **SPARSIFIERS}
+    if name not in classes:
+        raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}")
     opts = {k: v for k, v in opts.items() if v is not None}
     try:
-        return PRUNERS[name](bound, **opts)
+        return classes[name](bound, **opts)
     except TypeError as exc:
         raise ArchsearchError(f"method {name!r}: {exc}") from None
 
 
 __all__ = [
+    "METHODS",
     "PRUNERS",
+    "SPARSIFIERS",
     "BlockGate",
+    "GuidedSparsityPruner",
     "L1NormPruner",
+    "MagnitudePruner",
+    "PFAPruner",
     "Pruner",
+    "SFPPruner",
     "SSSPruner",
     "SlimmingPruner",
+    "TaylorPruner",
+    "ThiNetPruner",
     "UniformPruner",
     "drop_blocks",
     "filter_l1",

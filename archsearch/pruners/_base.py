@@ -18,8 +18,10 @@ from archsearch.genome import Genome
 class Pruner(abc.ABC):
     """An architecture generator bound to one space at one dataset's shapes.
 
-    Training calls `prepare` once (pruners that add parameters, e.g. sss gates), then
-    `regularize(model)` between every `backward()` and `step()`. Afterwards `genome` picks
+    Before training, `set_budget` tells the pruner the budget; training calls `prepare` once
+    (pruners that add parameters or hooks, e.g. sss gates, taylor's statistics), then
+    `regularize(model)` between every `backward()` and `step()`, and `end_epoch(model)` after
+    every epoch. Afterwards `genome` (on the prepared, trained model) picks
     widths (and blocks) meeting a budget, `importance`/`keep` pick the surviving channels,
     and `restore` gives a base-structured model to inherit weights from.
     """
@@ -36,6 +38,13 @@ class Pruner(abc.ABC):
 
     def regularize(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         """Add the sparsity term to the gradients (called between backward and step)."""
+
+    def set_budget(self, budget: Budget) -> None:  # noqa: B027 (optional hook)
+        """The budget the run aims at, told before training (for pruners whose training
+        depends on the final widths, e.g. sfp)."""
+
+    def end_epoch(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Called after every training epoch of the base (sfp zeroes filters here)."""
 
     def restore(self, model: nn.Module) -> nn.Module:
         """A model with the base's structure and module names (default: unchanged)."""

@@ -42,17 +42,7 @@ class L1NormPruner(Pruner):
 
     def __init__(self, bound: BoundSpace, stage_ratios: Sequence[float] | None = None):
         super().__init__(bound)
-        stages = sorted(set(bound.graph.stages().values()))
-        if stage_ratios is not None:
-            ratios = [float(r) for r in stage_ratios]
-            if len(ratios) != len(stages):
-                raise ArchsearchError(f"stage_ratios needs one ratio per stage ({len(stages)} "
-                                      f"in space {bound.space.name!r}), but got {len(ratios)}")
-            bad = [r for r in ratios if not 0 < r <= 1]
-            if bad:
-                raise ArchsearchError(f"stage_ratios must be in (0, 1], but got {bad}")
-            stage_ratios = ratios
-        self.stage_ratios = stage_ratios
+        self.stage_ratios = check_stage_ratios(bound, stage_ratios)
 
     def options(self) -> dict[str, object]:
         return {"stage_ratios": self.stage_ratios} if self.stage_ratios else {}
@@ -62,10 +52,32 @@ class L1NormPruner(Pruner):
 
     def genome(self, model: nn.Module | None, budget: Budget | str) -> Genome:
         budget = as_budget(budget)
-        stages = self.bound.graph.stages()
-        top = max(self.stage_ratios) if self.stage_ratios else 1.0
-        shape = ({g: self.stage_ratios[s] / top for g, s in stages.items()}
-                 if self.stage_ratios else {})
-        widths = fit_to_budget(shape, budget, self.bound)
-        return self.bound.genome(widths, dict.fromkeys(self.bound.graph.blocks, True),
+        return self.bound.genome(predefined_widths(self.bound, budget, self.stage_ratios),
+                                 dict.fromkeys(self.bound.graph.blocks, True),
                                  self._provenance(budget))
+
+
+def check_stage_ratios(bound: BoundSpace, stage_ratios: Sequence[float] | None
+                       ) -> list[float] | None:
+    """One relative ratio in (0, 1] per stage of the space, or None (uniform)."""
+    if stage_ratios is None:
+        return None
+    stages = sorted(set(bound.graph.stages().values()))
+    ratios = [float(r) for r in stage_ratios]
+    if len(ratios) != len(stages):
+        raise ArchsearchError(f"stage_ratios needs one ratio per stage ({len(stages)} "
+                              f"in space {bound.space.name!r}), but got {len(ratios)}")
+    bad = [r for r in ratios if not 0 < r <= 1]
+    if bad:
+        raise ArchsearchError(f"stage_ratios must be in (0, 1], but got {bad}")
+    return ratios
+
+
+def predefined_widths(bound: BoundSpace, budget: Budget,
+                      stage_ratios: Sequence[float] | None) -> dict[str, int]:
+    """The predefined widths: every group by one ratio, or per stage by `stage_ratios`
+    (relative, scaled together onto the budget)."""
+    stages = bound.graph.stages()
+    top = max(stage_ratios) if stage_ratios else 1.0
+    shape = ({g: stage_ratios[s] / top for g, s in stages.items()} if stage_ratios else {})
+    return fit_to_budget(shape, budget, bound)

@@ -23,7 +23,8 @@ def scale_distribution(pruner: Pruner, model: nn.Module) -> dict[str, Any]:
     values: dict[str, list[float]] = {}
     for group, score in pruner.importance(model).items():
         values.setdefault(f"stage {stages[group]}", []).extend(score.tolist())
-    kind = "BN |gamma|" if pruner.name == "slimming" else "filter L1 norm"
+    kind = getattr(pruner, "score_kind", None) or (
+        "BN |gamma|" if pruner.name == "slimming" else "filter L1 norm")
     return {"kind": kind, "values": values, "labels": []}
 
 

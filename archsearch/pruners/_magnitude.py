@@ -1,0 +1,167 @@
+"""Unstructured magnitude pruning (Han et al., NIPS 2015): the smallest weights of a trained
+base are removed, globally or by one density per layer; the result is a sparsity genome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from archsearch.budget import TOLERANCE, Budget, BudgetError
+from archsearch.build import BoundSpace
+from archsearch.errors import ArchsearchError
+from archsearch.pruners._base import as_budget
+from archsearch.sparsity import (
+    SparsityGenome,
+    check_reachable,
+    conv_layers,
+    guided_density,
+    layout,
+    make_genome,
+    sparse_cost,
+    top_masks,
+    uniform_density,
+    validate,
+)
+
+SCOPES = ("global", "layer")
+LAYERS = ("conv", "all")
+
+
+class MagnitudePruner:
+    """A sparsity genome from the weight magnitudes of a trained base: `scope="global"` keeps
+    the largest |w| over all conv/linear layers (one threshold, found on the sorted
+    magnitudes so the non-zero cost meets the budget; a MACs budget weighs each weight by the
+    MACs it costs), `scope="layer"` keeps the same fraction in every layer. `layers="conv"`
+    (the default, as the paper's code) prunes the conv layers only, `"all"` the linear ones
+    too. Its masks are each layer's largest weights at the genome's density.
+
+    Not a width pruner (`genome_kind = "sparsity"`): it trains the base without any
+    regularizer, and the training hooks of the Pruner interface are no-ops.
+    """
+
+    name = "magnitude"
+    needs_training = True
+    genome_kind = "sparsity"
+
+    def __init__(self, bound: BoundSpace, scope: str = "global", layers: str = "conv"):
+        if scope not in SCOPES:
+            raise ArchsearchError(f"scope must be one of {', '.join(SCOPES)}, but got "
+                                  f"scope={scope!r}")
+        if layers not in LAYERS:
+            raise ArchsearchError(f"layers must be one of {', '.join(LAYERS)}, but got "
+                                  f"layers={layers!r}")
+        self.bound = bound
+        self.scope = scope
+        self.layers = layers
+
+    def options(self) -> dict[str, object]:
+        return {"scope": self.scope, "layers": self.layers}
+
+    def pruned_layers(self) -> list[str]:
+        return (conv_layers(self.bound) if self.layers == "conv"
+                else list(layout(self.bound).numel))
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def regularize(self, model: nn.Module) -> None:
+        pass
+
+    def set_budget(self, budget: Budget) -> None:
+        """Raise BudgetError if the budget cannot be reached by pruning these layers."""
+        uniform_density(self.bound, budget, self.pruned_layers())
+
+    def end_epoch(self, model: nn.Module) -> None:
+        pass
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def genome(self, model: nn.Module, budget: Budget | str) -> SparsityGenome:
+        budget = as_budget(budget)
+        density = (uniform_density(self.bound, budget, self.pruned_layers())
+                   if self.scope == "layer"
+                   else self._global_density(model, budget))
+        genome = make_genome(self.bound, density, {"method": self.name,
+                                                   "budget": str(budget), **self.options()})
+        check_budget(self.bound, genome, budget)
+        return genome
+
+    def masks(self, model: nn.Module, genome: SparsityGenome) -> dict[str, torch.Tensor]:
+        """Per layer, the mask of its largest-magnitude weights at the genome's density."""
+        return top_masks(model, self.bound, genome.density)
+
+    def _global_density(self, model: nn.Module, budget: Budget) -> dict[str, float]:
+        lay = layout(self.bound)
+        names = self.pruned_layers()
+        mags = torch.cat([model.get_submodule(m).weight.detach().abs().float().cpu().flatten()
+                          for m in names])
+        owner = torch.cat([torch.full((lay.numel[m],), i) for i, m in enumerate(names)])
+        per_weight = torch.tensor([lay.macs_per_weight[m] if budget.metric == "macs" else 1.0
+                                   for m in names], dtype=torch.float64)[owner]
+        metric = "macs" if budget.metric == "macs" else "params"
+        fixed = sparse_cost(self.bound, {})[metric] - float(per_weight.sum())
+        room = budget.target(self.bound.base_cost) - fixed
+        check_reachable(self.bound, budget, room)
+        order = torch.sort(-mags, stable=True).indices
+        spent = per_weight[order].cumsum(0)
+        k = int(torch.searchsorted(spent, torch.tensor([room], dtype=torch.float64)))
+        if k < len(spent) and abs(float(spent[k]) - room) < abs(
+                (float(spent[k - 1]) if k else 0.0) - room):
+            k += 1  # the next weight lands closer to the budget
+        counts = torch.bincount(owner[order[:k]], minlength=len(names))
+        return {m: max(1, int(counts[i])) / lay.numel[m] for i, m in enumerate(names)}
+
+
+def check_budget(bound: BoundSpace, genome: SparsityGenome, budget: Budget) -> None:
+    """Raise BudgetError unless the genome's non-zero cost is within 1% of the budget."""
+    target = budget.target(bound.base_cost)
+    got = genome.cost["macs" if budget.metric == "macs" else "params"]
+    if abs(got - target) > TOLERANCE * target:
+        raise BudgetError(f"budget {budget} cannot be met within 1% by unstructured pruning "
+                          f"in space {bound.space.name!r}: the closest sparsity genome costs "
+                          f"{got:.4g} {budget.metric} ({got / target:.3f}x the target)")
+
+
+
+class GuidedSparsityPruner(MagnitudePruner):
+    """Guided sparsification (Liu et al. 2019, section 6): the per-layer densities of found
+    sparsity genomes (`guides`: files or genomes, from any space), averaged by relative
+    depth and scaled onto the budget, are this space's sparsity genome; it needs no trained
+    weights. Masks for fine-tuning are each layer's largest weights, as magnitude's."""
+
+    name = "guided-sparsity"
+    needs_training = False
+
+    def __init__(self, bound: BoundSpace, guides: Sequence[str | Path | SparsityGenome] = (),
+                 layers: str = "conv"):
+        super().__init__(bound, scope="global", layers=layers)
+        self.guides = [load_guide(g) for g in guides]
+        if not self.guides:
+            raise ArchsearchError("guided-sparsity needs at least one sparsity genome as a "
+                                  "guide (--guide runs/.../sparsity.json)")
+        self._sources = [str(g) if not isinstance(g, SparsityGenome) else
+                         g.provenance.get("source_run", "genome") for g in guides]
+
+    def options(self) -> dict[str, object]:
+        return {"layers": self.layers, "guides": self._sources}
+
+    def genome(self, model: nn.Module | None, budget: Budget | str) -> SparsityGenome:
+        budget = as_budget(budget)
+        density = guided_density(self.guides, self.bound, budget, self.pruned_layers())
+        genome = make_genome(self.bound, density, {"method": self.name,
+                                                   "budget": str(budget), **self.options()})
+        check_budget(self.bound, genome, budget)
+        return genome
+
+
+def load_guide(guide: str | Path | SparsityGenome) -> SparsityGenome:
+    """A guide sparsity genome, validated against its own space and dataset."""
+    from archsearch.build import bind
+
+    genome = guide if isinstance(guide, SparsityGenome) else SparsityGenome.load(guide)
+    validate(bind(genome.space, genome.dataset), genome)
+    return genome

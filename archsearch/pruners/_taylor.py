@@ -1,0 +1,100 @@
+"""Taylor expansion (Molchanov et al., ICLR 2017): a channel's importance is the first-order
+estimate of the loss change when its activation is zeroed, |mean(a * dL/da)|."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from archsearch.budget import Budget
+from archsearch.build import BoundSpace
+from archsearch.errors import ArchsearchError
+from archsearch.genome import Genome
+from archsearch.pruners._base import as_budget, check_nonnegative
+from archsearch.pruners._probe import ProbePruner, ProbeStats, probe_points
+from archsearch.pruners._slimming import MIN_KEEP, ranked_genome
+
+
+class TaylorStats(ProbeStats):
+    """Keeps each training step's watched activations (with `retain_grad`) until
+    `collect`, after the backward pass, turns them into per-channel criteria."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], decay: float):
+        super().__init__(shapes, decay)
+        self.pending: list[tuple[str, torch.Tensor]] = []
+
+    def observe(self, key: str, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.retain_grad()
+            self.pending.append((key, output))
+
+    @torch.no_grad()
+    def collect(self) -> None:
+        """|a * dL/da| averaged over positions, its absolute value averaged over the batch
+        (the criterion of Molchanov et al.), added to each watched layer's running mean."""
+        pending, self.pending = self.pending, []
+        for key, out in pending:
+            if out.grad is None:
+                continue
+            prod = out.detach().float() * out.grad.float()
+            per_sample = prod.flatten(2).mean(dim=2) if prod.dim() > 2 else prod
+            self.accumulate(key, per_sample.abs().mean(dim=0))
+
+
+class TaylorPruner(ProbePruner):
+    """Accumulates the first-order Taylor criterion per channel while the base trains
+    (running mean over steps, `decay` per step: 0.99 weighs roughly the last 100 steps; 1 is
+    the plain mean); a group's score is the mean over the layers that output its channels
+    (its BatchNorms), L2-normalised per group as in the paper. One global ranking of the
+    scores gives the genome through slimming's own path (`ranked_genome`: bisection onto the
+    budget, group floor `min_keep`, separation evidence).
+
+    The activation is the BatchNorm output; with a ReLU after it, a * dL/da is the same
+    before and after the ReLU (both vanish where it clips), so this is the criterion on the
+    post-activation feature maps of the paper.
+    """
+
+    name = "taylor"
+    stats_name = "taylor_stats"
+    score_kind = "Taylor |a * dL/da| (L2-normalised per group)"
+
+    def __init__(self, bound: BoundSpace, decay: float = 0.99, min_keep: float = MIN_KEEP):
+        super().__init__(bound, decay)
+        self.min_keep = check_nonnegative(min_keep, "min_keep")
+        if self.min_keep > 1:
+            raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
+                                  f"min_keep={min_keep:g}")
+        self._points = probe_points(bound)
+
+    def options(self) -> dict[str, object]:
+        return {**super().options(), "min_keep": self.min_keep}
+
+    def make_stats(self) -> TaylorStats:
+        sizes = {m: (self.bound.graph.groups[g].size,)
+                 for g, mods in self._points.items() for m in mods}
+        return TaylorStats(sizes, self.decay)
+
+    def taps(self) -> dict[str, str]:
+        return {m: m for mods in self._points.values() for m in mods}
+
+    def regularize(self, model: nn.Module) -> None:
+        stats = getattr(model, self.stats_name, None)
+        if isinstance(stats, TaylorStats):
+            stats.collect()
+
+    def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Per group: the mean criterion of its layers, divided by its L2 norm."""
+        stats = self.stats(model)
+        out = {}
+        for group, mods in self._points.items():
+            raw = torch.stack([stats.mean(m) for m in mods]).mean(dim=0)
+            norm = raw.norm()
+            out[group] = raw / norm if norm > 0 else raw
+        return out
+
+    def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
+        """One global ranking of the scores at the budget, exactly as slimming's (group
+        floor `min_keep`, separation evidence in the provenance)."""
+        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep)

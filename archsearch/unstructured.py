@@ -1,0 +1,163 @@
+"""Unstructured pruning runs: `discover` and `rethink` for methods whose genome is a sparsity
+genome (archsearch.sparsity), e.g. `magnitude`. No printing.
+
+The paper's unstructured experiment (Liu et al. 2019, section 6): fine-tune = the
+magnitude mask with the inherited weights; Scratch-E/B = a fresh initialisation with a random
+mask of the same per-layer density; the uniform leg keeps the same density in every layer
+(random mask, Scratch-B). Masked weights stay zero through training (their gradients are
+zeroed between backward and step). Scratch-B's epochs scale by base MACs / non-zero MACs.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from archsearch.io import atomic_write_json, atomic_write_text
+from archsearch.rethink import Rethink, _Leg, _splits, train_base, train_config
+from archsearch.sparsity import (
+    MaskedTraining,
+    SparsityGenome,
+    density_of,
+    layout,
+    make_genome,
+    random_masks,
+    uniform_density,
+)
+
+if TYPE_CHECKING:
+    from archsearch.discover import Plan
+
+GENOME_FILE = "sparsity.json"
+
+
+def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                    progress: bool = True) -> dict[str, Any]:
+    """Train the base (when the method needs it), derive the sparsity genome at the budget,
+    write the run folder: sparsity.json, sparse.pt (the dense trained base), result.json."""
+    from archsearch.discover import _plain, save_sparse_checkpoint
+
+    start = time.perf_counter()
+    run = plan.run_dir
+    model, train_info = None, {}
+    if plan.pruner.needs_training:
+        model, train_info = train_base(plan, run / "base", on_epoch, progress=progress)
+        model = model.cpu()
+    genome = plan.pruner.genome(model, plan.budget)
+    genome.provenance.update(dataset=plan.bound.info.name, seed=plan.config.seed,
+                             source_run=str(run))
+    run.mkdir(parents=True, exist_ok=True)
+    genome.save(run / GENOME_FILE)
+    files = {"genome": str(run / GENOME_FILE)}
+    if model is not None:
+        save_sparse_checkpoint(run / "sparse.pt", plan, model)
+        files["checkpoint"] = str(run / "sparse.pt")
+    result = {"method": plan.pruner.name, "genome_kind": "sparsity",
+              "space": plan.bound.space.name, "dataset": plan.bound.info.name,
+              "budget": str(plan.budget), "config": _plain(asdict(plan.config)),
+              "cost": genome.cost, "base_cost": {"macs": plan.bound.base_cost.macs,
+                                                 "params": plan.bound.base_cost.params},
+              "layers": density_rows(plan, genome),
+              "files": files,
+              "train": train_info, "wall_s": time.perf_counter() - start}
+    atomic_write_json(run / "result.json", result)
+    return result
+
+
+def density_rows(plan: Plan, genome: SparsityGenome) -> list[dict[str, Any]]:
+    """One row per conv/linear layer: weights, kept weights, density."""
+    lay = layout(plan.bound)
+    kept = lay.kept(genome.density)
+    return [{"layer": m, "weights": n, "kept": kept[m], "density": kept[m] / n}
+            for m, n in lay.numel.items()]
+
+
+class SparseRethink(Rethink):
+    """`rethink` for a sparsity-genome method: same legs, folders and resume as `Rethink`,
+    with masks instead of narrower models (see the module docstring)."""
+
+    def __init__(self, plan: Plan, on_leg: Callable[[dict[str, Any]], None] | None = None,
+                 progress: bool = True):
+        self.plan = plan
+        self.on_leg = on_leg or (lambda record: None)
+        self.progress = progress
+        self.path = plan.run_dir / "legs.json"
+        self.legs: dict[str, dict[str, Any]] = {}
+        density = uniform_density(plan.bound, plan.budget, plan.pruner.pruned_layers())
+        self.uniform = make_genome(plan.bound, density,
+                                   {"method": "uniform", "budget": str(plan.budget),
+                                    "dataset": plan.bound.info.name})
+
+    def _pruned(self, seed: int, model: nn.Module | None
+                ) -> tuple[nn.Module, SparsityGenome]:  # type: ignore[override]
+        from archsearch.train import load_checkpoint
+
+        plan = self.plan
+        if model is None:
+            path = plan.run_dir / f"seed{seed}" / "base" / "checkpoint.pt"
+            model = plan.pruner.prepare(plan.bound.base_model())
+            model.load_state_dict(load_checkpoint(path)["state_dict"])
+        model = model.cpu()
+        saved = plan.run_dir / f"seed{seed}" / GENOME_FILE
+        if saved.exists():
+            genome = SparsityGenome.load(saved)
+        else:
+            genome = plan.pruner.genome(model, plan.budget)
+            genome.provenance.update(dataset=plan.bound.info.name, seed=seed,
+                                     source_run=str(plan.run_dir / f"seed{seed}"))
+            genome.save(saved)
+        return model, genome
+
+    def _run_leg(self, leg: _Leg, base: nn.Module | None,  # type: ignore[override]
+                 genome: SparsityGenome | None) -> dict[str, Any]:
+        from archsearch.train import resolve_epochs, seed_everything, train
+
+        plan, bound = self.plan, self.plan.bound
+        if leg.name == "base":
+            return super()._run_leg(leg, base, None)
+        assert genome is not None and base is not None
+        target = self.uniform if leg.name == "uniform" else genome
+        if leg.name == "finetune":
+            model = copy.deepcopy(plan.pruner.restore(base)).cpu()
+            masks = plan.pruner.masks(base, genome)
+            cfg = train_config(plan, "finetune", leg.seed, plan.config.finetune_epochs)
+        else:
+            seed_everything(leg.seed)
+            model = bound.base_model()
+            masks = random_masks(bound, target.density, seed=leg.seed)
+            cfg = train_config(plan, "scratch-e" if leg.name == "scratch-e" else "scratch-b",
+                               leg.seed)
+        keeper = MaskedTraining(masks)
+        keeper.apply(model)
+        epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
+        result = train(model, _splits(plan), cfg, epochs=epochs, run_dir=leg.run_dir,
+                       resume=plan.config.resume, regularizer=keeper.regularize,
+                       progress=self.progress)
+        record = self._score(leg, result.model, target, result.summary())  # type: ignore[arg-type]
+        measured = density_of(result.model, bound)
+        record["max_density_error"] = max(abs(measured[m] - d) for m, d in
+                                          _kept_density(plan, target).items())
+        return record
+
+    def write(self, wall_s: float) -> dict[str, Any]:
+        doc = super().write(wall_s)
+        doc["genome_kind"] = "sparsity"
+        note = ("\nUnstructured pruning: fine-tune = the magnitude mask with the inherited "
+                "weights; Scratch-E/B = fresh initialisation with a random mask of the same "
+                "per-layer density; uniform = one density in every layer, random mask, "
+                "Scratch-B. MACs and params count the non-zero weights; Scratch-B's epochs "
+                "scale by base MACs / non-zero MACs.\n")
+        atomic_write_json(self.plan.run_dir / "rethink.json", doc)
+        md = self.plan.run_dir / "rethink.md"
+        atomic_write_text(md, md.read_text(encoding="utf-8") + note)
+        return doc
+
+
+def _kept_density(plan: Plan, genome: SparsityGenome) -> dict[str, float]:
+    lay = layout(plan.bound)
+    return {m: k / lay.numel[m] for m, k in lay.kept(genome.density).items()}
