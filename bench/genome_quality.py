@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="runs/genome_quality", help="run folders (resumable)")
     p.add_argument("--out", default=str(RESULTS / "genome_quality"))
+    p.add_argument("--recorded-only", action="store_true",
+                   help="train nothing: report the legs the ledger holds (methods without "
+                        "a recorded generator are left out)")
+    p.add_argument("--reuse", action="append", default=[], metavar="RUNS",
+                   help="take finished legs from another runs folder's legs.json (e.g. a "
+                        "second invocation that ran only new generators, in parallel)")
     return p.parse_args(argv)
 
 
@@ -161,6 +167,8 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
             continue
         key = f"{space}/generate/{method}"
         rec = ledger.get(key)
+        if rec is None and args.recorded_only:
+            continue
         if rec is None:
             log(f"[{space}] {method}: sparsity training + genomes")
             rec = ledger.put(key, generate(method, space, budgets,
@@ -278,7 +286,12 @@ def markdown(doc: dict[str, Any]) -> str:
 def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
     """Threads as asked, the runs folder and its ledger of finished legs."""
     torch.set_num_threads(args.threads)
-    return Path(args.runs), Ledger(Path(args.runs))
+    ledger = Ledger(Path(args.runs))
+    for other in getattr(args, "reuse", []):
+        for key, record in Ledger(Path(other)).legs.items():
+            if ledger.get(key) is None:
+                ledger.put(key, record)
+    return Path(args.runs), ledger
 
 
 def main(argv: list[str] | None = None) -> int:
