@@ -247,7 +247,8 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines += [f"Machine: {m['cpu']}, {m['threads']} threads, {m['precision']}, torch "
               f"{m['torch']}. Wall time {doc['wall_s'] / 60:.1f} min for this invocation "
-              f"(legs recorded earlier are not re-run).", ""]
+              f"(legs recorded earlier are not re-run); the recorded legs took "
+              f"{doc['legs_wall_s'] / 60:.1f} min of training in all.", ""]
     for sp in doc["spaces"]:
         b = sp["base"]
         lines += [f"## {sp['space']}", "",
@@ -255,7 +256,8 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"{100 * b['test_acc_std']:.2f}%** ({len(b['per_seed'])} seeds: "
                   + ", ".join(f"{100 * x:.2f}" for x in b["per_seed"]) + ")", ""]
         for name, g in sp["generators"].items():
-            lines.append(f"- {name}: λ = {g['sparsity']}, sparsity training "
+            lam = "no sparsity term" if g["sparsity"] is None else f"λ = {g['sparsity']:.3g}"
+            lines.append(f"- {name}: {lam}, base training for the generator "
                          f"{g['wall_s']:.0f} s, its val acc "
                          + (f"{100 * g['sparse_val_acc']:.2f}%" if g.get("sparse_val_acc")
                             else "n/a"))
@@ -303,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         spaces.append(run_space(space, args, ledger, root))
         doc = {"args": vars(args), "machine": machine(), "spaces": spaces,
                "wall_s": time.perf_counter() - start,
+               "legs_wall_s": sum(r.get("wall_s", 0) for r in ledger.legs.values()),
                "command": "python bench/genome_quality.py " + " ".join(argv or sys.argv[1:])}
         out = Path(args.out)
         atomic_write_json(out.with_suffix(".json"), doc)
