@@ -17,7 +17,8 @@ err_console = Console(stderr=True)
 
 
 def looks_like_file(arg: str) -> bool:
-    return arg.endswith(".json") or Path(arg).is_file()
+    """A genome file (a space may be given as a path too: NAME.toml)."""
+    return not arg.endswith(".toml") and (arg.endswith(".json") or Path(arg).is_file())
 
 
 def load_target(arg: str, dataset: str | None) -> tuple[BoundSpace, Genome | None]:
