@@ -11,6 +11,7 @@ import errno
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from archsearch.errors import ArchsearchError
@@ -86,16 +87,14 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _writable_folder(folder: Path, what: str) -> None:
+    """Probe by creating (and removing) a folder: permissions, read-only mounts, /proc."""
     if not folder.is_dir():
         raise ArchsearchError(f"{what}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ArchsearchError(f"{what}: the folder {folder} is not writable")
     try:
-        st = os.statvfs(folder)
-    except OSError:
-        return
-    if st.f_flag & os.ST_RDONLY:
-        raise ArchsearchError(f"{what}: {folder} is on a read-only file system")
+        os.rmdir(tempfile.mkdtemp(prefix=".archsearch-probe-", dir=folder))
+    except OSError as exc:
+        raise ArchsearchError(f"{what}: cannot write in {folder} "
+                              f"({exc.strerror or exc})") from None
 
 
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:

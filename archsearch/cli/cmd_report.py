@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         from archsearch.errors import ArchsearchError
 
         raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
+    if args.out and not args.no_plots:
+        check_out_dir(args.out, "--out")
     search = open_run(args.run)
     doc = summary(search)
     plots = [] if args.no_plots else write_plots(search, Path(args.out) if args.out else None)

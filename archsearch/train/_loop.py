@@ -26,7 +26,13 @@ from archsearch.data._folder import FolderSet
 from archsearch.data._loaders import ImageSet, Splits
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
-from archsearch.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text
+from archsearch.io import (
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temps,
+)
 from archsearch.train._config import TrainConfig
 from archsearch.train._device import (
     Augment,
@@ -179,6 +185,8 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     precision = resolve_precision(config.amp, device)
     run = Path(run_dir) if run_dir is not None else None
     ckpt_path = run / "checkpoint.pt" if run else None
+    if run is not None and world.main:
+        remove_stale_temps(run)  # leftovers of a write interrupted by a kill
 
     train_set = splits.train.subset(config.train_subset, seed=config.seed)
     if len(train_set) < world.world:
