@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,11 +145,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArchsearchError(f"no checkpoint at {path}") from None
+    except IsADirectoryError:
+        raise ArchsearchError(f"{path} is a folder, not a checkpoint file") from None
     except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file)
-        raise ArchsearchError(f"cannot load checkpoint {path}: {exc}") from None
+        raise ArchsearchError(f"cannot load checkpoint {path}: {_load_error(exc)}") from None
     if not isinstance(doc, dict) or "state_dict" not in doc:
         raise ArchsearchError(f"{path} is not an archsearch checkpoint")
     return doc
+
+
+def _load_error(exc: Exception) -> str:
+    """torch's weights-only refusal is a page of advice (including to load unsafely): keep
+    what was wrong with the file."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(exc).split()))
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use| Please file| Check the "
+                      r"documentation|$)", text)
+    if found:
+        return (f"not a weights-only checkpoint ({found[1].rstrip('. ')}); archsearch "
+                "loads checkpoints weights-only and never runs code from them")
+    return text[:300]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
