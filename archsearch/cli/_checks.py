@@ -17,7 +17,7 @@ from pathlib import Path
 from archsearch.errors import ArchsearchError
 
 INT_LIMIT = 2**31 - 1  # no count, epoch, batch size or seed of this tool is larger
-_NEGATIVE = re.compile(r"^-(\d|\.\d)")
+_NEGATIVE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 def _flag(dest: str) -> str:

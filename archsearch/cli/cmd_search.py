@@ -236,6 +236,11 @@ def _worker_main(config: Any, index: int) -> None:
     except ArchsearchError as exc:
         print(f"archsearch: error: worker {index}: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # the environment (a full disk): one line, like the parent
+        from archsearch.cli._checks import os_error_line
+
+        print(f"archsearch: error: worker {index}: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _die_with_parent() -> None:

@@ -62,8 +62,11 @@ def _one_line(text: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(join_negative_values(
-        parser, list(sys.argv[1:] if argv is None else argv)))
+    try:  # a usage error (or --help) exits inside argparse: return its code instead
+        args = parser.parse_args(join_negative_values(
+            parser, list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -48,6 +48,8 @@ def check_storage_url(url: str | None) -> None:
     if url is None:
         return
     if url.startswith("journal:"):
+        if not url[len("journal:"):].strip():
+            raise ArchsearchError(f"--storage {url!r}: name the journal file, journal:PATH")
         _check_journal_path(Path(url[len("journal:"):]), url)
         return
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
@@ -64,8 +66,6 @@ def check_storage_url(url: str | None) -> None:
 
 
 def _check_journal_path(path: Path, url: str) -> None:
-    if not str(path):
-        raise ArchsearchError(f"--storage {url!r}: name the journal file, journal:PATH")
     if path.is_dir():
         raise ArchsearchError(f"--storage {url!r}: {path} is a folder, not a journal file")
     if path.exists():
