@@ -21,6 +21,7 @@ from archsearch.errors import ArchsearchError
 from archsearch.models import FAMILIES, build_family
 
 REPO_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+MAX_WIDTH = 8192  # channels of one layer; wider base models are not what spaces are for
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _positive_int(table: dict[str, Any], key: str, path: str) -> int:
 
 def _widths(value: Any) -> bool:
     return isinstance(value, list) and all(
-        isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 2**16 for w in value)
+        isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH for w in value)
 
 
 def _check_model_args(family: str, args: dict[str, Any], path: str) -> None:
@@ -166,7 +167,7 @@ def _check_model_args(family: str, args: dict[str, Any], path: str) -> None:
         cfg = args.get("cfg")
         if not isinstance(cfg, list) or not cfg or not all(
                 c == "M" or _widths([c]) for c in cfg) or "M" == cfg[0]:
-            raise bad(f"vgg 'cfg' must list widths (whole numbers >= 1) and \"M\" "
+            raise bad(f"vgg 'cfg' must list widths (whole numbers 1..{MAX_WIDTH}) and \"M\" "
                       f"(max-pool) entries, starting with a width, but got {cfg!r}")
     elif family in ("resnet_cifar", "preresnet"):
         depth, n = args.get("depth"), 6 if family == "resnet_cifar" else 9
@@ -174,7 +175,7 @@ def _check_model_args(family: str, args: dict[str, Any], path: str) -> None:
                 or (depth - 2) % n or depth > 2000:
             raise bad(f"{family} 'depth' must be {n}n+2 (n >= 1), but got {depth!r}")
         if "widths" in args and not (_widths(args["widths"]) and len(args["widths"]) == 3):
-            raise bad(f"{family} 'widths' must be three whole numbers >= 1, but got "
+            raise bad(f"{family} 'widths' must be three whole numbers 1..{MAX_WIDTH}, but got "
                       f"{args['widths']!r}")
     elif family == "torchvision" and not isinstance(args.get("name"), str):
         raise bad("torchvision spaces need [model] name = \"<torchvision model name>\"")
