@@ -25,6 +25,7 @@ from archsearch.io import atomic_write_json
 
 FORMAT = "archsearch.genome"
 VERSION = 1
+MAX_BYTES = 16 << 20
 _KEYS = {"format", "version", "space", "dataset", "widths", "blocks", "provenance", "cost"}
 
 
@@ -78,7 +79,12 @@ class Genome:
     def load(cls, path: str | Path) -> Genome:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as fh:  # a bounded read: /dev/zero is not a genome
+                raw = fh.read(MAX_BYTES + 1)
+            if len(raw) > MAX_BYTES:
+                raise ArchsearchError(f"{path}: larger than {MAX_BYTES >> 20} MiB, which no "
+                                      "genome is")
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise ArchsearchError(f"genome file not found: {path}") from None
         except (OSError, UnicodeDecodeError) as exc:

@@ -26,7 +26,7 @@ from archsearch.cli.main import main
 from archsearch.data import load_data
 from archsearch.errors import ArchsearchError
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
 BASE_GENOME = bind("vgg11", "fashion-mnist").uniform(parse_budget("5%FLOPs")).to_dict()

@@ -324,3 +324,22 @@ def test_internal_errors_are_one_line_exit_1(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: ZeroDivisionError: planted" in err
     assert "--debug" in err
+
+
+def test_device_files_are_not_read_forever(capsys, tmp_path, genome_doc):
+    assert "larger than 16 MiB" in refused(capsys, "train", "/dev/zero", "--out",
+                                           str(tmp_path / "run"))
+    path = _genome_file(tmp_path, genome_doc)
+    for source in ("/dev/zero", str(tmp_path)):
+        assert "is not a checkpoint file" in refused(
+            capsys, "train", path, "--schedule", "finetune", "--from", source, "--out",
+            str(tmp_path / "ft"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json"]
+
+
+def test_report_and_export_out_paths(capsys, tmp_path):
+    assert "exists and is not a folder" in refused(capsys, "report", str(tmp_path), "--out",
+                                                   "/dev/null")
+    assert "cannot write in /proc" in refused(capsys, "export", str(tmp_path), "--out",
+                                              "/proc/x/y")
+    assert "not a search run folder" in refused(capsys, "report", str(tmp_path))

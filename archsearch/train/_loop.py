@@ -141,12 +141,12 @@ def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits,
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by `train` (weights_only: no code runs on load)."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise ArchsearchError(f"{path} is not a checkpoint file")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArchsearchError(f"no checkpoint at {path}") from None
-    except IsADirectoryError:
-        raise ArchsearchError(f"{path} is a folder, not a checkpoint file") from None
     except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file)
         raise ArchsearchError(f"cannot load checkpoint {path}: {_load_error(exc)}") from None
     if not isinstance(doc, dict) or "state_dict" not in doc:
