@@ -45,6 +45,8 @@ class Budget:
 def parse_budget(text: str) -> Budget:
     """Parse `50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams` (case-insensitive)."""
     match = _BUDGET.match(text or "")
+    if not match and _BUDGET.match((text or "").replace("-", "", 1)):
+        raise ArchsearchError(f"budget {text!r} must be positive, e.g. 50%FLOPs")
     if not match:
         raise ArchsearchError(
             f"cannot read budget {text!r}: write e.g. 50%FLOPs, 30%params, 120MFLOPs or "
@@ -54,7 +56,7 @@ def parse_budget(text: str) -> Budget:
     if unit == "%":
         if not 0 < number <= 100:
             raise ArchsearchError(f"budget {text!r} must be a percentage in (0, 100], "
-                                  f"but got {number:g}%")
+                                  f"but got {match[1]}%")
         return Budget(metric, number / 100, True, text.strip())
     value = number * _SCALE[unit.lower() if unit else None]
     if value <= 0:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from archsearch.io import atomic_write_json
 
 FORMAT = "archsearch.genome"
 VERSION = 1
+MAX_BYTES = 16 << 20
 _KEYS = {"format", "version", "space", "dataset", "widths", "blocks", "provenance", "cost"}
 
 
@@ -51,10 +53,11 @@ class Genome:
                                   f"{type(doc).__name__}")
         if doc.get("format") != FORMAT:
             raise ArchsearchError(f"{source}: not an archsearch genome (format="
-                                  f"{doc.get('format')!r}, expected {FORMAT!r})")
-        if doc.get("version") != VERSION:
+                                  f"{_short(doc.get('format'))}, expected {FORMAT!r})")
+        version = doc.get("version")
+        if type(version) is not int or version != VERSION:
             raise ArchsearchError(f"{source}: unsupported genome version "
-                                  f"{doc.get('version')!r} (this archsearch reads {VERSION})")
+                                  f"{_short(version)} (this archsearch reads {VERSION})")
         unknown = set(doc) - _KEYS
         if unknown:
             raise ArchsearchError(f"{source}: unknown genome field(s) {sorted(unknown)}")
@@ -64,19 +67,24 @@ class Genome:
         blocks = _typed_map(doc.get("blocks", {}), bool, "blocks", source)
         for group, width in widths.items():
             if width < 1:
-                raise ArchsearchError(f"{source}: width of group {group!r} must be >= 1, "
+                raise ArchsearchError(f"{source}: width of group {_short(group)} must be >= 1, "
                                       f"but got {width}")
         dataset = doc.get("dataset")
         if dataset is not None and not isinstance(dataset, str):
             raise ArchsearchError(f"{source}: 'dataset' must be a string or null")
-        return cls(doc["space"], widths, blocks, dataset, dict(doc.get("provenance") or {}),
-                   dict(doc.get("cost") or {}))
+        return cls(doc["space"], widths, blocks, dataset, _provenance(doc, source),
+                   _cost(doc, source))
 
     @classmethod
     def load(cls, path: str | Path) -> Genome:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as fh:  # a bounded read: /dev/zero is not a genome
+                raw = fh.read(MAX_BYTES + 1)
+            if len(raw) > MAX_BYTES:
+                raise ArchsearchError(f"{path}: larger than {MAX_BYTES >> 20} MiB, which no "
+                                      "genome is")
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise ArchsearchError(f"genome file not found: {path}") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -86,6 +94,10 @@ class Genome:
         except json.JSONDecodeError as exc:
             raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
                                   f"column {exc.colno})") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise ArchsearchError(f"{path}: unreadable JSON ({exc})") from None
+        except RecursionError:
+            raise ArchsearchError(f"{path}: JSON nested too deeply to be a genome") from None
         return cls.from_dict(doc, source=str(path))
 
     def save(self, path: str | Path) -> Path:
@@ -102,7 +114,41 @@ def _typed_map(value: Any, kind: type, what: str, source: str) -> dict[str, Any]
     for key, item in value.items():
         ok = isinstance(item, kind) and (kind is bool or not isinstance(item, bool))
         if not ok:
-            raise ArchsearchError(f"{source}: {what}[{key!r}] must be {kind.__name__}, but got "
-                                  f"{item!r}")
+            raise ArchsearchError(f"{source}: {what}[{_short(key)}] must be {kind.__name__}, "
+                                  f"but got {_short(item)}")
         out[str(key)] = item
     return out
+
+
+def _provenance(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    value = doc.get("provenance")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArchsearchError(f"{source}: 'provenance' must be an object, but got "
+                              f"{type(value).__name__}")
+    return dict(value)
+
+
+def _cost(doc: Mapping[str, Any], source: str) -> dict[str, float]:
+    value = doc.get("cost")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArchsearchError(f"{source}: 'cost' must be an object of numbers, but got "
+                              f"{type(value).__name__}")
+    for key, item in value.items():
+        number = isinstance(item, int | float) and not isinstance(item, bool)
+        if not number or (isinstance(item, float) and not math.isfinite(item)) or item < 0:
+            raise ArchsearchError(f"{source}: cost[{_short(key)}] must be a number >= 0, "
+                                  f"but got {_short(item)}")
+    return dict(value)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of a user's value, cut to `limit` characters (it goes into a one-line error)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -21,6 +21,7 @@ from archsearch.errors import ArchsearchError
 from archsearch.models import FAMILIES, build_family
 
 REPO_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+MAX_WIDTH = 8192  # channels of one layer; wider base models are not what spaces are for
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ class Space:
     def build(self, info: DatasetInfo | str | None = None) -> nn.Module:
         """The base model (full width, fresh initialisation) for a dataset's shapes."""
         info = self.dataset(info)
-        return build_family(self.family, info.channels, info.num_classes, **self.args)
+        try:
+            return build_family(self.family, info.channels, info.num_classes, **self.args)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            where = self.path or self.name
+            raise ArchsearchError(f"space {where}: cannot build its model: {exc}") from None
 
     def dataset(self, info: DatasetInfo | str | None) -> DatasetInfo:
         if isinstance(info, DatasetInfo):
@@ -103,23 +108,78 @@ def _load_space_file(path: str) -> Space:
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ArchsearchError(f"cannot read space file {path}: {exc}") from exc
-    name = Path(path).stem
-    model = dict(doc.get("model", {}))
-    if "family" not in model:
-        raise ArchsearchError(f"space file {path}: [model] needs a 'family'")
-    search = doc.get("search", {})
-    data = doc.get("dataset", {})
+        raise ArchsearchError(f"cannot read space file {path}: {exc}") from None
+    except RecursionError:
+        raise ArchsearchError(f"cannot read space file {path}: nested too deeply") from None
     unknown = set(doc) - {"description", "model", "search", "dataset"}
     if unknown:
         raise ArchsearchError(f"space file {path}: unknown section(s) {sorted(unknown)}")
-    return Space(
-        name=name,
-        family=model.pop("family"),
-        args=model,
-        divisor=int(search.get("divisor", 1)),
-        min_width=int(search.get("min_width", 1)),
-        default_dataset=str(data.get("default", "fashion-mnist")),
-        description=str(doc.get("description", "")),
-        path=path,
-    )
+    model = dict(_table(doc, "model", path))
+    family = model.pop("family", None)
+    if not isinstance(family, str):
+        raise ArchsearchError(f"space file {path}: [model] needs a 'family' (a string)")
+    search = _table(doc, "search", path)
+    data = _table(doc, "dataset", path)
+    unknown = (set(search) - {"divisor", "min_width"}) | (set(data) - {"default"})
+    if unknown:
+        raise ArchsearchError(f"space file {path}: unknown key(s) {sorted(unknown)} in "
+                              "[search] or [dataset]")
+    description = doc.get("description", "")
+    default = data.get("default", "fashion-mnist")
+    if not isinstance(description, str) or not isinstance(default, str):
+        raise ArchsearchError(f"space file {path}: 'description' and [dataset] 'default' "
+                              "must be strings")
+    dataset_info(default)  # an unknown default dataset is named now, not at first use
+    _check_model_args(family, model, path)
+    return Space(name=Path(path).stem, family=family, args=model,
+                 divisor=_positive_int(search, "divisor", path),
+                 min_width=_positive_int(search, "min_width", path),
+                 default_dataset=default, description=description, path=path)
+
+
+def _table(doc: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ArchsearchError(f"space file {path}: '{key}' must be a table ([{key}]), but got "
+                              f"{type(value).__name__}")
+    return value
+
+
+def _positive_int(table: dict[str, Any], key: str, path: str) -> int:
+    value = table.get(key, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**20:
+        raise ArchsearchError(f"space file {path}: {key} must be a whole number >= 1, but got "
+                              f"{value!r}"[:200])
+    return value
+
+
+def _widths(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH for w in value)
+
+
+def _check_model_args(family: str, args: dict[str, Any], path: str) -> None:
+    """The arguments of the built-in families, checked before any model is built."""
+    def bad(message: str) -> ArchsearchError:
+        return ArchsearchError(f"space file {path}: {message}"[:300])
+
+    if family == "vgg":
+        cfg = args.get("cfg")
+        if not isinstance(cfg, list) or not cfg or not all(
+                c == "M" or _widths([c]) for c in cfg) or "M" == cfg[0]:
+            raise bad(f"vgg 'cfg' must list widths (whole numbers 1..{MAX_WIDTH}) and \"M\" "
+                      f"(max-pool) entries, starting with a width, but got {cfg!r}")
+    elif family in ("resnet_cifar", "preresnet"):
+        depth, n = args.get("depth"), 6 if family == "resnet_cifar" else 9
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < n + 2 \
+                or (depth - 2) % n or depth > 2000:
+            raise bad(f"{family} 'depth' must be {n}n+2 (n >= 1), but got {depth!r}")
+        if "widths" in args and not (_widths(args["widths"]) and len(args["widths"]) == 3):
+            raise bad(f"{family} 'widths' must be three whole numbers 1..{MAX_WIDTH}, but got "
+                      f"{args['widths']!r}")
+    elif family == "torchvision" and not isinstance(args.get("name"), str):
+        raise bad("torchvision spaces need [model] name = \"<torchvision model name>\"")
+    extra = set(args) - {"vgg": {"cfg"}, "resnet_cifar": {"depth", "widths"},
+                         "preresnet": {"depth", "widths"}}.get(family, set(args))
+    if extra:
+        raise bad(f"unknown [model] argument(s) {sorted(extra)} for family {family!r}")

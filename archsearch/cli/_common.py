@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ err_console = Console(stderr=True)
 
 
 def looks_like_file(arg: str) -> bool:
-    return arg.endswith(".json") or Path(arg).is_file()
+    """A genome file (a space may be given as a path too: NAME.toml)."""
+    return not arg.endswith(".toml") and (arg.endswith(".json") or Path(arg).is_file())
 
 
 def load_target(arg: str, dataset: str | None) -> tuple[BoundSpace, Genome | None]:
@@ -39,3 +41,18 @@ def human(n: float) -> str:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def fit_columns(columns: Sequence[str], rows: Sequence[Mapping[str, str]], width: int,
+                drop_order: Sequence[str]) -> list[str]:
+    """The columns (in their order) that fit `width` terminal columns at their natural
+    width (no cell cut to an ellipsis): columns are dropped in `drop_order` until they do.
+    Widths count rich's box: one border between columns and one space of padding each side."""
+    natural = {c: max([len(c), *(len(r.get(c, "")) for r in rows)]) for c in columns}
+    keep = list(columns)
+    for name in [*drop_order, None]:
+        if sum(natural[c] + 3 for c in keep) + 1 <= width or name is None:
+            break
+        if name in keep and len(keep) > 1:
+            keep.remove(name)
+    return keep

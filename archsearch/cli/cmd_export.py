@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, print_json
 
 
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
+    if args.out:
+        check_out_dir(args.out, "--out")
     search = open_run(args.run)
     paths = export_genomes(search, args.top, Path(args.out) if args.out else None)
     genomes = [Genome.load(p) for p in paths]

@@ -9,7 +9,8 @@ from typing import Any
 
 from rich.table import Table
 
-from archsearch.cli._common import console, human, print_json
+from archsearch.cli._checks import check_out_dir
+from archsearch.cli._common import console, fit_columns, human, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,23 +32,36 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:.2%}"
 
 
-def trials_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
-    """A rich table of trial rows (`archsearch.search.trial_row`)."""
+_COLUMNS = {"trial": "right", "state": "left", "val acc": "right", "epoch": "right",
+            "MACs": "right", "params": "right", "kind": "left", "worker": "right",
+            "time": "right", "note": "left"}
+_DROP_ORDER = ("worker", "time", "note", "epoch", "state", "kind", "params")  # narrow terminal
+
+
+def _cells(r: dict[str, Any]) -> dict[str, str]:
+    acc = _pct(r["accuracy"]) if r["accuracy"] is not None else (
+        f"({_pct(r['last_accuracy'])})" if r["last_accuracy"] is not None else "")
+    note = r["outcome"] if r["outcome"] not in (None, "complete", "pruned") else ""
+    if r["guide"]:
+        note = f"{Path(r['guide']).name} {note}".strip()
+    return {"trial": str(r["trial"]), "state": r["state"], "val acc": acc,
+            "epoch": str(r["last_epoch"] or ""), "MACs": human(r["macs"]) if r["macs"] else "",
+            "params": human(r["params"]) if r["params"] else "", "kind": r["kind"],
+            "worker": str(r["worker"] or ""),
+            "time": f"{r['wall_s']:.0f}s" if r["wall_s"] else "", "note": note[:40]}
+
+
+def trials_table(rows: Sequence[dict[str, Any]], title: str, width: int | None = None) -> Table:
+    """A rich table of trial rows (`archsearch.search.trial_row`); in a terminal narrower
+    than the whole table (`width`, default the console's), the least useful columns are
+    left out rather than every cell cut short."""
+    cells = [_cells(r) for r in rows]
+    keep = fit_columns(list(_COLUMNS), cells, width or console.width, _DROP_ORDER)
     table = Table(title=title)
-    for col in ("trial", "state", "val acc", "epoch", "MACs", "params", "kind", "worker",
-                "time", "note"):
-        table.add_column(col, justify="left" if col in ("state", "kind", "note") else "right")
-    for r in rows:
-        acc = _pct(r["accuracy"]) if r["accuracy"] is not None else (
-            f"({_pct(r['last_accuracy'])})" if r["last_accuracy"] is not None else "")
-        note = r["outcome"] if r["outcome"] not in (None, "complete", "pruned") else ""
-        if r["guide"]:
-            note = f"{Path(r['guide']).name} {note}".strip()
-        table.add_row(str(r["trial"]), r["state"], acc, str(r["last_epoch"] or ""),
-                      human(r["macs"]) if r["macs"] else "",
-                      human(r["params"]) if r["params"] else "", r["kind"],
-                      str(r["worker"] or ""), f"{r['wall_s']:.0f}s" if r["wall_s"] else "",
-                      note[:40])
+    for col in keep:
+        table.add_column(col, justify=_COLUMNS[col], no_wrap=True)  # type: ignore[arg-type]
+    for c in cells:
+        table.add_row(*(c[col] for col in keep))
     return table
 
 
@@ -58,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         from archsearch.errors import ArchsearchError
 
         raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
+    if args.out and not args.no_plots:
+        check_out_dir(args.out, "--out")
     search = open_run(args.run)
     doc = summary(search)
     plots = [] if args.no_plots else write_plots(search, Path(args.out) if args.out else None)

@@ -22,10 +22,13 @@ from typing import Any
 
 from rich.live import Live
 
+from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli.cmd_report import trials_table
+from archsearch.errors import ArchsearchError
 
 REFRESH_S = 1.0
+MAX_WORKERS = 256
 LIVE_ROWS = 15
 
 
@@ -102,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = make_config(args)
     check_inputs(config)  # before the data are loaded, and before anything is written
+    check_out_dir(config.out)
+    if config.workers > MAX_WORKERS:
+        raise ArchsearchError(f"--workers must be at most {MAX_WORKERS} (one process each), "
+                              f"but got {config.workers}")
     evaluator = ProxyEvaluator(config.dataset, config.schedule(), config.data_root)
     if config.workers > 1:
         evaluator = None  # the workers load their own copy of the data
@@ -228,6 +235,11 @@ def _worker_main(config: Any, index: int) -> None:
         Search(config, evaluator, worker_index=index).work()
     except ArchsearchError as exc:
         print(f"archsearch: error: worker {index}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # the environment (a full disk): one line, like the parent
+        from archsearch.cli._checks import os_error_line
+
+        print(f"archsearch: error: worker {index}: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

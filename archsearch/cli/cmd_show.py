@@ -7,6 +7,7 @@ import argparse
 from rich.table import Table
 
 from archsearch.budget import parse_budget
+from archsearch.cli._checks import check_out_file
 from archsearch.cli._common import console, human, load_target, print_json
 from archsearch.viz import plot_widths, width_rows
 
@@ -28,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_out_file(args.plot, "--plot")
     bound, genome = load_target(args.target, args.dataset)
     if args.budget is not None:
         budget = parse_budget(args.budget)

@@ -7,7 +7,7 @@ import argparse
 from rich.table import Table
 
 from archsearch.build import bind
-from archsearch.cli._common import console, human, print_json
+from archsearch.cli._common import console, fit_columns, human, print_json
 from archsearch.spaces import list_spaces
 
 
@@ -33,12 +33,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
+    cells = [{"space": r["space"], "family": r["family"], "dataset": r["dataset"],
+              "groups": str(r["groups"]), "blocks": str(r["blocks"]), "MACs": human(r["macs"]),
+              "params": human(r["params"])} for r in rows]
+    keep = fit_columns(list(cells[0]) if cells else ["space"], cells, console.width,
+                       ("family", "blocks", "groups"))
     table = Table(title="search spaces (FLOPs = MACs)")
-    for col in ("space", "family", "dataset", "groups", "blocks", "MACs", "params"):
+    for col in keep:
         table.add_column(col, no_wrap=True, justify="left" if col in (
             "space", "family", "dataset") else "right")
-    for r in rows:
-        table.add_row(r["space"], r["family"], r["dataset"], str(r["groups"]), str(r["blocks"]),
-                      human(r["macs"]), human(r["params"]))
+    for c in cells:
+        table.add_row(*(c[col] for col in keep))
     console.print(table)
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.errors import ArchsearchError
 from archsearch.train import SCHEDULES, TrainConfig
@@ -57,6 +59,21 @@ def _subset(value: float | None) -> int | float | None:
     return float(value) if value <= 1 else int(value)
 
 
+def _restartable(out: Path) -> bool:
+    """Empty, missing, or holding only what a run writes before its first checkpoint (a run
+    stopped in its first epoch starts over)."""
+    if not out.is_dir():
+        return True
+    names = {p.name for p in out.iterdir() if not p.name.endswith(".tmp")}
+    if not names:
+        return True
+    try:  # ours: train's config.json names the epochs it ran
+        ours = "epochs_run" in json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+    return ours and names <= {"config.json", "genome.json", "metrics.jsonl"}
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -83,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     epochs = resolve_epochs(config, bound.base_cost.macs, genome.cost["macs"])
     out = Path(args.out) if args.out else Path("runs") / (
         f"train-{genome.space}-{args.schedule}-s{args.seed}-{Path(args.genome).stem}")
-    if out.exists() and any(out.iterdir()) and not args.resume:
+    check_out_dir(out)
+    if not args.resume and not _restartable(out):
         raise ArchsearchError(f"run folder {out} exists: pass --resume to continue it, or "
                               "--out for a new one")
     splits = load_data(bound.info, args.data_root, val_fraction=0.0)

@@ -1,7 +1,9 @@
 """The `archsearch` command line: one sub-command per module in COMMANDS.
 
 Each command module exposes `add_parser(subparsers)` (which sets `func`) and the
-function itself returns an exit code. Library errors become exit codes only here.
+function itself returns an exit code. Library errors become exit codes only here: bad
+input and a broken environment (an unwritable path, a full disk) print one line and exit
+2; anything else is an internal error (one line, exit 1); `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+import warnings
 
 from archsearch import __version__
+from archsearch.cli._checks import check_numbers, join_negative_values, os_error_line
 from archsearch.errors import ArchsearchError, DivergenceError
 
 COMMANDS = [
@@ -33,7 +38,7 @@ MAC_NOTE = (
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every bad input
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,30 +48,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"archsearch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback (and warnings)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)
     return parser
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # a usage error (or --help) exits inside argparse: return its code instead
+        args = parser.parse_args(join_negative_values(
+            parser, list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    with warnings.catch_warnings():
+        if not (args.debug or args.verbose):
+            warnings.simplefilter("ignore")
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    def fail(prefix: str, message: object, code: int) -> int:
+        if args.debug:
+            traceback.print_exc()
+        print(f"archsearch: {prefix}: {_one_line(message)}", file=sys.stderr)
+        return code
+
     try:
+        check_numbers(args)
         return int(args.func(args) or 0)
     except ArchsearchError as exc:
-        print(f"archsearch: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("error", exc, 2)
     except DivergenceError as exc:
-        print(f"archsearch: diverged: {exc}", file=sys.stderr)
-        return 3
+        return fail("diverged", exc, 3)
     except KeyboardInterrupt:
-        print("archsearch: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", "stopped by the user", 130)
+    except OSError as exc:  # the environment: an unwritable path, a full disk, a bad mount
+        return fail("error", os_error_line(exc), 2)
+    except RecursionError:
+        return fail("error", "input nested too deeply to read", 2)
+    except MemoryError:
+        return fail("error", "out of memory (is an input far larger than it should be?)", 2)
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: no traceback)
+        return fail("internal error", f"{type(exc).__name__}: {exc} (rerun with --debug "
+                    "for the traceback, and please report it)", 1)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,7 @@ which `--data-root` to pass.
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from archsearch.data._folder import FolderSet, scan_folder
+from archsearch.data._formats import check_labelled, cifar_arrays, read_cifar_batch, read_idx
 from archsearch.data._info import DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
 
@@ -131,14 +130,13 @@ _FMNIST = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def _fashion_mnist(root: str | Path | None) -> tuple[ImageSet, ImageSet]:
+    info = dataset_info("fashion-mnist")
     for base in _roots(root, "fashion-mnist"):
         for folder in (base, base / "FashionMNIST" / "raw"):  # torchvision's layout too
             files = {k: [_find_idx(folder, f) for f in v] for k, v in _FMNIST.items()}
             if all(p is not None for v in files.values() for p in v):
                 return tuple(  # type: ignore[return-value]
-                    ImageSet(torch.from_numpy(_read_idx(img)).unsqueeze(1),
-                             torch.from_numpy(_read_idx(lab).astype(np.int64)),
-                             f"fashion-mnist/{split}")
+                    _idx_set(img, lab, info, f"fashion-mnist/{split}")
                     for split, (img, lab) in files.items())
     raise ArchsearchError(
         "Fashion-MNIST not found (looked in --data-root, $ARCHSEARCH_DATA and "
@@ -147,28 +145,19 @@ def _fashion_mnist(root: str | Path | None) -> tuple[ImageSet, ImageSet]:
         "archsearch never downloads")
 
 
+def _idx_set(img: Path, lab: Path, info: DatasetInfo, name: str) -> ImageSet:
+    images, labels = read_idx(img, 3), read_idx(lab, 1)
+    check_labelled(images, labels, (info.size, info.size), info.num_classes,
+                   f"{img.parent} ({img.name}, {lab.name})")
+    return ImageSet(torch.from_numpy(images).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64)), name)
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
     return None
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError) as exc:
-        raise ArchsearchError(f"cannot read {path}: {exc}") from None
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ArchsearchError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ArchsearchError(f"{path} is truncated: expected {dims}")
-    return body.reshape(dims).copy()
 
 
 # -- CIFAR: torchvision's python pickles ---------------------------------------------------
@@ -194,15 +183,13 @@ def _cifar(name: str, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
 def _cifar_files(d: Path, files: list[str], key: bytes, name: str) -> ImageSet:
     images, labels = [], []
     for f in files:
-        try:
-            with open(d / f, "rb") as fh:
-                entry = pickle.load(fh, encoding="bytes")  # noqa: S301 (the dataset's format)
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
-            raise ArchsearchError(f"cannot read {d / f}: {exc}") from None
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[key], dtype=np.int64))
-    return ImageSet(torch.from_numpy(np.concatenate(images)),
-                    torch.from_numpy(np.concatenate(labels)), name)
+        data, labs = cifar_arrays(read_cifar_batch(d / f), key, d / f)
+        images.append(data)
+        labels.append(labs)
+    info = dataset_info(name.split("/")[0])
+    all_images, all_labels = np.concatenate(images), np.concatenate(labels)
+    check_labelled(all_images, all_labels, (3, 32, 32), info.num_classes, f"{d} ({name})")
+    return ImageSet(torch.from_numpy(all_images), torch.from_numpy(all_labels), name)
 
 
 # -- synthetic: learnable class prototypes plus noise --------------------------------------

@@ -48,7 +48,7 @@ def open_run(run_dir: str | Path) -> SearchRun:
                               "pass the --out folder of `archsearch search`")
     try:
         config = SearchConfig(**json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError, RecursionError, OSError) as exc:
         raise ArchsearchError(f"{path}: not a search config ({exc})") from None
     if config.storage is None and not (run_dir / st.JOURNAL).is_file():
         raise ArchsearchError(f"{run_dir}: the study journal {st.JOURNAL} is missing")
@@ -58,7 +58,27 @@ def open_run(run_dir: str | Path) -> SearchRun:
     except KeyError:
         raise ArchsearchError(f"study {config.study_name!r} not found in the storage of "
                               f"{run_dir}") from None
-    return SearchRun(run_dir, config, study)
+    run = SearchRun(run_dir, config, study)
+    _check_against_results(run)
+    return run
+
+
+def _check_against_results(run: SearchRun) -> None:
+    """A journal cut at a record boundary still reads: compare it with the trials that
+    results.json (written after the search) saw, and refuse one that lost some."""
+    path = run.run_dir / RESULTS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        seen = {int(row["trial"]) for row in doc.get("trials", [])}
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return  # results.json is derived data: a damaged one is rewritten, not trusted
+    have = {t.number for t in run.trials()}
+    if seen - have:
+        raise ArchsearchError(
+            f"{run.run_dir}: the study storage lost trials {sorted(seen - have)[:5]} that "
+            f"{RESULTS_FILE} lists (a damaged or truncated journal?); restore it from a copy")
 
 
 def trial_genome(trial: FrozenTrial) -> Genome | None:

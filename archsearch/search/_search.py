@@ -23,7 +23,7 @@ from archsearch.budget import Budget, BudgetError, parse_budget
 from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
-from archsearch.io import atomic_write_json
+from archsearch.io import atomic_write_json, remove_stale_temps
 from archsearch.search import _storage as st
 from archsearch.search._evaluate import ProxySchedule
 from archsearch.search._sampler import GuidedSampler
@@ -126,6 +126,7 @@ class Search:
         self.param = Parameterisation(self.bound, self.budget, config.granularity)
         self._worker_index = worker_index
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.run_dir)
         self.storage = st.open_storage(config.storage, self.run_dir)
         self._lock_enabled = st.is_journal(self.storage)
         self.study = self._open_study()

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -39,13 +40,46 @@ SURPLUS = "surplus"
 
 
 def check_storage_url(url: str | None) -> None:
-    """Raise ArchsearchError for a storage argument that is neither journal nor an RDB URL."""
-    if url is None or (url.startswith("journal:") and len(url) > len("journal:")):
+    """Raise ArchsearchError for a storage argument other than journal:PATH (a file that can
+    be written) or a PostgreSQL URL. SQLite is refused: `sqlite:///` is an in-memory
+    database per connection (the heartbeat thread finds no tables, and the study is gone
+    when the command ends), and a SQLite file takes one writer at a time, which several
+    workers with heartbeats contend for. MySQL is untested here."""
+    if url is None:
         return
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
-    if scheme not in ("postgresql", "mysql", "sqlite"):
-        raise ArchsearchError(f"--storage must be an RDB URL like postgresql://user@host/db "
-                              f"or journal:PATH, but got {url!r}")
+    if url.startswith("journal:"):
+        if not url[len("journal:"):].strip():
+            raise ArchsearchError(f"--storage {url!r}: name the journal file, journal:PATH")
+        _check_journal_path(Path(url[len("journal:"):]), url)
+        return
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        raise ArchsearchError(
+            "--storage sqlite is not supported: sqlite:/// keeps the study in memory (lost "
+            "when the command ends) and a SQLite file takes one writer at a time, which the "
+            "workers of a search and their heartbeats contend for ('database is locked'); "
+            "use the default journal file (safe for several workers on one machine), "
+            "journal:PATH, or postgresql://user@host/db")
+    if scheme != "postgresql":
+        raise ArchsearchError(f"--storage must be journal:PATH or a PostgreSQL URL like "
+                              f"postgresql://user@host/db, but got {_redact(url)!r}")
+
+
+def _check_journal_path(path: Path, url: str) -> None:
+    if path.is_dir():
+        raise ArchsearchError(f"--storage {url!r}: {path} is a folder, not a journal file")
+    if path.exists():
+        if not path.is_file():
+            raise ArchsearchError(f"--storage {url!r}: {path} is not a regular file")
+        return
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".archsearch-probe-", dir=parent))
+    except OSError as exc:
+        raise ArchsearchError(f"--storage {url!r}: cannot write in {parent} "
+                              f"({exc.strerror or exc})") from None
 
 
 def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
@@ -54,6 +88,7 @@ def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
     if url is None or url.startswith("journal:"):
         path = Path(url[len("journal:"):]) if url else Path(run_dir) / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return JournalStorage(backend)
     url = _with_driver(url)
@@ -69,6 +104,38 @@ def open_storage(url: str | None, run_dir: Path) -> BaseStorage:
     except Exception as exc:  # sqlalchemy OperationalError and friends: unreachable server
         raise ArchsearchError(f"cannot open storage {_redact(url)}: "
                               f"{str(exc).splitlines()[0]}") from None
+
+
+def check_journal(path: Path, settle_s: float = 0.5) -> None:
+    """Raise ArchsearchError if the journal file is damaged: a record cut off (the file
+    was truncated, or copied while written) or a line that is not JSON. A record being
+    appended right now is given `settle_s` to complete."""
+    import json
+
+    try:
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            time.sleep(settle_s)
+            data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ArchsearchError(f"cannot read the study journal {path}: "
+                              f"{exc.strerror or exc}") from None
+    if data and not data.endswith(b"\n"):
+        raise ArchsearchError(f"the study journal {path} is damaged: its last record is cut "
+                              f"off at byte {len(data)} (truncated, or copied while being "
+                              "written); restore it from a copy, or start over in another "
+                              "--out")
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise ArchsearchError(f"the study journal {path} is damaged: line {number} is "
+                                  "not a journal record; restore it from a copy, or start "
+                                  "over in another --out")
 
 
 def _with_driver(url: str) -> str:

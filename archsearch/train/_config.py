@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -11,6 +10,7 @@ from archsearch.errors import ArchsearchError
 SCHEDULES = ("base", "scratch-e", "scratch-b", "finetune")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 EVAL_SPLITS = ("test", "val")
+MAX_LR = 1e3  # far beyond any rate SGD trains with; larger ones overflow float32
 DEFAULT_LR = {"base": 0.1, "scratch-e": 0.1, "scratch-b": 0.1, "finetune": 1e-3}
 
 
@@ -43,8 +43,9 @@ class TrainConfig:
             raise ArchsearchError(f"epochs must be an integer >= 1, but got {self.epochs!r}")
         if self.batch_size < 1:
             raise ArchsearchError(f"batch size must be >= 1, but got {self.batch_size}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ArchsearchError(f"learning rate must be > 0, but got {self.lr}")
+        if self.lr is not None and not 0 < self.lr <= MAX_LR:
+            raise ArchsearchError(f"learning rate must be in (0, {MAX_LR:g}], but got "
+                                  f"{self.lr}")
         if not 0 <= self.momentum < 1 or not self.weight_decay >= 0:
             raise ArchsearchError("momentum must be in [0, 1) and weight decay >= 0")
         if self.amp not in AMP_MODES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,13 @@ from archsearch.data._folder import FolderSet
 from archsearch.data._loaders import ImageSet, Splits
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
-from archsearch.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text
+from archsearch.io import (
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temps,
+)
 from archsearch.train._config import TrainConfig
 from archsearch.train._device import (
     Augment,
@@ -134,15 +141,29 @@ def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits,
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by `train` (weights_only: no code runs on load)."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise ArchsearchError(f"{path} is not a checkpoint file")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArchsearchError(f"no checkpoint at {path}") from None
     except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file)
-        raise ArchsearchError(f"cannot load checkpoint {path}: {exc}") from None
+        raise ArchsearchError(f"cannot load checkpoint {path}: {_load_error(exc)}") from None
     if not isinstance(doc, dict) or "state_dict" not in doc:
         raise ArchsearchError(f"{path} is not an archsearch checkpoint")
     return doc
+
+
+def _load_error(exc: Exception) -> str:
+    """torch's weights-only refusal is a page of advice (including to load unsafely): keep
+    what was wrong with the file."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(exc).split()))
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use| Please file| Check the "
+                      r"documentation|$)", text)
+    if found:
+        return (f"not a weights-only checkpoint ({found[1].rstrip('. ')}); archsearch "
+                "loads checkpoints weights-only and never runs code from them")
+    return text[:300]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -179,6 +200,8 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     precision = resolve_precision(config.amp, device)
     run = Path(run_dir) if run_dir is not None else None
     ckpt_path = run / "checkpoint.pt" if run else None
+    if run is not None and world.main:
+        remove_stale_temps(run)  # leftovers of a write interrupted by a kill
 
     train_set = splits.train.subset(config.train_subset, seed=config.seed)
     if len(train_set) < world.world:
