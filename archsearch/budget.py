@@ -69,6 +69,10 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     fill of the rounding slack. Lands within 1% of the target or raises BudgetError."""
     blocks = dict(blocks or {})
     base = bound.graph.base_widths()
+    if not base:
+        raise BudgetError(f"space {bound.space.name!r} has no prunable channel group (every "
+                          "group is tied to the input, the output or an op archsearch does not "
+                          "model), so no width can meet a budget")
     ratios = {g: float(shape.get(g, 1.0)) for g in base}
     bad = {g: r for g, r in ratios.items() if not 0 < r <= 1}
     if bad:

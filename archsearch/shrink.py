@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.graph import ChannelGraph, LayerCall, Segment
+from archsearch.graph import ChannelGraph, LayerCall, Segment, symbolic_trace
 from archsearch.models._cifar import init_weights
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor]
@@ -116,7 +116,7 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
     if unknown:
         raise ArchsearchError(f"genome removes unknown block(s) {sorted(unknown)}")
     idx = channel_indices(graph, genome, keep)
-    gm = fx.symbolic_trace(copy.deepcopy(base))
+    gm = symbolic_trace(copy.deepcopy(base))  # the graph's own tracer: same node names
     nodes = {n.name: n for n in gm.graph.nodes}
     for name in genome.removed_blocks():
         block = graph.blocks[name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ class Space:
     default_dataset: str = "fashion-mnist"
     description: str = ""
     path: str | None = None
+    input_size: int | None = None  # [dataset] size: overrides the dataset's image size
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -44,6 +45,11 @@ class Space:
         if self.divisor < 1:
             raise ArchsearchError(f"space {self.name!r}: divisor must be >= 1, but got "
                                   f"divisor={self.divisor}")
+        if self.input_size is not None and (
+                isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
+                or not 1 <= self.input_size <= 4096):
+            raise ArchsearchError(f"space {self.name!r}: the input size ([dataset] size or "
+                                  f"--input-size) must be 1..4096 pixels, not {self.input_size!r}")
         if self.min_width < 1:
             raise ArchsearchError(f"space {self.name!r}: min_width must be >= 1, but got "
                                   f"min_width={self.min_width}")
@@ -51,12 +57,17 @@ class Space:
     def build(self, info: DatasetInfo | str | None = None) -> nn.Module:
         """The base model (full width, fresh initialisation) for a dataset's shapes."""
         info = self.dataset(info)
-        return build_family(self.family, info.channels, info.num_classes, **self.args)
+        return build_family(self.family, info.channels, info.num_classes, input_hw=info.size,
+                            **self.args)
 
     def dataset(self, info: DatasetInfo | str | None) -> DatasetInfo:
+        """A dataset's shapes (by name: at this space's input size, if it sets one)."""
         if isinstance(info, DatasetInfo):
             return info
-        return dataset_info(info or self.default_dataset)
+        info = dataset_info(info or self.default_dataset)
+        if self.input_size is not None and self.input_size != info.size:
+            info = replace(info, size=self.input_size)
+        return info
 
     def round_width(self, width: float, base: int) -> int:
         """Round to the divisor, at least the minimum (or the base, if smaller), at most base."""
@@ -120,6 +131,7 @@ def _load_space_file(path: str) -> Space:
         divisor=int(search.get("divisor", 1)),
         min_width=int(search.get("min_width", 1)),
         default_dataset=str(data.get("default", "fashion-mnist")),
+        input_size=data.get("size"),
         description=str(doc.get("description", "")),
         path=path,
     )

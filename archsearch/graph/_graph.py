@@ -54,12 +54,13 @@ class LayerCall:
     inputs: tuple[Segment, ...]
     outputs: tuple[Segment, ...]
     spatial: int
-    kernel: int
+    kernel: float
     depthwise: bool
     groups: int
     bias: bool
     affine: bool
     blocks: tuple[str, ...]  # removable blocks containing this call
+    module_type: type = nn.Module
 
 
 class ChannelGraph:
@@ -79,6 +80,7 @@ class ChannelGraph:
         self.nx = self._nx_graph()
         self.blocks = self._blocks()
         self.calls = self._calls(state)
+        self.leaves = dict(state.leaves)  # every leaf module the forward pass calls: its type
 
     # -- construction -------------------------------------------------------------------
     def _name_groups(self, st) -> dict[int, str]:
@@ -207,7 +209,7 @@ class ChannelGraph:
 def _layer_call(c: Call, ins: tuple[Segment, ...], outs: tuple[Segment, ...],
                 blocks: tuple[str, ...]) -> LayerCall:
     return LayerCall(c.module, c.kind, ins, outs, c.spatial, c.kernel, c.depthwise, c.groups,
-                     c.bias, c.affine, blocks)
+                     c.bias, c.affine, blocks, c.module_type)
 
 
 def _group_name(producers: list[str], used: set[str]) -> str:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archsearch.errors import GraphError
+from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
 
 # (variable, base size, repeat)
 Seg = tuple[int, int, int]
@@ -52,11 +53,12 @@ class Call:
     inputs: list[Seg]
     outputs: list[Seg]
     spatial: int  # output H*W (1 for 2D outputs)
-    kernel: int  # conv: kh*kw; adaptive pool: input area / output area
+    kernel: float  # conv: kh*kw; adaptive pool: input area / output area
     depthwise: bool = False
     groups: int = 1
     bias: bool = False
     affine: bool = True
+    module_type: type = nn.Module
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TraceState:
     segs: dict[str, list[Seg] | None] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     first_call: dict[str, Call] = field(default_factory=dict)
+    leaves: dict[str, type] = field(default_factory=dict)  # every leaf module called
 
     def new(self, size: int, fixed: bool = False) -> int:
         self.parent.append(len(self.parent))
@@ -171,6 +174,7 @@ class ChannelTracer:
         return self.st.segs.get(first.name) if isinstance(first, fx.Node) else None
 
     def _visit_module(self, node: fx.Node, mod: nn.Module) -> list[Seg] | None:
+        self.st.leaves.setdefault(node.target, type(mod))
         segs = self._in(node)
         if segs is None:
             return self._opaque(node)
@@ -181,7 +185,7 @@ class ChannelTracer:
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             self._record(node, "bn", segs, segs, affine=mod.affine)
             return segs
-        if isinstance(mod, PASSTHROUGH_MODULES):
+        if isinstance(mod, PASSTHROUGH_MODULES) or type(mod).__name__ in RUNTIME_MODE_LEAVES:
             if isinstance(mod, nn.AvgPool2d):
                 self._record(node, "avgpool", segs, segs)
             elif isinstance(mod, nn.AdaptiveAvgPool2d):
@@ -296,10 +300,13 @@ class ChannelTracer:
         mod = self.modules[node.target]
         if kind == "conv":
             kernel = math.prod(mod.kernel_size)
-        elif kind == "adaptive_avgpool":
+        elif kind == "adaptive_avgpool":  # thop: the true area ratio, not a whole kernel
             in_shape = _shape(node.args[0])
-            kernel = math.prod(in_shape[2:]) // max(1, spatial)
-        call = Call(node.target, kind, node.name, inputs, outputs, spatial, kernel, **flags)
+            kernel = 1.0
+            for i, o in zip(in_shape[2:], shape[2:], strict=True):
+                kernel *= i / o
+        call = Call(node.target, kind, node.name, inputs, outputs, spatial, kernel,
+                    module_type=type(mod), **flags)
         first = self.st.first_call.get(node.target)
         if first is not None and kind in ("conv", "linear", "bn"):
             ok = self.st.unite_segs(first.inputs, inputs) and self.st.unite_segs(
@@ -311,25 +318,7 @@ class ChannelTracer:
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """Symbolic trace plus shape propagation (eval mode, no grad, model state untouched)."""
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable control flow
-        raise GraphError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else exc}); archsearch needs an "
-            "fx-traceable model (no data-dependent control flow in forward)") from exc
-    was_training = [m.training for m in gm.modules()]
-    gm.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example)
-    except Exception as exc:
-        raise GraphError(f"forward pass of {type(model).__name__} failed on input "
-                         f"{tuple(example.shape)}: {exc}") from exc
-    finally:
-        for m, flag in zip(gm.modules(), was_training, strict=True):
-            m.training = flag
+    """Symbolic trace (eval mode) plus shapes; the model's state is left untouched."""
+    gm = symbolic_trace(model)
+    propagate_shapes(gm, example, f"the forward pass of {type(model).__name__}")
     return gm
