@@ -5,6 +5,7 @@ FLOPs means multiply-accumulates (MACs) throughout archsearch.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,8 +81,11 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     target = budget.target(bound.base_cost)
     metric = 0 if budget.metric == "macs" else 1
 
+    steps = group_steps(bound)
+
     def widths_at(m: float) -> dict[str, int]:
-        return {g: bound.space.round_width(m * ratios[g] * base[g], base[g]) for g in base}
+        return {g: round_to_step(bound, m * ratios[g] * base[g], base[g], steps[g])
+                for g in base}
 
     def cost(widths: Mapping[str, int]) -> float:
         return bound.costs.cost_vector(bound.costs.widths_vector(widths),
@@ -102,17 +106,36 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     return _checked(widths, cost, target, budget, bound, exact=True)
 
 
+def group_steps(bound: BoundSpace) -> dict[str, int]:
+    """Each prunable group's width step: the space's divisor, and a multiple of the group's
+    unit (a grouped conv's channels per group) where it has one."""
+    steps = {}
+    for g in bound.graph.prunable:
+        unit, size = bound.graph.groups[g].unit, bound.graph.groups[g].size
+        both = math.lcm(bound.space.divisor, unit)
+        steps[g] = both if both <= size else unit
+    return steps
+
+
+def round_to_step(bound: BoundSpace, width: float, base: int, step: int) -> int:
+    """`Space.round_width`, in whole steps of a group that has a unit."""
+    if step == bound.space.divisor:
+        return bound.space.round_width(width, base)
+    low = -(-min(base, bound.space.min_width) // step) * step
+    return max(low, min(base, int(max(step, round(width / step) * step))))
+
+
 def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
           base: Mapping[str, int], cost, target: float, bound: BoundSpace) -> dict[str, int]:
     """Spend the rounding slack: grow the most under-rounded groups while under target;
     if single steps are too coarse to land within 1%, repair with the best single or
     paired (+one group, -another) step."""
-    step = bound.space.divisor
+    steps = group_steps(bound)
     while cost(widths) < target * (1 - TOLERANCE / 4):
         order = sorted((widths[g] / (m * ratios[g] * base[g]), g) for g in base
-                       if widths[g] + step <= base[g])
+                       if widths[g] + steps[g] <= base[g])
         for _, g in order:
-            trial = dict(widths, **{g: widths[g] + step})
+            trial = dict(widths, **{g: widths[g] + steps[g]})
             if cost(trial) <= target:
                 widths = trial
                 break
@@ -121,21 +144,21 @@ def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
     for _ in range(32):
         if abs(cost(widths) - target) <= TOLERANCE * target * 0.9:
             break
-        repaired = _repair(widths, base, cost, target, step, bound.space.min_width)
+        repaired = _repair(widths, base, cost, target, steps, bound.space.min_width)
         if repaired == widths:
             break
         widths = repaired
     return widths
 
 
-def _repair(widths: dict[str, int], base: Mapping[str, int], cost, target: float, step: int,
-            min_width: int) -> dict[str, int]:
+def _repair(widths: dict[str, int], base: Mapping[str, int], cost, target: float,
+            steps: Mapping[str, int], min_width: int) -> dict[str, int]:
     """The widths one single or paired step away that land closest to the target."""
-    up = [g for g in base if widths[g] + step <= base[g]]
-    down = [g for g in base if widths[g] - step >= max(min_width, 1)]
-    moves = [{g: widths[g] + step} for g in up] + [{g: widths[g] - step} for g in down]
-    moves += [{a: widths[a] + step, b: widths[b] - k * step} for a in up for b in down
-              if a != b for k in range(1, 9) if widths[b] - k * step >= max(min_width, 1)]
+    up = [g for g in base if widths[g] + steps[g] <= base[g]]
+    down = [g for g in base if widths[g] - steps[g] >= max(min_width, 1)]
+    moves = [{g: widths[g] + steps[g]} for g in up] + [{g: widths[g] - steps[g]} for g in down]
+    moves += [{a: widths[a] + steps[a], b: widths[b] - k * steps[b]} for a in up for b in down
+              if a != b for k in range(1, 9) if widths[b] - k * steps[b] >= max(min_width, 1)]
     best, gap = widths, abs(cost(widths) - target)
     for move in moves:
         trial = dict(widths, **move)

@@ -81,6 +81,10 @@ class BoundSpace:
             if not 1 <= width <= group.size:
                 raise ArchsearchError(f"width of group {name!r} must be in 1..{group.size}, "
                                       f"but got {width}")
+            if width % group.unit:
+                raise ArchsearchError(f"width of group {name!r} must be a multiple of "
+                                      f"{group.unit} (it is pruned in whole groups of a "
+                                      f"grouped conv), but got {width}")
         unknown = set(genome.blocks) - set(self.graph.blocks)
         if unknown:
             raise ArchsearchError(f"genome names unknown block(s) {sorted(unknown)} in space "

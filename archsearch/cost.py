@@ -121,8 +121,9 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     """[q, a, b, c] coefficients of (in·out, in, out, 1) for MACs and for params."""
     s, k = call.spatial, call.kernel
     bias = 1.0 if call.bias else 0.0
-    if call.kind == "conv" and call.depthwise:
-        return [0, s * k, 0, 0], [0, k + bias, 0, 0]
+    if call.kind == "conv" and call.depthwise:  # whole groups of b = in / groups channels
+        b = sum(seg.size * seg.repeat for seg in call.inputs) // call.groups
+        return [0, s * k * b, 0, 0], [0, k * b + bias, 0, 0]
     if call.kind == "conv":
         g = call.groups
         return [s * k / g, 0, 0, 0], [k / g, 0, bias, 0]

@@ -29,6 +29,10 @@ def channel_indices(graph: ChannelGraph, genome: Genome, keep: Keep | None = Non
     out: dict[str, torch.Tensor] = {}
     for name, group in graph.groups.items():
         width = genome.widths.get(name, group.size) if group.prunable else group.size
+        if width % group.unit:
+            raise ArchsearchError(f"group {name!r} is pruned in whole blocks of {group.unit} "
+                                  f"channels (a grouped conv's groups), but the genome keeps "
+                                  f"{width}")
         if keep is not None and name in keep and group.prunable:
             idx = torch.as_tensor(keep[name], dtype=torch.long).sort().values
             if len(idx) != width or len(idx.unique()) != width:
@@ -36,10 +40,20 @@ def channel_indices(graph: ChannelGraph, genome: Genome, keep: Keep | None = Non
                                       f"but the genome keeps {width} channels")
             if len(idx) and (idx[0] < 0 or idx[-1] >= group.size):
                 raise ArchsearchError(f"keep[{name!r}] has indices outside 0..{group.size - 1}")
-            out[name] = idx
+            out[name] = _whole_blocks(idx, group.unit) if group.unit > 1 else idx
         else:
             out[name] = torch.arange(width)
     return out
+
+
+def _whole_blocks(idx: torch.Tensor, unit: int) -> torch.Tensor:
+    """The same number of channels in whole aligned blocks: the blocks holding most of the
+    requested channels (earlier blocks first on ties)."""
+    blocks = torch.bincount(idx // unit)
+    order = sorted(range(len(blocks)), key=lambda b: (-int(blocks[b]), b))
+    chosen = sorted(order[:len(idx) // unit])
+    return torch.cat([torch.arange(b * unit, (b + 1) * unit) for b in chosen]) if chosen \
+        else torch.zeros(0, dtype=torch.long)
 
 
 def _feature_index(segments: Sequence[Segment], idx: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -60,9 +74,10 @@ def _slice(module: nn.Module, call: LayerCall, idx: Mapping[str, torch.Tensor]) 
     o = _feature_index(call.outputs, idx).to(_device(module))
     new = copy.deepcopy(module)
     with torch.no_grad():
-        if isinstance(module, nn.Conv2d) and call.depthwise:
+        if isinstance(module, nn.Conv2d) and call.depthwise:  # whole groups kept or removed
             new.weight = nn.Parameter(module.weight[o].clone())
-            new.in_channels = new.out_channels = new.groups = len(o)
+            new.in_channels = new.out_channels = len(o)
+            new.groups = len(o) // (module.in_channels // module.groups)
         elif isinstance(module, nn.Conv2d) and module.groups == 1:
             new.weight = nn.Parameter(module.weight[o][:, i].clone())
             new.in_channels, new.out_channels = len(i), len(o)

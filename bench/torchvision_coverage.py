@@ -46,8 +46,10 @@ def bound_space(name: str, size: int | None = None) -> BoundSpace:
 
 def random_genome(bound: BoundSpace, seed: int):
     rng = random.Random(seed)
-    widths = {g: rng.randint(max(1, bound.graph.groups[g].size // 4), bound.graph.groups[g].size)
-              for g in bound.graph.prunable}
+    widths = {}
+    for g in bound.graph.prunable:
+        unit, size = bound.graph.groups[g].unit, bound.graph.groups[g].size
+        widths[g] = unit * rng.randint(max(1, size // unit // 4), size // unit)
     blocks = {b: rng.random() > 0.3 for b in bound.graph.blocks}
     return bound.genome(widths, blocks)
 

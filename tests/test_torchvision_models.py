@@ -169,3 +169,24 @@ def test_aux_heads_are_traced_and_costed_as_inference_runs(tmp_path, aux):
     same = shrink(base.eval(), bound.base_genome(), keep, graph=bound.graph).eval()
     with torch.no_grad():
         assert torch.allclose(same(x), base(x), atol=1e-5)
+
+
+def test_grouped_convs_are_pruned_in_whole_groups(tmp_path):
+    from archsearch.budget import parse_budget
+    from archsearch.errors import ArchsearchError
+
+    path = _space(tmp_path, "rx", '[model]\nfamily = "torchvision"\nname = "resnext50_32x4d"\n'
+                  '[search]\ndivisor = 8\n[dataset]\ndefault = "cifar10"\n')
+    bound = bind(path)
+    conv2 = next(c for c in bound.graph.calls if c.module == "layer1.0.conv2")
+    group = bound.graph.groups[conv2.inputs[0].group]
+    assert group.prunable and group.unit == 4 and conv2.outputs == conv2.inputs
+    genome = bound.uniform(parse_budget("40%FLOPs"))
+    units = {g: bound.graph.groups[g].unit for g in bound.graph.prunable}
+    assert all(w % units[g] == 0 and w % 8 == 0 for g, w in genome.widths.items())
+    assert genome.widths[group.name] < group.size
+    model = bound.build(genome)
+    assert model.get_submodule("layer1.0.conv2").groups == genome.widths[group.name] // 4
+    assert thop_cost(model, (3, 32, 32)) == bound.costs.cost(genome.widths)
+    with pytest.raises(ArchsearchError, match="must be a multiple of 4"):
+        bound.genome({group.name: 33})

@@ -32,6 +32,7 @@ class ChannelGroup:
     members: tuple[str, ...]  # every module that reads or writes them
     norms: tuple[str, ...]  # BatchNorm modules on these channels
     resolution: int  # spatial size where the group lives (0: after the classifier's flatten)
+    unit: int = 1  # channels kept and removed together in aligned blocks (a grouped conv's)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class ChannelGraph:
             groups[name] = ChannelGroup(
                 name, st.size[root], not st.fixed[root] and bool(prods), tuple(prods),
                 tuple(sorted(members.get(name, ()))), tuple(norms.get(name, ())),
-                resolution.get(root, 0))
+                resolution.get(root, 0), st.unit.get(root, 1))
         order = {n.target: i for i, n in enumerate(self.module.graph.nodes)
                  if n.op == "call_module"}
         return dict(sorted(groups.items(), key=lambda kv: min(

@@ -54,7 +54,7 @@ class Call:
     outputs: list[Seg]
     spatial: int  # output H*W (1 for 2D outputs)
     kernel: float  # conv: kh*kw; adaptive pool: input area / output area
-    depthwise: bool = False
+    depthwise: bool = False  # per-group conv, in = out channels (depthwise or whole groups)
     groups: int = 1
     bias: bool = False
     affine: bool = True
@@ -72,6 +72,7 @@ class TraceState:
     calls: list[Call] = field(default_factory=list)
     first_call: dict[str, Call] = field(default_factory=dict)
     leaves: dict[str, type] = field(default_factory=dict)  # every leaf module called
+    unit: dict[int, int] = field(default_factory=dict)  # root -> channels pruned as one block
 
     def new(self, size: int, fixed: bool = False) -> int:
         self.parent.append(len(self.parent))
@@ -94,6 +95,13 @@ class TraceState:
                 f"channel mismatch: {self.size[ra]} vs {self.size[rb]} channels joined")
         self.parent[rb] = ra
         self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
+        if rb in self.unit:
+            self.set_unit(ra, self.unit.pop(rb))
+
+    def set_unit(self, v: int, unit: int) -> None:
+        """The variable's channels are kept and removed in aligned blocks of `unit`."""
+        r = self.find(v)
+        self.unit[r] = math.lcm(self.unit.get(r, 1), unit)
 
     def fix(self, segs: list[Seg] | None) -> None:
         for v, _, _ in segs or []:
@@ -205,7 +213,14 @@ class ChannelTracer:
             self._record(node, "conv", segs, out, bias=mod.bias is not None)
             return out
         if mod.groups == mod.in_channels == mod.out_channels:
-            self._record(node, "conv", segs, segs, depthwise=True, bias=mod.bias is not None)
+            self._record(node, "conv", segs, segs, depthwise=True, groups=mod.groups,
+                         bias=mod.bias is not None)
+            return segs
+        if mod.in_channels == mod.out_channels and len(segs) == 1 and segs[0][2] == 1:
+            # grouped (ResNeXt, RegNet): whole groups removed, channels per group kept
+            self.st.set_unit(segs[0][0], mod.in_channels // mod.groups)
+            self._record(node, "conv", segs, segs, depthwise=True, groups=mod.groups,
+                         bias=mod.bias is not None)
             return segs
         self.st.fix(segs)
         out = self._fresh(node, fixed=True)
