@@ -25,7 +25,7 @@ from torch import nn
 from archsearch.errors import GraphError
 from archsearch.graph import ChannelGraph, LayerCall
 
-COSTED_KINDS = ("conv", "linear", "bn", "avgpool", "adaptive_avgpool")
+COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool")
 _ZERO_RULES = ("zero_ops", "count_relu")  # thop rules that always count 0 MACs
 
 
@@ -127,8 +127,12 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     if call.kind == "conv":
         g = call.groups
         return [s * k / g, 0, 0, 0], [k / g, 0, bias, 0]
-    if call.kind == "linear":
-        return [1.0, 0, 0, 0], [1.0, 0, bias, 0]
+    if call.kind == "linear":  # s: tokens (positions) it is applied at
+        return [float(s), 0, 0, 0], [1.0, 0, bias, 0]
+    if call.kind == "ln":
+        return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, (1 + bias) * call.affine, 0, 0]
+    if call.kind == "param":  # a parameter of a non-leaf module: thop counts none
+        return [0, 0, 0, 0], [0, 0, 0, 0]
     if call.kind == "bn":
         return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, 2.0 if call.affine else 0, 0, 0]
     if call.kind == "avgpool":

@@ -84,6 +84,11 @@ def _slice(module: nn.Module, call: LayerCall, idx: Mapping[str, torch.Tensor]) 
         elif isinstance(module, nn.Linear):
             new.weight = nn.Parameter(module.weight[o][:, i].clone())
             new.in_features, new.out_features = len(i), len(o)
+        elif isinstance(module, nn.LayerNorm):
+            for name in ("weight", "bias"):
+                if getattr(module, name, None) is not None:
+                    setattr(new, name, nn.Parameter(getattr(module, name)[i].clone()))
+            new.normalized_shape = (len(i),)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             for name in ("weight", "bias"):
                 if getattr(module, name) is not None:
@@ -93,9 +98,23 @@ def _slice(module: nn.Module, call: LayerCall, idx: Mapping[str, torch.Tensor]) 
                     setattr(new, name, getattr(module, name)[i].clone())
             new.num_features = len(i)
         if getattr(module, "bias", None) is not None and not isinstance(
-                module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             new.bias = nn.Parameter(module.bias[o].clone())
     return new
+
+
+def _slice_param(gm: fx.GraphModule, call: LayerCall, idx: Mapping[str, torch.Tensor]) -> None:
+    """A parameter or buffer broadcast over channels (a layer scale, a position embedding)."""
+    owner_name, _, attr = call.module.rpartition(".")
+    owner = gm.get_submodule(owner_name) if owner_name else gm
+    value = getattr(owner, attr)
+    o = _feature_index(call.outputs, idx).to(value.device)
+    with torch.no_grad():
+        sliced = value.index_select(call.axis, o).clone()
+    if isinstance(value, nn.Parameter):
+        setattr(owner, attr, nn.Parameter(sliced, requires_grad=value.requires_grad))
+    else:
+        owner.register_buffer(attr, sliced)
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -144,10 +163,13 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
             _not_inplace(gm, user)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
-    live = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    live = {n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
     done: set[str] = set()
     for call in graph.calls:
-        sliceable = call.kind in ("conv", "linear", "bn")
+        if call.kind == "param" and call.module in live and call.module not in done:
+            _slice_param(gm, call, idx)
+            done.add(call.module)
+        sliceable = call.kind in ("conv", "linear", "bn", "ln")
         if sliceable and call.module in live and call.module not in done:
             gm.set_submodule(call.module, _slice(gm.get_submodule(call.module), call, idx))
             done.add(call.module)

@@ -20,6 +20,8 @@ from archsearch.errors import GraphError
 
 # non-torch.nn modules that must stay leaves (their forward branches on self.training)
 RUNTIME_MODE_LEAVES = ("StochasticDepth",)
+# and those kept whole so that `shrink` can slice them (a LayerNorm over dim 1)
+SLICED_LEAVES = ("LayerNorm2d",)
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class TensorMeta:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m).__name__ in RUNTIME_MODE_LEAVES:
+        if type(m).__name__ in RUNTIME_MODE_LEAVES + SLICED_LEAVES:
             return True
         return super().is_leaf_module(m, qualname)
 

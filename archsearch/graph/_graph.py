@@ -62,6 +62,7 @@ class LayerCall:
     affine: bool
     blocks: tuple[str, ...]  # removable blocks containing this call
     module_type: type = nn.Module
+    axis: int = 0  # param: the parameter's dimension that holds the channels
 
 
 class ChannelGraph:
@@ -174,7 +175,7 @@ class ChannelGraph:
         params = False
         for name in inside:
             node = nodes[name]
-            if node.op in ("placeholder", "get_attr"):
+            if node.op == "placeholder":
                 return None
             if any(p.name not in inside and p.name != skip for p in node.all_input_nodes):
                 return None
@@ -210,7 +211,7 @@ class ChannelGraph:
 def _layer_call(c: Call, ins: tuple[Segment, ...], outs: tuple[Segment, ...],
                 blocks: tuple[str, ...]) -> LayerCall:
     return LayerCall(c.module, c.kind, ins, outs, c.spatial, c.kernel, c.depthwise, c.groups,
-                     c.bias, c.affine, blocks, c.module_type)
+                     c.bias, c.affine, blocks, c.module_type, c.axis)
 
 
 def _group_name(producers: list[str], used: set[str]) -> str:
