@@ -190,3 +190,51 @@ def test_grouped_convs_are_pruned_in_whole_groups(tmp_path):
     assert thop_cost(model, (3, 32, 32)) == bound.costs.cost(genome.widths)
     with pytest.raises(ArchsearchError, match="must be a multiple of 4"):
         bound.genome({group.name: 33})
+
+
+def _tiny_transformers():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return {
+        "convnext": ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)],
+                             num_classes=5),
+        "swin": SwinTransformer([4, 4], 8, [1, 1], [1, 2], [2, 2], num_classes=5),
+        "vit": VisionTransformer(16, 8, 1, 2, 8, 16, num_classes=5),
+    }
+
+
+@pytest.mark.parametrize("name", ["convnext", "swin", "vit"])
+def test_transformer_blocks_prune_their_mlps_exactly(name):
+    import random
+
+    model = _tiny_transformers()[name].eval()
+    graph = ChannelGraph(model, torch.zeros(1, 3, 16, 16))
+    mlp = [g for g in graph.prunable if any(c.kind == "linear" and c.outputs[0].group == g
+                                            and len(c.outputs) == 1 for c in graph.calls)]
+    assert mlp, graph.prunable
+    normed = {s.group for c in graph.calls if c.kind == "ln" for s in c.inputs}
+    rng = random.Random(1)
+    widths = {g: rng.randint(1, graph.groups[g].size) for g in graph.prunable}
+    small = shrink(model, Genome("t", widths, {}), graph=graph)
+    assert CostModel(graph).cost(widths) == thop_cost(small, (3, 16, 16))
+    small.train()
+    small(torch.randn(2, 3, 16, 16)).sum().backward()
+    # channels of MLP hidden widths (no LayerNorm over them) can be cut exactly
+    keep = {g: sorted(rng.sample(range(graph.groups[g].size), widths[g]))
+            for g in mlp if g not in normed}
+    assert keep
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for c in graph.calls:
+            if c.kind == "linear" and c.outputs[0].group in keep:
+                drop = sorted(set(range(c.outputs[0].size)) - set(keep[c.outputs[0].group]))
+                modules[c.module].weight[drop] = 0
+                modules[c.module].bias[drop] = 0
+    genome = Genome("t", {g: len(k) for g, k in keep.items()}, {})
+    cut = shrink(model, genome, keep, graph=graph).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(cut(x), model(x), atol=1e-5)
