@@ -5,6 +5,7 @@ FLOPs means multiply-accumulates (MACs) throughout archsearch.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +75,10 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     blocks = dict(blocks or {})
     floor = dict(floor or {})
     base = bound.graph.base_widths()
+    if not base:
+        raise BudgetError(f"space {bound.space.name!r} has no prunable channel group (every "
+                          "group is tied to the input, the output or an op archsearch does not "
+                          "model), so no width can meet a budget")
     ratios = {g: float(shape.get(g, 1.0)) for g in base}
     bad = {g: r for g, r in ratios.items() if not 0 < r <= 1}
     if bad:
@@ -81,8 +86,10 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     target = budget.target(bound.base_cost)
     metric = 0 if budget.metric == "macs" else 1
 
+    steps = group_steps(bound)
+
     def widths_at(m: float) -> dict[str, int]:
-        return {g: max(bound.space.round_width(m * ratios[g] * base[g], base[g]),
+        return {g: max(round_to_step(bound, m * ratios[g] * base[g], base[g], steps[g]),
                        floor.get(g, 0)) for g in base}
 
     def cost(widths: Mapping[str, int]) -> float:
@@ -104,18 +111,37 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     return _checked(widths, cost, target, budget, bound, exact=True)
 
 
+def group_steps(bound: BoundSpace) -> dict[str, int]:
+    """Each prunable group's width step: the space's divisor, and a multiple of the group's
+    unit (a grouped conv's channels per group) where it has one."""
+    steps = {}
+    for g in bound.graph.prunable:
+        unit, size = bound.graph.groups[g].unit, bound.graph.groups[g].size
+        both = math.lcm(bound.space.divisor, unit)
+        steps[g] = both if both <= size else unit
+    return steps
+
+
+def round_to_step(bound: BoundSpace, width: float, base: int, step: int) -> int:
+    """`Space.round_width`, in whole steps of a group that has a unit."""
+    if step == bound.space.divisor:
+        return bound.space.round_width(width, base)
+    low = -(-min(base, bound.space.min_width) // step) * step
+    return max(low, min(base, int(max(step, round(width / step) * step))))
+
+
 def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
           base: Mapping[str, int], cost, target: float, bound: BoundSpace,
           floor: Mapping[str, int]) -> dict[str, int]:
     """Spend the rounding slack: grow the most under-rounded groups while under target;
     if single steps are too coarse to land within 1%, repair with the best single or
     paired (+one group, -another) step."""
-    step = bound.space.divisor
+    steps = group_steps(bound)
     while cost(widths) < target * (1 - TOLERANCE / 4):
         order = sorted((widths[g] / (m * ratios[g] * base[g]), g) for g in base
-                       if widths[g] + step <= base[g])
+                       if widths[g] + steps[g] <= base[g])
         for _, g in order:
-            trial = dict(widths, **{g: widths[g] + step})
+            trial = dict(widths, **{g: widths[g] + steps[g]})
             if cost(trial) <= target:
                 widths = trial
                 break
@@ -125,22 +151,22 @@ def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
         if abs(cost(widths) - target) <= TOLERANCE * target * 0.9:
             break
         lows = {g: max(bound.space.min_width, 1, floor.get(g, 0)) for g in base}
-        repaired = _repair(widths, base, cost, target, step, lows)
+        repaired = _repair(widths, base, cost, target, steps, lows)
         if repaired == widths:
             break
         widths = repaired
     return widths
 
 
-def _repair(widths: dict[str, int], base: Mapping[str, int], cost, target: float, step: int,
-            lows: Mapping[str, int]) -> dict[str, int]:
+def _repair(widths: dict[str, int], base: Mapping[str, int], cost, target: float,
+            steps: Mapping[str, int], lows: Mapping[str, int]) -> dict[str, int]:
     """The widths one single or paired step away that land closest to the target (no group
     below its `lows` width)."""
-    up = [g for g in base if widths[g] + step <= base[g]]
-    down = [g for g in base if widths[g] - step >= lows[g]]
-    moves = [{g: widths[g] + step} for g in up] + [{g: widths[g] - step} for g in down]
-    moves += [{a: widths[a] + step, b: widths[b] - k * step} for a in up for b in down
-              if a != b for k in range(1, 9) if widths[b] - k * step >= lows[b]]
+    up = [g for g in base if widths[g] + steps[g] <= base[g]]
+    down = [g for g in base if widths[g] - steps[g] >= lows[g]]
+    moves = [{g: widths[g] + steps[g]} for g in up] + [{g: widths[g] - steps[g]} for g in down]
+    moves += [{a: widths[a] + steps[a], b: widths[b] - k * steps[b]} for a in up for b in down
+              if a != b for k in range(1, 9) if widths[b] - k * steps[b] >= lows[b]]
     best, gap = widths, abs(cost(widths) - target)
     for move in moves:
         trial = dict(widths, **move)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 
 import torch
@@ -11,7 +11,7 @@ from torch import nn
 
 from archsearch.budget import Budget, fit_to_budget
 from archsearch.cost import Cost, CostModel
-from archsearch.data import DatasetInfo, dataset_info
+from archsearch.data import DatasetInfo
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
@@ -81,6 +81,10 @@ class BoundSpace:
             if not 1 <= width <= group.size:
                 raise ArchsearchError(f"width of group {name!r} must be in 1..{group.size}, "
                                       f"but got {width}")
+            if width % group.unit:
+                raise ArchsearchError(f"width of group {name!r} must be a multiple of "
+                                      f"{group.unit} (it is pruned in whole groups of a "
+                                      f"grouped conv), but got {width}")
         unknown = set(genome.blocks) - set(self.graph.blocks)
         if unknown:
             raise ArchsearchError(f"genome names unknown block(s) {sorted(unknown)} in space "
@@ -97,17 +101,24 @@ class BoundSpace:
 
 
 @lru_cache(maxsize=32)
-def _bind(space_name: str, dataset: str) -> BoundSpace:
-    return BoundSpace(load_space(space_name), dataset_info(dataset))
+def _bind(space_name: str, dataset: str, input_size: int | None = None) -> BoundSpace:
+    space = load_space(space_name)
+    if input_size is not None:
+        space = replace(space, input_size=input_size)
+    return BoundSpace(space, space.dataset(dataset))
 
 
-def bind(space: str | Space, dataset: str | DatasetInfo | None = None) -> BoundSpace:
-    """The space at a dataset's shapes (default: the space's default dataset); cached."""
+def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
+         input_size: int | None = None) -> BoundSpace:
+    """The space at a dataset's shapes (default: the space's default dataset); cached.
+    `input_size` overrides the image size of the space and the dataset."""
     space_obj = space if isinstance(space, Space) else load_space(space)
+    if input_size is not None:
+        space_obj = replace(space_obj, input_size=input_size)
     info = space_obj.dataset(dataset)
     if isinstance(space, Space) and space.path is None:
         return BoundSpace(space_obj, info)
-    return _bind(space_obj.path or space_obj.name, info.name)
+    return _bind(space_obj.path or space_obj.name, info.name, input_size)
 
 
 def build_model(genome: Genome, info: DatasetInfo | str | None = None, keep: Keep | None = None,

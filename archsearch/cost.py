@@ -4,7 +4,10 @@
 modules it touches) and is the reference. `CostModel` is the fast path: per-layer formulas
 × group widths, from the channel graph, reproducing thop's counting rules exactly
 (conv: out_hw·k²·cin/g·cout; linear: in·out; BatchNorm: 4·numel (2 without affine);
-avg-pool: out numel; adaptive avg-pool: (kernel+1)·out numel; activations, max-pools: 0).
+avg-pool: out numel; adaptive avg-pool: ⌊(in area / out area + 1)·out numel⌋; activations,
+max-pools: 0). Like thop, it counts leaf modules of the exact types thop has a rule for and
+nothing else (functional ops such as attention's matmuls, parameters held by non-leaf modules);
+a module thop counts that the analytic counter cannot is refused, never silently skipped.
 """
 
 from __future__ import annotations
@@ -13,12 +16,17 @@ import copy
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
 from torch import nn
 
+from archsearch.errors import GraphError
 from archsearch.graph import ChannelGraph, LayerCall
+
+COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool")
+_ZERO_RULES = ("zero_ops", "count_relu")  # thop rules that always count 0 MACs
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,16 @@ class CostModel:
         self.a_in, self.a_out = np.zeros((n, g)), np.zeros((n, g))
         self.in_block = np.zeros((n, b), dtype=bool)
         self.macs_terms, self.param_terms = np.zeros((n, 4)), np.zeros((n, 4))
+        _refuse_uncounted(graph)
+        rules = _thop_rules()
+        self.adaptive = np.array([c.kind == "adaptive_avgpool" and c.module_type in rules
+                                  for c in calls], dtype=bool)
+        self.adaptive_k = np.array([c.kernel + 1.0 for c in calls])[self.adaptive]
+        self.adaptive_s = np.array([float(c.spatial) for c in calls])[self.adaptive]
         seen: set[str] = set()
         for i, call in enumerate(calls):
+            if call.module_type not in rules:  # thop counts neither MACs nor params
+                continue
             for seg in call.inputs:
                 self.a_in[i, self.index[seg.group]] += seg.repeat
             for seg in call.outputs:
@@ -90,6 +106,9 @@ class CostModel:
         cin, cout = self.a_in @ w, self.a_out @ w
         feats = np.stack([cin * cout, cin, cout, np.ones_like(cin)], axis=1)
         macs = float(active @ (feats * self.macs_terms).sum(axis=1))
+        if self.adaptive.any():  # thop truncates (area ratio + 1) · out numel per call
+            pooled = np.floor(self.adaptive_k * (self.adaptive_s * cout[self.adaptive]))
+            macs += float(active[self.adaptive] @ pooled)
         params = float(active @ (feats * self.param_terms).sum(axis=1))
         return macs, params
 
@@ -102,17 +121,48 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     """[q, a, b, c] coefficients of (in·out, in, out, 1) for MACs and for params."""
     s, k = call.spatial, call.kernel
     bias = 1.0 if call.bias else 0.0
-    if call.kind == "conv" and call.depthwise:
-        return [0, s * k, 0, 0], [0, k + bias, 0, 0]
+    if call.kind == "conv" and call.depthwise:  # whole groups of b = in / groups channels
+        b = sum(seg.size * seg.repeat for seg in call.inputs) // call.groups
+        return [0, s * k * b, 0, 0], [0, k * b + bias, 0, 0]
     if call.kind == "conv":
         g = call.groups
         return [s * k / g, 0, 0, 0], [k / g, 0, bias, 0]
-    if call.kind == "linear":
-        return [1.0, 0, 0, 0], [1.0, 0, bias, 0]
+    if call.kind == "linear":  # s: tokens (positions) it is applied at
+        return [float(s), 0, 0, 0], [1.0, 0, bias, 0]
+    if call.kind == "ln":
+        return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, (1 + bias) * call.affine, 0, 0]
+    if call.kind == "param":  # a parameter of a non-leaf module: thop counts none
+        return [0, 0, 0, 0], [0, 0, 0, 0]
     if call.kind == "bn":
         return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, 2.0 if call.affine else 0, 0, 0]
     if call.kind == "avgpool":
         return [0, 0, s, 0], [0, 0, 0, 0]
-    if call.kind == "adaptive_avgpool":
-        return [0, 0, s * (k + 1), 0], [0, 0, 0, 0]
+    if call.kind == "adaptive_avgpool":  # counted apart, as thop rounds it per call
+        return [0, 0, 0, 0], [0, 0, 0, 0]
     raise ValueError(f"no cost rule for call kind {call.kind!r}")
+
+
+@cache
+def _thop_rules() -> dict[type, object]:
+    """Module type -> thop's counting rule (exact types, as thop matches them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from thop.profile import register_hooks
+    return dict(register_hooks)
+
+
+def _refuse_uncounted(graph: ChannelGraph) -> None:
+    """A called module thop counts but no analytic rule covers: refuse, never undercount."""
+    rules = _thop_rules()
+    costed = {c.module for c in graph.calls if c.kind in COSTED_KINDS}
+    for name, mtype in graph.leaves.items():
+        rule = rules.get(mtype)
+        if rule is None or name in costed:
+            continue
+        has_params = any(True for _ in graph.module.get_submodule(name).parameters())
+        if getattr(rule, "__name__", "") in _ZERO_RULES and not has_params:
+            continue
+        raise GraphError(
+            f"cannot count the cost of {name} ({mtype.__name__} on this input): thop counts "
+            "it and archsearch's analytic counter has no rule for it, so the cost would be "
+            "an undercount")

@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.graph import ChannelGraph, LayerCall, Segment
+from archsearch.graph import ChannelGraph, LayerCall, Segment, symbolic_trace
 from archsearch.models._cifar import init_weights
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor]
@@ -29,6 +29,10 @@ def channel_indices(graph: ChannelGraph, genome: Genome, keep: Keep | None = Non
     out: dict[str, torch.Tensor] = {}
     for name, group in graph.groups.items():
         width = genome.widths.get(name, group.size) if group.prunable else group.size
+        if width % group.unit:
+            raise ArchsearchError(f"group {name!r} is pruned in whole blocks of {group.unit} "
+                                  f"channels (a grouped conv's groups), but the genome keeps "
+                                  f"{width}")
         if keep is not None and name in keep and group.prunable:
             idx = torch.as_tensor(keep[name], dtype=torch.long).sort().values
             if len(idx) != width or len(idx.unique()) != width:
@@ -36,10 +40,20 @@ def channel_indices(graph: ChannelGraph, genome: Genome, keep: Keep | None = Non
                                       f"but the genome keeps {width} channels")
             if len(idx) and (idx[0] < 0 or idx[-1] >= group.size):
                 raise ArchsearchError(f"keep[{name!r}] has indices outside 0..{group.size - 1}")
-            out[name] = idx
+            out[name] = _whole_blocks(idx, group.unit) if group.unit > 1 else idx
         else:
             out[name] = torch.arange(width)
     return out
+
+
+def _whole_blocks(idx: torch.Tensor, unit: int) -> torch.Tensor:
+    """The same number of channels in whole aligned blocks: the blocks holding most of the
+    requested channels (earlier blocks first on ties)."""
+    blocks = torch.bincount(idx // unit)
+    order = sorted(range(len(blocks)), key=lambda b: (-int(blocks[b]), b))
+    chosen = sorted(order[:len(idx) // unit])
+    return torch.cat([torch.arange(b * unit, (b + 1) * unit) for b in chosen]) if chosen \
+        else torch.zeros(0, dtype=torch.long)
 
 
 def _feature_index(segments: Sequence[Segment], idx: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -60,15 +74,21 @@ def _slice(module: nn.Module, call: LayerCall, idx: Mapping[str, torch.Tensor]) 
     o = _feature_index(call.outputs, idx).to(_device(module))
     new = copy.deepcopy(module)
     with torch.no_grad():
-        if isinstance(module, nn.Conv2d) and call.depthwise:
+        if isinstance(module, nn.Conv2d) and call.depthwise:  # whole groups kept or removed
             new.weight = nn.Parameter(module.weight[o].clone())
-            new.in_channels = new.out_channels = new.groups = len(o)
+            new.in_channels = new.out_channels = len(o)
+            new.groups = len(o) // (module.in_channels // module.groups)
         elif isinstance(module, nn.Conv2d) and module.groups == 1:
             new.weight = nn.Parameter(module.weight[o][:, i].clone())
             new.in_channels, new.out_channels = len(i), len(o)
         elif isinstance(module, nn.Linear):
             new.weight = nn.Parameter(module.weight[o][:, i].clone())
             new.in_features, new.out_features = len(i), len(o)
+        elif isinstance(module, nn.LayerNorm):
+            for name in ("weight", "bias"):
+                if getattr(module, name, None) is not None:
+                    setattr(new, name, nn.Parameter(getattr(module, name)[i].clone()))
+            new.normalized_shape = (len(i),)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             for name in ("weight", "bias"):
                 if getattr(module, name) is not None:
@@ -78,9 +98,23 @@ def _slice(module: nn.Module, call: LayerCall, idx: Mapping[str, torch.Tensor]) 
                     setattr(new, name, getattr(module, name)[i].clone())
             new.num_features = len(i)
         if getattr(module, "bias", None) is not None and not isinstance(
-                module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             new.bias = nn.Parameter(module.bias[o].clone())
     return new
+
+
+def _slice_param(gm: fx.GraphModule, call: LayerCall, idx: Mapping[str, torch.Tensor]) -> None:
+    """A parameter or buffer broadcast over channels (a layer scale, a position embedding)."""
+    owner_name, _, attr = call.module.rpartition(".")
+    owner = gm.get_submodule(owner_name) if owner_name else gm
+    value = getattr(owner, attr)
+    o = _feature_index(call.outputs, idx).to(value.device)
+    with torch.no_grad():
+        sliced = value.index_select(call.axis, o).clone()
+    if isinstance(value, nn.Parameter):
+        setattr(owner, attr, nn.Parameter(sliced, requires_grad=value.requires_grad))
+    else:
+        owner.register_buffer(attr, sliced)
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -116,7 +150,7 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
     if unknown:
         raise ArchsearchError(f"genome removes unknown block(s) {sorted(unknown)}")
     idx = channel_indices(graph, genome, keep)
-    gm = fx.symbolic_trace(copy.deepcopy(base))
+    gm = symbolic_trace(copy.deepcopy(base))  # the graph's own tracer: same node names
     nodes = {n.name: n for n in gm.graph.nodes}
     for name in genome.removed_blocks():
         block = graph.blocks[name]
@@ -129,10 +163,13 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
             _not_inplace(gm, user)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
-    live = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    live = {n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
     done: set[str] = set()
     for call in graph.calls:
-        sliceable = call.kind in ("conv", "linear", "bn")
+        if call.kind == "param" and call.module in live and call.module not in done:
+            _slice_param(gm, call, idx)
+            done.add(call.module)
+        sliceable = call.kind in ("conv", "linear", "bn", "ln")
         if sliceable and call.module in live and call.module not in done:
             gm.set_submodule(call.module, _slice(gm.get_submodule(call.module), call, idx))
             done.add(call.module)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class Space:
     default_dataset: str = "fashion-mnist"
     description: str = ""
     path: str | None = None
+    input_size: int | None = None  # [dataset] size: overrides the dataset's image size
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -45,6 +46,11 @@ class Space:
         if self.divisor < 1:
             raise ArchsearchError(f"space {self.name!r}: divisor must be >= 1, but got "
                                   f"divisor={self.divisor}")
+        if self.input_size is not None and (
+                isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
+                or not 1 <= self.input_size <= 4096):
+            raise ArchsearchError(f"space {self.name!r}: the input size ([dataset] size or "
+                                  f"--input-size) must be 1..4096 pixels, not {self.input_size!r}")
         if self.min_width < 1:
             raise ArchsearchError(f"space {self.name!r}: min_width must be >= 1, but got "
                                   f"min_width={self.min_width}")
@@ -53,15 +59,20 @@ class Space:
         """The base model (full width, fresh initialisation) for a dataset's shapes."""
         info = self.dataset(info)
         try:
-            return build_family(self.family, info.channels, info.num_classes, **self.args)
+            return build_family(self.family, info.channels, info.num_classes,
+                                input_hw=info.size, **self.args)
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             where = self.path or self.name
             raise ArchsearchError(f"space {where}: cannot build its model: {exc}") from None
 
     def dataset(self, info: DatasetInfo | str | None) -> DatasetInfo:
+        """A dataset's shapes (by name: at this space's input size, if it sets one)."""
         if isinstance(info, DatasetInfo):
             return info
-        return dataset_info(info or self.default_dataset)
+        info = dataset_info(info or self.default_dataset)
+        if self.input_size is not None and self.input_size != info.size:
+            info = replace(info, size=self.input_size)
+        return info
 
     def round_width(self, width: float, base: int) -> int:
         """Round to the divisor, at least the minimum (or the base, if smaller), at most base."""
@@ -120,7 +131,7 @@ def _load_space_file(path: str) -> Space:
         raise ArchsearchError(f"space file {path}: [model] needs a 'family' (a string)")
     search = _table(doc, "search", path)
     data = _table(doc, "dataset", path)
-    unknown = (set(search) - {"divisor", "min_width"}) | (set(data) - {"default"})
+    unknown = (set(search) - {"divisor", "min_width"}) | (set(data) - {"default", "size"})
     if unknown:
         raise ArchsearchError(f"space file {path}: unknown key(s) {sorted(unknown)} in "
                               "[search] or [dataset]")
@@ -134,7 +145,8 @@ def _load_space_file(path: str) -> Space:
     return Space(name=Path(path).stem, family=family, args=model,
                  divisor=_positive_int(search, "divisor", path),
                  min_width=_positive_int(search, "min_width", path),
-                 default_dataset=default, description=description, path=path)
+                 default_dataset=default, description=description, path=path,
+                 input_size=_positive_int(data, "size", path) if "size" in data else None)
 
 
 def _table(doc: dict[str, Any], key: str, path: str) -> dict[str, Any]:

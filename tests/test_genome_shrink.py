@@ -107,9 +107,10 @@ def _check_surgery(model: nn.Module, graph: ChannelGraph, seed: int, drop_blocks
     rng = random.Random(seed)
     keep, widths = {}, {}
     for g in graph.prunable:
-        size = graph.groups[g].size
-        widths[g] = rng.randint(1, size)
-        keep[g] = sorted(rng.sample(range(size), widths[g]))
+        size, unit = graph.groups[g].size, graph.groups[g].unit  # unit: whole conv groups
+        blocks = sorted(rng.sample(range(size // unit), rng.randint(1, size // unit)))
+        widths[g] = len(blocks) * unit
+        keep[g] = [b * unit + i for b in blocks for i in range(unit)]
     blocks = {b: rng.random() > drop_blocks for b in graph.blocks}
     genome = Genome("test", widths, blocks)
     _silence(model, graph, keep, genome.removed_blocks())
@@ -134,6 +135,19 @@ def test_surgery_is_exact_on_densenet_concatenation():
     model = torchvision.models.densenet121(num_classes=10)
     graph = ChannelGraph(model, torch.zeros(1, 3, 32, 32))
     _check_surgery(model, graph, seed=5, drop_blocks=0.0)
+
+
+@pytest.mark.parametrize("builder", ["resnext", "regnet_y_400mf"])
+def test_surgery_is_exact_on_grouped_convs(builder):
+    """Grouped convs lose whole groups: the kept groups compute exactly what they did."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    model = (ResNet(Bottleneck, [1, 2, 1, 1], groups=4, width_per_group=4, num_classes=10)
+             if builder == "resnext" else torchvision.models.regnet_y_400mf(num_classes=10))
+    graph = ChannelGraph(model, torch.zeros(1, 3, 32, 32))
+    grouped = [g for g in graph.prunable if graph.groups[g].unit > 1]
+    assert len(grouped) >= 4 and graph.groups[grouped[0]].unit in (4, 8)
+    _check_surgery(model, graph, seed=3, drop_blocks=0.3)
 
 
 def test_without_keep_the_model_is_freshly_initialised():

@@ -22,14 +22,15 @@ def looks_like_file(arg: str) -> bool:
     return not arg.endswith(".toml") and (arg.endswith(".json") or Path(arg).is_file())
 
 
-def load_target(arg: str, dataset: str | None) -> tuple[BoundSpace, Genome | None]:
-    """A space name, or a genome file (validated against its space and dataset)."""
+def load_target(arg: str, dataset: str | None, input_size: int | None = None
+                ) -> tuple[BoundSpace, Genome | None]:
+    """A space name or file, or a genome file (validated against its space and dataset)."""
     if looks_like_file(arg):
         genome = Genome.load(arg)
-        bound = bind(genome.space, dataset or genome.dataset)
+        bound = bind(genome.space, dataset or genome.dataset, input_size=input_size)
         bound.validate(genome)
         return bound, bound.with_cost(genome)
-    return bind(arg, dataset), None
+    return bind(arg, dataset, input_size=input_size), None
 
 
 def human(n: float) -> str:

@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="SPACE|GENOME.json")
     p.add_argument("--dataset", help="dataset whose shapes to use (fashion-mnist, cifar10, "
                    "cifar100, imagenet, synthetic); default: the genome's, else the space's")
+    p.add_argument("--input-size", type=int, metavar="PIXELS",
+                   help="image size to cost the model at (default: the space's [dataset] size, "
+                        "else the dataset's)")
     p.add_argument("--budget", help="with a space: the uniform genome at this budget, e.g. "
                    "50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -31,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_out_file(args.plot, "--plot")
-    bound, genome = load_target(args.target, args.dataset)
+    bound, genome = load_target(args.target, args.dataset, args.input_size)
     if args.budget is not None:
         budget = parse_budget(args.budget)
         if genome is not None:

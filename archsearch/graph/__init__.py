@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from archsearch.graph._fx import symbolic_trace
 from archsearch.graph._graph import Block, ChannelGraph, ChannelGroup, LayerCall, Segment
 
-__all__ = ["Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment"]
+__all__ = ["Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment", "symbolic_trace"]

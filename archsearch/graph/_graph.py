@@ -32,6 +32,7 @@ class ChannelGroup:
     members: tuple[str, ...]  # every module that reads or writes them
     norms: tuple[str, ...]  # BatchNorm modules on these channels
     resolution: int  # spatial size where the group lives (0: after the classifier's flatten)
+    unit: int = 1  # channels kept and removed together in aligned blocks (a grouped conv's)
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,14 @@ class LayerCall:
     inputs: tuple[Segment, ...]
     outputs: tuple[Segment, ...]
     spatial: int
-    kernel: int
+    kernel: float
     depthwise: bool
     groups: int
     bias: bool
     affine: bool
     blocks: tuple[str, ...]  # removable blocks containing this call
+    module_type: type = nn.Module
+    axis: int = 0  # param: the parameter's dimension that holds the channels
 
 
 class ChannelGraph:
@@ -79,6 +82,7 @@ class ChannelGraph:
         self.nx = self._nx_graph()
         self.blocks = self._blocks()
         self.calls = self._calls(state)
+        self.leaves = dict(state.leaves)  # every leaf module the forward pass calls: its type
 
     # -- construction -------------------------------------------------------------------
     def _name_groups(self, st) -> dict[int, str]:
@@ -123,7 +127,7 @@ class ChannelGraph:
             groups[name] = ChannelGroup(
                 name, st.size[root], not st.fixed[root] and bool(prods), tuple(prods),
                 tuple(sorted(members.get(name, ()))), tuple(norms.get(name, ())),
-                resolution.get(root, 0))
+                resolution.get(root, 0), st.unit.get(root, 1))
         order = {n.target: i for i, n in enumerate(self.module.graph.nodes)
                  if n.op == "call_module"}
         return dict(sorted(groups.items(), key=lambda kv: min(
@@ -171,7 +175,7 @@ class ChannelGraph:
         params = False
         for name in inside:
             node = nodes[name]
-            if node.op in ("placeholder", "get_attr"):
+            if node.op == "placeholder":
                 return None
             if any(p.name not in inside and p.name != skip for p in node.all_input_nodes):
                 return None
@@ -207,7 +211,7 @@ class ChannelGraph:
 def _layer_call(c: Call, ins: tuple[Segment, ...], outs: tuple[Segment, ...],
                 blocks: tuple[str, ...]) -> LayerCall:
     return LayerCall(c.module, c.kind, ins, outs, c.spatial, c.kernel, c.depthwise, c.groups,
-                     c.bias, c.affine, blocks)
+                     c.bias, c.affine, blocks, c.module_type, c.axis)
 
 
 def _group_name(producers: list[str], used: set[str]) -> str:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archsearch.errors import GraphError
+from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
+from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
 
 # (variable, base size, repeat)
 Seg = tuple[int, int, int]
@@ -52,11 +54,13 @@ class Call:
     inputs: list[Seg]
     outputs: list[Seg]
     spatial: int  # output H*W (1 for 2D outputs)
-    kernel: int  # conv: kh*kw; adaptive pool: input area / output area
-    depthwise: bool = False
+    kernel: float  # conv: kh*kw; adaptive pool: input area / output area
+    depthwise: bool = False  # per-group conv, in = out channels (depthwise or whole groups)
     groups: int = 1
     bias: bool = False
     affine: bool = True
+    module_type: type = nn.Module
+    axis: int = 0  # param: the parameter's dimension that holds the channels
 
 
 @dataclass
@@ -69,6 +73,9 @@ class TraceState:
     segs: dict[str, list[Seg] | None] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     first_call: dict[str, Call] = field(default_factory=dict)
+    leaves: dict[str, type] = field(default_factory=dict)  # every leaf module called
+    unit: dict[int, int] = field(default_factory=dict)  # root -> channels pruned as one block
+    cdim: dict[str, int] = field(default_factory=dict)  # node -> its channel axis (default 1)
 
     def new(self, size: int, fixed: bool = False) -> int:
         self.parent.append(len(self.parent))
@@ -91,6 +98,13 @@ class TraceState:
                 f"channel mismatch: {self.size[ra]} vs {self.size[rb]} channels joined")
         self.parent[rb] = ra
         self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
+        if rb in self.unit:
+            self.set_unit(ra, self.unit.pop(rb))
+
+    def set_unit(self, v: int, unit: int) -> None:
+        """The variable's channels are kept and removed in aligned blocks of `unit`."""
+        r = self.find(v)
+        self.unit[r] = math.lcm(self.unit.get(r, 1), unit)
 
     def fix(self, segs: list[Seg] | None) -> None:
         for v, _, _ in segs or []:
@@ -114,7 +128,7 @@ def _width(segs: list[Seg]) -> int:
     return sum(s * r for _, s, r in segs)
 
 
-class ChannelTracer:
+class ChannelTracer(LayoutOps):
     """Walks a shape-propagated GraphModule and fills a TraceState."""
 
     def __init__(self, gm: fx.GraphModule):
@@ -124,7 +138,11 @@ class ChannelTracer:
 
     def run(self) -> TraceState:
         for node in self.gm.graph.nodes:
-            self.st.segs[node.name] = self._visit(node)
+            segs = self._visit(node)
+            self.st.segs[node.name] = segs
+            if segs is not None and node.name not in self.st.cdim:  # channels stay put
+                src = node.args[0] if node.args else None
+                self.st.cdim[node.name] = self._cd(src) if isinstance(src, fx.Node) else 1
         return self.st
 
     def _tensor_args(self, node: fx.Node) -> list[fx.Node]:
@@ -132,18 +150,24 @@ class ChannelTracer:
         fx.node.map_arg((node.args, node.kwargs), lambda n: flat.append(n) or n)
         return [n for n in flat if self.st.segs.get(n.name) is not None]
 
-    def _fresh(self, node: fx.Node, fixed: bool) -> list[Seg] | None:
+    def _fresh(self, node: fx.Node, fixed: bool, dim: int = 1) -> list[Seg] | None:
         shape = _shape(node)
         if shape is None or len(shape) < 2:
             return None
-        v = self.st.new(shape[1], fixed)
-        return [(v, shape[1], 1)]
+        v = self.st.new(shape[dim], fixed)
+        self.st.cdim[node.name] = dim
+        return [(v, shape[dim], 1)]
 
     def _opaque(self, node: fx.Node) -> list[Seg] | None:
-        """An op we do not model: fix everything it reads, and give it fixed outputs."""
-        for arg in self._tensor_args(node):
+        """An op we do not model: fix everything it reads, and give it fixed outputs (with
+        the channel axis of its first input, where the output has as many dims)."""
+        args = self._tensor_args(node)
+        for arg in args:
             self.st.fix(self.st.segs[arg.name])
-        return self._fresh(node, fixed=True)
+        shape = _shape(node)
+        dim = self._cd(args[0]) if args and shape and len(_shape(args[0]) or ()) == len(
+            shape) else 1
+        return self._fresh(node, fixed=True, dim=dim)
 
     def _visit(self, node: fx.Node) -> list[Seg] | None:
         if node.op == "placeholder":
@@ -152,8 +176,8 @@ class ChannelTracer:
             for arg in self._tensor_args(node):
                 self.st.fix(self.st.segs[arg.name])
             return None
-        if node.op == "get_attr":
-            return self._fresh(node, fixed=True)
+        if node.op == "get_attr":  # parameters: sliced where they broadcast over channels
+            return None
         if _shape(node) is None:  # sizes, tuples and other non-tensors
             for arg in self._tensor_args(node):
                 if node.op == "call_method" and node.target in ("size", "dim"):
@@ -171,13 +195,22 @@ class ChannelTracer:
         return self.st.segs.get(first.name) if isinstance(first, fx.Node) else None
 
     def _visit_module(self, node: fx.Node, mod: nn.Module) -> list[Seg] | None:
+        self.st.leaves.setdefault(node.target, type(mod))
         segs = self._in(node)
+        if isinstance(mod, (nn.Linear, nn.LayerNorm)) and isinstance(node.args[0], fx.Node):
+            segs = self._last_axis(node.args[0], mod)
         if segs is None:
+            return self._opaque(node)
+        if isinstance(mod, nn.Linear):
+            return self._linear(node, mod, segs)
+        if isinstance(mod, nn.LayerNorm):
+            return self._layer_norm(node, mod, segs)
+        if isinstance(mod, ANY_AXIS_MODULES) or type(mod).__name__ in RUNTIME_MODE_LEAVES:
+            return segs if _shape(node) == _shape(node.args[0]) else self._opaque(node)
+        if self._cd(node.args[0]) != 1:  # everything below works on channels at dim 1
             return self._opaque(node)
         if isinstance(mod, nn.Conv2d):
             return self._conv(node, mod, segs)
-        if isinstance(mod, nn.Linear):
-            return self._linear(node, mod, segs)
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             self._record(node, "bn", segs, segs, affine=mod.affine)
             return segs
@@ -201,7 +234,14 @@ class ChannelTracer:
             self._record(node, "conv", segs, out, bias=mod.bias is not None)
             return out
         if mod.groups == mod.in_channels == mod.out_channels:
-            self._record(node, "conv", segs, segs, depthwise=True, bias=mod.bias is not None)
+            self._record(node, "conv", segs, segs, depthwise=True, groups=mod.groups,
+                         bias=mod.bias is not None)
+            return segs
+        if mod.in_channels == mod.out_channels and len(segs) == 1 and segs[0][2] == 1:
+            # grouped (ResNeXt, RegNet): whole groups removed, channels per group kept
+            self.st.set_unit(segs[0][0], mod.in_channels // mod.groups)
+            self._record(node, "conv", segs, segs, depthwise=True, groups=mod.groups,
+                         bias=mod.bias is not None)
             return segs
         self.st.fix(segs)
         out = self._fresh(node, fixed=True)
@@ -209,13 +249,15 @@ class ChannelTracer:
         return out
 
     def _linear(self, node: fx.Node, mod: nn.Linear, segs: list[Seg]) -> list[Seg] | None:
+        """A linear layer over the last dimension (the classifier, or a transformer's MLP)."""
         shape = _shape(node)
-        if shape is None or len(shape) != 2:
+        if shape is None or len(shape) < 2:
             return self._opaque(node)
-        out = self._fresh(node, fixed=False)
+        last = len(shape) - 1
+        out = self._fresh(node, fixed=False, dim=last)
         assert out is not None
         self.st.producer.setdefault(out[0][0], []).append(node.target)
-        self.st.resolution[out[0][0]] = 0
+        self.st.resolution[out[0][0]] = 0 if len(shape) == 2 else shape[1]
         self._record(node, "linear", segs, out, bias=mod.bias is not None)
         return out
 
@@ -231,21 +273,23 @@ class ChannelTracer:
 
     def _visit_function(self, node: fx.Node) -> list[Seg] | None:
         target = node.target
-        args = self._tensor_args(node)
         if target in PASSTHROUGH_FUNCTIONS or (node.op == "call_method"
                                                and target in PASSTHROUGH_METHODS):
-            segs = self._in(node)
-            if segs is not None and _shape(node)[:2] == _shape(node.args[0])[:2]:
+            segs, src = self._in(node), node.args[0]
+            if segs is not None and self._same_channels(src, node) and (
+                    self._cd(src) == 1 or target not in SPATIAL_FUNCTIONS):
                 return segs
             return self._opaque(node)
-        if target in FLATTENS and self._in(node) is not None:
+        if target in PERMUTES:
+            return self._permute(node)
+        if target in FLATTENS and self._in(node) is not None and self._cd(node.args[0]) == 1:
             if target in ("view", "reshape") and not self._flat_view(node):
                 return self._opaque(node)
             return self._flatten(node, self._in(node))
         if target is torch.cat:
             return self._cat(node)
         if target in ELEMENTWISE or (node.op == "call_method" and target in ELEMENTWISE_METHODS):
-            return self._elementwise(node, args)
+            return self._elementwise(node)
         if target in (torch.mean, "mean") and self._spatial_mean(node):
             return self._in(node)
         return self._opaque(node)
@@ -259,49 +303,46 @@ class ChannelTracer:
 
     def _spatial_mean(self, node: fx.Node) -> bool:
         in_shape, out_shape = _shape(node.args[0]), _shape(node)
-        return bool(in_shape and out_shape and len(in_shape) == 4 and out_shape[:2] == in_shape[:2])
+        return bool(in_shape and out_shape and len(in_shape) == 4 and out_shape[:2] == in_shape[:2]
+                    and self._cd(node.args[0]) == 1)
 
     def _cat(self, node: fx.Node) -> list[Seg] | None:
         tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         parts = [self.st.segs.get(t.name) if isinstance(t, fx.Node) else None for t in tensors]
-        if dim != 1 or any(p is None for p in parts) or len(_shape(node)) != 4:
+        ndim = len(_shape(node))
+        if not isinstance(dim, int) or any(p is None for p in parts) or ndim < 2:
             return self._opaque(node)
+        dim = dim % ndim
+        cds = {self._cd(t) for t in tensors}
+        if len(cds) != 1 or any(len(_shape(t)) != ndim for t in tensors):
+            return self._opaque(node)
+        self.st.cdim[node.name] = cd = cds.pop()
+        if cd != dim:  # joined along another axis (tokens): every part has the same channels
+            for part in parts[1:]:
+                if not self.st.unite_segs(parts[0], part):
+                    return self._opaque(node)
+            return parts[0]
         return [seg for part in parts for seg in part]
-
-    def _elementwise(self, node: fx.Node, args: list[fx.Node]) -> list[Seg] | None:
-        out_shape = _shape(node)
-        full = [a for a in args if _shape(a) is not None and len(_shape(a)) >= 2
-                and _shape(a)[1] == out_shape[1]]
-        if not full:
-            return self._opaque(node)
-        for other in args:  # broadcast operands with one channel do not constrain channels
-            if other in full or (_shape(other) and len(_shape(other)) >= 2
-                                 and _shape(other)[1] == 1):
-                continue
-            return self._opaque(node)
-        segs = self.st.segs[full[0].name]
-        for other in full[1:]:
-            if not self.st.unite_segs(segs, self.st.segs[other.name]):
-                for a in full:
-                    self.st.fix(self.st.segs[a.name])
-                return self._fresh(node, fixed=True)
-        return segs
 
     def _record(self, node: fx.Node, kind: str, inputs: list[Seg], outputs: list[Seg],
                 **flags: Any) -> None:
         shape = _shape(node)
-        spatial = math.prod(shape[2:]) if shape and len(shape) > 2 else 1
+        cd = self.st.cdim.get(node.name, self._cd(node.args[0]))
+        spatial = math.prod(shape[1:]) // shape[cd] if shape and len(shape) > 1 else 1
         kernel = 1
         mod = self.modules[node.target]
         if kind == "conv":
             kernel = math.prod(mod.kernel_size)
-        elif kind == "adaptive_avgpool":
+        elif kind == "adaptive_avgpool":  # thop: the true area ratio, not a whole kernel
             in_shape = _shape(node.args[0])
-            kernel = math.prod(in_shape[2:]) // max(1, spatial)
-        call = Call(node.target, kind, node.name, inputs, outputs, spatial, kernel, **flags)
+            kernel = 1.0
+            for i, o in zip(in_shape[2:], shape[2:], strict=True):
+                kernel *= i / o
+        call = Call(node.target, kind, node.name, inputs, outputs, spatial, kernel,
+                    module_type=type(mod), **flags)
         first = self.st.first_call.get(node.target)
-        if first is not None and kind in ("conv", "linear", "bn"):
+        if first is not None and kind in ("conv", "linear", "bn", "ln"):
             ok = self.st.unite_segs(first.inputs, inputs) and self.st.unite_segs(
                 first.outputs, outputs)
             if not ok:
@@ -311,25 +352,7 @@ class ChannelTracer:
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """Symbolic trace plus shape propagation (eval mode, no grad, model state untouched)."""
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable control flow
-        raise GraphError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else exc}); archsearch needs an "
-            "fx-traceable model (no data-dependent control flow in forward)") from exc
-    was_training = [m.training for m in gm.modules()]
-    gm.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example)
-    except Exception as exc:
-        raise GraphError(f"forward pass of {type(model).__name__} failed on input "
-                         f"{tuple(example.shape)}: {exc}") from exc
-    finally:
-        for m, flag in zip(gm.modules(), was_training, strict=True):
-            m.training = flag
+    """Symbolic trace (eval mode) plus shapes; the model's state is left untouched."""
+    gm = symbolic_trace(model)
+    propagate_shapes(gm, example, f"the forward pass of {type(model).__name__}")
     return gm

@@ -25,7 +25,8 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # swin's and maxvit's projections have none
+                nn.init.zeros_(m.bias)
 
 
 class VGG(nn.Module):

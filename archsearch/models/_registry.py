@@ -11,15 +11,30 @@ from archsearch.errors import ArchsearchError
 from archsearch.models._cifar import VGG, PreResNet, ResNetCifar
 
 
-def _torchvision(name: str, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
-    """A torchvision classification model (random init, no download); first conv adapted."""
+def _torchvision(name: str, in_channels: int, num_classes: int, input_hw: int | None = None,
+                 **kwargs: Any) -> nn.Module:
+    """A torchvision classification model (random init, no download); first conv adapted.
+
+    Sizes that a builder fixes follow the input size (ViT's `image_size`, MaxViT's
+    `input_size`); GoogLeNet's and Inception's auxiliary heads are off unless asked for
+    (inference never runs them, and the cost is that of inference)."""
+    import warnings
+
     import torchvision
 
     try:
         builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
         raise ArchsearchError(f"unknown torchvision model {name!r}") from exc
-    model = builder(weights=None, num_classes=num_classes, **kwargs)
+    if input_hw is not None and name.startswith("vit_"):
+        kwargs.setdefault("image_size", input_hw)
+    if input_hw is not None and name.startswith("maxvit"):
+        kwargs.setdefault("input_size", (input_hw, input_hw))
+    if name in ("googlenet", "inception_v3"):
+        kwargs.setdefault("aux_logits", False)
+    with warnings.catch_warnings():  # googlenet/inception: "default init will change"
+        warnings.simplefilter("ignore", FutureWarning)
+        model = builder(weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         _adapt_first_conv(model, in_channels)
     return model
@@ -36,19 +51,27 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 
 
 FAMILIES: dict[str, Callable[..., nn.Module]] = {
-    "vgg": lambda in_channels, num_classes, cfg: VGG(cfg, in_channels, num_classes),
-    "resnet_cifar": lambda in_channels, num_classes, depth, widths=(16, 32, 64): ResNetCifar(
-        depth, in_channels, num_classes, widths),
-    "preresnet": lambda in_channels, num_classes, depth, widths=(16, 32, 64): PreResNet(
-        depth, in_channels, num_classes, widths),
+    "vgg": lambda in_channels, num_classes, cfg, input_hw=None: VGG(cfg, in_channels,
+                                                                    num_classes),
+    "resnet_cifar": lambda in_channels, num_classes, depth, widths=(16, 32, 64), input_hw=None:
+        ResNetCifar(depth, in_channels, num_classes, widths),
+    "preresnet": lambda in_channels, num_classes, depth, widths=(16, 32, 64), input_hw=None:
+        PreResNet(depth, in_channels, num_classes, widths),
     "torchvision": _torchvision,
 }
 
 
-def build_family(family: str, in_channels: int, num_classes: int, **args: Any) -> nn.Module:
+def build_family(family: str, in_channels: int, num_classes: int, input_hw: int | None = None,
+                 **args: Any) -> nn.Module:
+    """A family's base model; `input_hw` is the input size, for builders that fix one."""
     if family not in FAMILIES:
         raise ArchsearchError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     try:
-        return FAMILIES[family](in_channels=in_channels, num_classes=num_classes, **args)
+        return FAMILIES[family](in_channels=in_channels, num_classes=num_classes,
+                                input_hw=input_hw, **args)
     except TypeError as exc:
         raise ArchsearchError(f"bad arguments for model family {family!r}: {exc}") from exc
+    except (ValueError, AssertionError, RuntimeError) as exc:  # e.g. ViT: size vs patch
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise ArchsearchError(f"cannot build the {family!r} model {args.get('name', '')} at "
+                              f"input size {input_hw}: {lines[0] if lines else exc!r}") from exc

@@ -1,0 +1,156 @@
+"""Channels that move between axes: permutes, LayerNorm, and broadcasting with parameters.
+
+Convolutional models keep channels at dim 1; transformer-style blocks (ConvNeXt's MLP, ViT,
+Swin) hold them last. The tracer records each tensor's channel axis; ops here move it
+(permute, transpose), normalise over it (LayerNorm, torchvision's LayerNorm2d), or combine
+tensors along it, where a parameter that broadcasts over the channels (ConvNeXt's layer
+scale, ViT's position embedding) is sliced with them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+if TYPE_CHECKING:
+    from archsearch.graph._trace import Seg, TraceState
+
+# channel-agnostic modules: the channels may sit on any axis
+ANY_AXIS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish,
+                    nn.Hardsigmoid, nn.Tanh, nn.Mish, nn.ELU, nn.Dropout, nn.Identity)
+# functions that pool over dims 2.. (channels must be at dim 1)
+SPATIAL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+PERMUTES = {torch.permute, "permute", torch.transpose, "transpose"}
+CHANNEL_FIRST_NORMS = ("LayerNorm2d",)  # torchvision's LayerNorm over dim 1 (ConvNeXt)
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+class LayoutOps:
+    """Mixin of ChannelTracer: the channel axis of every tensor, and the ops that use it."""
+
+    st: TraceState
+
+    def _cd(self, node: fx.Node | None) -> int:
+        return self.st.cdim.get(node.name, 1) if isinstance(node, fx.Node) else 1
+
+    def _same_channels(self, src: fx.Node, node: fx.Node) -> bool:
+        a, b = _shape(src), _shape(node)
+        cd = self._cd(src)
+        return bool(a and b and len(a) == len(b) and a[cd] == b[cd])
+
+    def _permute(self, node: fx.Node) -> list[Seg] | None:
+        src = node.args[0]
+        segs = self.st.segs.get(src.name) if isinstance(src, fx.Node) else None
+        if segs is None:
+            return self._opaque(node)
+        ndim, cd = len(_shape(src)), self._cd(src)
+        rest = list(node.args[1:]) or list(node.kwargs.values())
+        if node.target in (torch.permute, "permute"):
+            dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+            if len(dims) != ndim or not all(isinstance(d, int) for d in dims):
+                return self._opaque(node)
+            new = [d % ndim for d in dims].index(cd)
+        else:
+            if len(rest) != 2 or not all(isinstance(d, int) for d in rest):
+                return self._opaque(node)
+            a, b = (d % ndim for d in rest)
+            new = b if cd == a else a if cd == b else cd
+        self.st.cdim[node.name] = new
+        return segs
+
+    def _last_axis(self, src: fx.Node, mod: nn.Module) -> list[Seg] | None:
+        """The segments of `src`'s last axis, which a Linear or LayerNorm works on. If the
+        tracked channels sit elsewhere (or nothing is tracked), they are fixed, and the last
+        axis becomes a fixed group of its own: countable, never pruned."""
+        shape, segs = _shape(src), self.st.segs.get(src.name)
+        if shape is None or len(shape) < 2 or type(mod).__name__ in CHANNEL_FIRST_NORMS:
+            return segs
+        if segs is not None and self._cd(src) == len(shape) - 1:
+            return segs
+        self.st.fix(segs)
+        return [(self.st.new(shape[-1], True), shape[-1], 1)]
+
+    def _layer_norm(self, node: fx.Node, mod: nn.LayerNorm, segs: list[Seg]) -> list[Seg] | None:
+        shape, cd = _shape(node), self._cd(node.args[0])
+        if type(mod).__name__ in CHANNEL_FIRST_NORMS:
+            ok = cd == 1
+        else:
+            ok = len(mod.normalized_shape) == 1
+            cd = len(shape) - 1
+        if not ok:
+            return self._opaque(node)
+        self.st.cdim[node.name] = cd
+        self._record(node, "ln", segs, segs, affine=mod.elementwise_affine,
+                     bias=getattr(mod, "bias", None) is not None)
+        return segs
+
+    def _elementwise(self, node: fx.Node) -> list[Seg] | None:
+        """add/mul/sub: operands with the output's channels are one group; operands with one
+        channel broadcast; a parameter with the channels is sliced with them."""
+        out = _shape(node)
+        tensors: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda n: tensors.append(n) or n)
+        tensors = [t for t in tensors if _shape(t) is not None]
+        ref = next((t for t in tensors if self.st.segs.get(t.name) is not None
+                    and _shape(t) == out), None)
+        if ref is None:
+            return self._opaque(node)
+        cd = self._cd(ref)
+        full, params = [], []
+        for t in tensors:
+            shape = _shape(t)
+            k = cd - (len(out) - len(shape))  # the operand's axis aligned with the channels
+            tracked = self.st.segs.get(t.name) is not None
+            if (shape[k] if k >= 0 else 1) == 1:
+                if tracked and self._cd(t) != k:  # its channels broadcast along another axis
+                    self.st.fix(self.st.segs[t.name])
+                continue
+            if shape[k] != out[cd]:
+                return self._opaque(node)
+            if tracked and self._cd(t) == k:
+                full.append(t)
+            elif t.op == "get_attr":
+                params.append((t, k))
+            else:
+                return self._opaque(node)
+        segs = self.st.segs[ref.name]
+        for other in full:
+            if not self.st.unite_segs(segs, self.st.segs[other.name]):
+                for t in full:
+                    self.st.fix(self.st.segs[t.name])
+                return self._fresh(node, fixed=True, dim=cd)
+        for attr, axis in params:
+            self._param(attr, segs, axis)
+        self.st.cdim[node.name] = cd
+        return segs
+
+    def _param(self, attr: fx.Node, segs: list[Seg], axis: int) -> None:
+        from archsearch.graph._trace import Call
+
+        first = self.st.first_call.get(attr.target)
+        if first is not None:
+            if not self.st.unite_segs(first.inputs, segs):
+                self.st.fix(segs)
+                self.st.fix(first.inputs)
+            return
+        call = Call(attr.target, "param", attr.name, segs, segs, 0, 0, axis=axis)
+        self.st.first_call[attr.target] = call
+        self.st.calls.append(call)
+
+    # provided by ChannelTracer
+    def _opaque(self, node: fx.Node) -> list[Seg] | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _fresh(self, node: fx.Node, fixed: bool, dim: int = 1) -> list[Seg] | None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _record(self, node: fx.Node, kind: str, inputs: list[Seg], outputs: list[Seg],
+                **flags: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
