@@ -1,7 +1,8 @@
 """Every torchvision classification builder, end to end, as timm's tests run over its models:
 trace, a 50%FLOPs genome and a random one, shrink, forward + backward, cost == thop.
 
-A fast subset runs by default; the whole registry runs under the `slow` marker, at the
+A fast subset runs by default; the whole registry runs under the `registry` marker
+(`pytest -m registry`: about 16 minutes of CPU, so not in the default run or CI), at the
 smallest input size each builder accepts (bench/torchvision_coverage.py is the same check,
 writing the README's coverage table)."""
 
@@ -33,7 +34,7 @@ def test_builder_end_to_end(name):
     _assert_works(name)
 
 
-@pytest.mark.slow
+@pytest.mark.registry
 @pytest.mark.parametrize("name", [n for n in ALL if n not in FAST])
 def test_every_builder_end_to_end(name):
     _assert_works(name)
