@@ -217,7 +217,7 @@ class Search:
         try:
             genome = self.genome_for(trial)
             trial.set_user_attr("genome", genome.to_dict())
-            report = None if self.config.multi else _reporter(trial)
+            report = None if self.config.multi else _reporter(trial, self.config.proxy_epochs)
             accuracy = float(self.evaluator(genome, report))
         except DivergenceError as exc:
             trial.set_user_attr(st.OUTCOME_ATTR, f"diverged: {exc}")
@@ -289,10 +289,13 @@ class _Surplus(Exception):
     """A trial started past the total in a race between workers; it is not evaluated."""
 
 
-def _reporter(trial: Trial) -> Callable[[int, float], None]:
+def _reporter(trial: Trial, last_epoch: int) -> Callable[[int, float], None]:
+    """Report each epoch's accuracy; stop the trial early only before its last epoch (a
+    trial that trained its whole schedule is complete, whatever the pruner thinks)."""
+
     def report(epoch: int, accuracy: float) -> None:
         trial.report(accuracy, epoch)
-        if trial.should_prune():
+        if epoch < last_epoch and trial.should_prune():
             raise optuna.TrialPruned(f"stopped after epoch {epoch} at accuracy {accuracy:.4f}")
 
     return report
