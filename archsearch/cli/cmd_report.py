@@ -34,16 +34,20 @@ def _pct(x: float | None) -> str:
 def trials_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     """A rich table of trial rows (`archsearch.search.trial_row`)."""
     table = Table(title=title)
-    for col in ("trial", "state", "val acc", "epoch", "MACs", "params", "kind", "worker",
-                "time", "note"):
-        table.add_column(col, justify="left" if col in ("state", "kind", "note") else "right")
+    for col in ("trial", "fidelity", "state", "val acc", "epoch", "MACs", "params", "kind",
+                "worker", "time", "note"):
+        table.add_column(col, justify="left" if col in ("fidelity", "state", "kind", "note")
+                         else "right")
     for r in rows:
         acc = _pct(r["accuracy"]) if r["accuracy"] is not None else (
             f"({_pct(r['last_accuracy'])})" if r["last_accuracy"] is not None else "")
         note = r["outcome"] if r["outcome"] not in (None, "complete", "pruned") else ""
         if r["guide"]:
             note = f"{Path(r['guide']).name} {note}".strip()
-        table.add_row(str(r["trial"]), r["state"], acc, str(r["last_epoch"] or ""),
+        if r.get("promoted_from") is not None:
+            note = f"from {r['promoted_from']} {note}".strip()
+        table.add_row(str(r["trial"]), r.get("fidelity", ""), r["state"], acc,
+                      str(r["last_epoch"] or ""),
                       human(r["macs"]) if r["macs"] else "",
                       human(r["params"]) if r["params"] else "", r["kind"],
                       str(r["worker"] or ""), f"{r['wall_s']:.0f}s" if r["wall_s"] else "",
@@ -51,8 +55,20 @@ def trials_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _finalists_table(points: Sequence[dict[str, Any]]) -> Table:
+    """The highest fidelity's trials with their score at every fidelity."""
+    table = Table(title="finalists: score at every fidelity")
+    for col in ("trial", "kind", "screen", "proxy", "final"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for p in sorted(points, key=lambda p: -max(v for v in (p["screen"], p["proxy"], p["final"])
+                                               if v is not None)):
+        table.add_row(str(p["trial"]), p["kind"], _pct(p["screen"]), _pct(p["proxy"]),
+                      _pct(p["final"]))
+    return table
+
+
 def run(args: argparse.Namespace) -> int:
-    from archsearch.search import open_run, summary, write_plots
+    from archsearch.search import fidelity_points, open_run, summary, write_plots
 
     if args.top < 1:
         from archsearch.errors import ArchsearchError
@@ -60,14 +76,19 @@ def run(args: argparse.Namespace) -> int:
         raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
     search = open_run(args.run)
     doc = summary(search)
+    doc["finalists"] = fidelity_points(search)
     plots = [] if args.no_plots else write_plots(search, Path(args.out) if args.out else None)
     if args.json:
         print_json(doc | {"plots": [str(p) for p in plots]})
         return 0
     t = doc["tally"]
     console.print(trials_table(doc["trials"][: args.top],
-                               f"{doc['study']}: {t['finished']}/{search.config.trials} "
+                               f"{doc['study']}: {t['finished']}/{search.config.total} "
                                f"trials finished"))
+    per = ", ".join(f"{n} {f}" for f, n in doc["fidelities"].items())
+    console.print(f"evaluator {doc['evaluator']}: {per}")
+    if len(doc["fidelities"]) > 1 and doc["finalists"]:
+        console.print(_finalists_table(doc["finalists"]))
     for best in doc["best"][: 1 if not search.multi else len(doc["best"])]:
         console.print(f"{'Pareto' if search.multi else 'best'}: trial {best['trial']} "
                       f"val acc {_pct(best['accuracy'])}  MACs {human(best['macs'])} "
