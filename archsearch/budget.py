@@ -63,11 +63,14 @@ def parse_budget(text: str) -> Budget:
 
 
 def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
-                  blocks: Mapping[str, bool] | None = None) -> dict[str, int]:
+                  blocks: Mapping[str, bool] | None = None,
+                  floor: Mapping[str, int] | None = None) -> dict[str, int]:
     """Widths with the relative `shape` (group -> ratio of base, missing = 1) scaled onto
     the budget: bisection on one multiplier, rounding to the space's divisor, then a greedy
-    fill of the rounding slack. Lands within 1% of the target or raises BudgetError."""
+    fill of the rounding slack; no group below its `floor` width. Lands within 1% of the
+    target or raises BudgetError."""
     blocks = dict(blocks or {})
+    floor = dict(floor or {})
     base = bound.graph.base_widths()
     ratios = {g: float(shape.get(g, 1.0)) for g in base}
     bad = {g: r for g, r in ratios.items() if not 0 < r <= 1}
@@ -77,7 +80,8 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     metric = 0 if budget.metric == "macs" else 1
 
     def widths_at(m: float) -> dict[str, int]:
-        return {g: bound.space.round_width(m * ratios[g] * base[g], base[g]) for g in base}
+        return {g: max(bound.space.round_width(m * ratios[g] * base[g], base[g]),
+                       floor.get(g, 0)) for g in base}
 
     def cost(widths: Mapping[str, int]) -> float:
         return bound.costs.cost_vector(bound.costs.widths_vector(widths),
@@ -94,12 +98,13 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if cost(widths_at(mid)) <= target else (lo, mid)
-    widths = _fill(widths_at(lo), lo, ratios, base, cost, target, bound)
+    widths = _fill(widths_at(lo), lo, ratios, base, cost, target, bound, floor)
     return _checked(widths, cost, target, budget, bound, exact=True)
 
 
 def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
-          base: Mapping[str, int], cost, target: float, bound: BoundSpace) -> dict[str, int]:
+          base: Mapping[str, int], cost, target: float, bound: BoundSpace,
+          floor: Mapping[str, int]) -> dict[str, int]:
     """Spend the rounding slack: grow the most under-rounded groups while under target;
     if single steps are too coarse to land within 1%, repair with the best single or
     paired (+one group, -another) step."""
@@ -117,7 +122,8 @@ def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
     for _ in range(32):
         if abs(cost(widths) - target) <= TOLERANCE * target * 0.9:
             break
-        repaired = _repair(widths, base, cost, target, step, bound.space.min_width)
+        lows = {g: max(bound.space.min_width, 1, floor.get(g, 0)) for g in base}
+        repaired = _repair(widths, base, cost, target, step, lows)
         if repaired == widths:
             break
         widths = repaired
@@ -125,13 +131,14 @@ def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],
 
 
 def _repair(widths: dict[str, int], base: Mapping[str, int], cost, target: float, step: int,
-            min_width: int) -> dict[str, int]:
-    """The widths one single or paired step away that land closest to the target."""
+            lows: Mapping[str, int]) -> dict[str, int]:
+    """The widths one single or paired step away that land closest to the target (no group
+    below its `lows` width)."""
     up = [g for g in base if widths[g] + step <= base[g]]
-    down = [g for g in base if widths[g] - step >= max(min_width, 1)]
+    down = [g for g in base if widths[g] - step >= lows[g]]
     moves = [{g: widths[g] + step} for g in up] + [{g: widths[g] - step} for g in down]
     moves += [{a: widths[a] + step, b: widths[b] - k * step} for a in up for b in down
-              if a != b for k in range(1, 9) if widths[b] - k * step >= max(min_width, 1)]
+              if a != b for k in range(1, 9) if widths[b] - k * step >= lows[b]]
     best, gap = widths, abs(cost(widths) - target)
     for move in moves:
         trial = dict(widths, **move)

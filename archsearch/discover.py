@@ -3,6 +3,7 @@ write the run folder (genome.json, sparse checkpoint, plots, result.json). No pr
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -16,10 +17,12 @@ from torch import nn
 
 from archsearch.budget import Budget, parse_budget
 from archsearch.build import BoundSpace, bind
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save, atomic_write_json
+from archsearch.presets import DEFAULT_PRESET, PRESETS, get_preset, paper_sparsity, sparsity_for
 from archsearch.pruners import PRUNERS, Pruner, get_pruner, plot_scales, scale_distribution
+from archsearch.pruners._evidence import warning_line
 
 if TYPE_CHECKING:
     from archsearch.data import Splits
@@ -27,33 +30,46 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = "resnet20"
-# CPU defaults: `archsearch discover --method slimming --budget 50%FLOPs` took 4 min 04 s
-# (wall) on the shared 2-core CPU of the project (load ~5, 2026-11-25); raise them on a GPU
-DEFAULT_EPOCHS = 3
-DEFAULT_SUBSET = 4000
 VAL_FRACTION = 0.01  # a small validation split monitors training; the test split is not used
 CHECKPOINT_VERSION = 1
+_QUICK = PRESETS[DEFAULT_PRESET]
+SPARSITY_RULES = ("auto", "paper")
 
 
 @dataclass(frozen=True)
 class DiscoverConfig:
-    """Everything `discover` needs; `None` means the default of the space/pruner/trainer."""
+    """Everything `discover` needs. Training length, data, batch and the sparsity rule come
+    from a preset (`from_preset`; the defaults here are the quick preset's); `sparsity` is
+    "auto" (sized to the schedule that runs), "paper" (the paper's λ) or a number."""
 
     method: str
     budget: str
     space: str = DEFAULT_SPACE
     dataset: str | None = None
     data_root: str | None = None
-    epochs: int = DEFAULT_EPOCHS
-    subset: int | float | None = DEFAULT_SUBSET  # images, or a fraction of the train split
-    sparsity: float | None = None
+    preset: str = DEFAULT_PRESET
+    epochs: int = _QUICK.epochs
+    subset: int | float | None = _QUICK.subset  # images, or a fraction of the train split
+    sparsity: float | str = _QUICK.sparsity
     seed: int = 0
-    batch_size: int | None = None
+    batch_size: int | None = _QUICK.batch_size
     out: str | None = None
     resume: bool = False
+    require_separation: bool = False
     pruner_options: dict[str, Any] = field(default_factory=dict)
 
     kind = "discover"
+
+    @classmethod
+    def from_preset(cls, preset: str = DEFAULT_PRESET, **given: Any) -> DiscoverConfig:
+        """The preset's recipe, with every value in `given` that is not None on top."""
+        recipe = get_preset(preset)
+        values: dict[str, Any] = {"epochs": recipe.epochs, "subset": recipe.subset,
+                                  "batch_size": recipe.batch_size, "sparsity": recipe.sparsity}
+        if issubclass(cls, RethinkConfig):
+            values["finetune_epochs"] = recipe.finetune_epochs
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(preset=preset, **values)
 
 
 @dataclass(frozen=True)
@@ -98,14 +114,17 @@ def plan(cfg: DiscoverConfig) -> Plan:
     """Check every input before anything is trained or written: numbers, method and its
     options, space, dataset, budget (against the narrowest genome), run folder, data files."""
     _check_counts(cfg)
+    get_preset(cfg.preset)
     bound = bind(cfg.space, cfg.dataset)
     budget = parse_budget(cfg.budget)
-    opts = dict(cfg.pruner_options)
-    if cfg.sparsity is not None:
-        if cfg.method in PRUNERS and not PRUNERS[cfg.method].needs_training:
-            raise ArchsearchError(f"--sparsity applies to slimming and sss, not {cfg.method!r}")
-        opts["sparsity"] = cfg.sparsity
-    pruner = get_pruner(cfg.method, bound, **opts)
+    takes_sparsity = cfg.method in PRUNERS and "sparsity" in inspect.signature(
+        PRUNERS[cfg.method].__init__).parameters
+    if not isinstance(cfg.sparsity, str) and not takes_sparsity:
+        raise ArchsearchError(f"--sparsity applies to methods with a sparsity term "
+                              f"({', '.join(_sparsity_methods())}), not {cfg.method!r}")
+    if isinstance(cfg.sparsity, str) and cfg.sparsity not in SPARSITY_RULES:
+        raise ArchsearchError(f"sparsity is a number, auto or paper, but got {cfg.sparsity!r}")
+    get_pruner(cfg.method, bound, **cfg.pruner_options)  # method and options checked early
     bound.uniform(budget)  # raises BudgetError when even the narrowest genome is too big
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, bound)
     if run_dir.exists() and not run_dir.is_dir():
@@ -114,11 +133,29 @@ def plan(cfg: DiscoverConfig) -> Plan:
         raise ArchsearchError(f"run folder {run_dir} exists: pass --resume to continue it, "
                               "or --out for a new one")
     splits = None
-    if pruner.needs_training or isinstance(cfg, RethinkConfig):
+    opts = dict(cfg.pruner_options)
+    if PRUNERS[cfg.method].needs_training or isinstance(cfg, RethinkConfig):
         from archsearch.data import load_data
 
         splits = load_data(bound.info, cfg.data_root, val_fraction=VAL_FRACTION)
-    return Plan(cfg, bound, pruner, budget, run_dir, splits)
+        if takes_sparsity:
+            opts["sparsity"] = resolve_sparsity(cfg, bound.space.family,
+                                                len(splits.train.subset(cfg.subset, cfg.seed)))
+    return Plan(cfg, bound, get_pruner(cfg.method, bound, **opts), budget, run_dir, splits)
+
+
+def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
+    """The sparsity strength a run uses: the given number, the paper's λ, or (auto) the λ
+    that gives this schedule the paper's total pull (`archsearch.presets.sparsity_for`)."""
+    if not isinstance(cfg.sparsity, str):
+        return float(cfg.sparsity)
+    if cfg.sparsity == "paper":
+        return paper_sparsity(cfg.method, family)
+    return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64)
+
+
+def _sparsity_methods() -> list[str]:
+    return [n for n, c in PRUNERS.items() if "sparsity" in inspect.signature(c.__init__).parameters]
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:
@@ -145,7 +182,11 @@ def derive(plan: Plan, model: nn.Module | None, source: str = "") -> Genome:
     """The pruner's genome at the plan's budget, with full provenance."""
     genome = plan.pruner.genome(model, plan.budget)
     genome.provenance.update({"dataset": plan.bound.info.name, "seed": plan.config.seed,
-                              "source_run": source or str(plan.run_dir)})
+                              "source_run": source or str(plan.run_dir),
+                              "preset": plan.config.preset})
+    if "sparsity" in genome.provenance:
+        rule = plan.config.sparsity
+        genome.provenance["sparsity_rule"] = rule if isinstance(rule, str) else "given"
     return genome
 
 
@@ -174,18 +215,20 @@ def load_sparse_checkpoint(path: str | Path, pruner: Pruner) -> nn.Module:
 
 
 def write_outputs(plan: Plan, model: nn.Module | None, genome: Genome,
-                  extra: dict[str, Any]) -> dict[str, Any]:
-    """genome.json, sparse.pt, widths.png, scales.png and result.json in the run folder."""
+                  extra: dict[str, Any], save_genome: bool = True) -> dict[str, Any]:
+    """genome.json (unless refused), sparse.pt, widths.png, scales.png and result.json."""
     from archsearch.viz import plot_widths, width_rows
 
     run = plan.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    genome.save(run / "genome.json")
+    files = {}
+    if save_genome:
+        files["genome"] = str(genome.save(run / "genome.json"))
     rows = width_rows(plan.bound, genome)
     title = (f"{plan.pruner.name} on {plan.bound.space.name}/{plan.bound.info.name}: "
              f"{genome.cost['macs_ratio']:.1%} MACs")
     plot_widths(rows, run / "widths.png", title)
-    files = {"genome": str(run / "genome.json"), "widths_plot": str(run / "widths.png")}
+    files["widths_plot"] = str(run / "widths.png")
     if model is not None:
         save_sparse_checkpoint(run / "sparse.pt", plan, model)
         dist = scale_distribution(plan.pruner, model)
@@ -197,7 +240,9 @@ def write_outputs(plan: Plan, model: nn.Module | None, genome: Genome,
               "base_cost": {"macs": plan.bound.base_cost.macs,
                             "params": plan.bound.base_cost.params},
               "widths": rows, "removed_blocks": sorted(genome.removed_blocks()),
-              "files": files, **extra}
+              "flagged_groups": [r["group"] for r in rows if r["flagged"]],
+              "provenance": _plain(genome.provenance),
+              "files": {**files, "result": str(run / "result.json")}, **extra}
     atomic_write_json(run / "result.json", result)
     return result
 
@@ -216,8 +261,18 @@ def discover(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | None = Non
     genome = derive(plan, model)
     _log.info("discover: %s genome at %s: %.1f%% MACs", plan.pruner.name, plan.budget,
               100 * genome.cost["macs_ratio"])
-    return write_outputs(plan, model, genome, {
-        "train": train_info, "wall_s": time.perf_counter() - start})
+    evidence = genome.provenance.get("separation")
+    warnings = [] if evidence is None or evidence["separated"] else [
+        warning_line(evidence, plan.pruner.name)]
+    refused = bool(warnings) and plan.config.require_separation
+    result = write_outputs(plan, model, genome, {
+        "train": train_info, "wall_s": time.perf_counter() - start,
+        "separated": None if evidence is None else evidence["separated"],
+        "separation": evidence, "warnings": warnings}, save_genome=not refused)
+    if refused:
+        raise SeparationError(f"{warnings[0].removeprefix('warning: ')}; no genome written "
+                              f"(--require-separation); evidence in {result['files']['result']}")
+    return result
 
 
 def _plain(obj: Any) -> Any:

@@ -14,5 +14,9 @@ class GraphError(ArchsearchError):
     """A model whose channel structure cannot be derived (untraceable, unsupported op)."""
 
 
+class SeparationError(ArchsearchError):
+    """A pruner's scores did not separate and the run asked for them to (exit 2)."""
+
+
 class DivergenceError(Exception):
     """Training produced a non-finite loss."""

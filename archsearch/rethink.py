@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
+from archsearch.pruners._evidence import warning_line
 
 if TYPE_CHECKING:
     from archsearch.data import Splits
@@ -183,6 +184,13 @@ class Rethink:
         else:
             genome = derive(plan, model, source=str(plan.run_dir / f"seed{seed}"))
             genome.provenance["seed"] = seed
+            evidence = genome.provenance.get("separation")
+            if evidence is not None and not evidence["separated"]:
+                line = warning_line(evidence, plan.pruner.name)
+                if plan.config.require_separation:
+                    raise SeparationError(f"seed {seed}: {line.removeprefix('warning: ')} "
+                                          "(--require-separation)")
+                _log.warning("seed %d: %s", seed, line)
             genome.save(saved)
         return model, genome
 
@@ -215,12 +223,18 @@ class Rethink:
     def write(self, wall_s: float) -> dict[str, Any]:
         rows = summarize(list(self.legs.values()))
         plan = self.plan
+        separation = {}
+        for seed in self.seeds():
+            saved = plan.run_dir / f"seed{seed}" / "genome.json"
+            if saved.exists():
+                separation[str(seed)] = Genome.load(saved).provenance.get("separation")
         doc = {"method": plan.pruner.name, "space": plan.bound.space.name,
                "dataset": plan.bound.info.name, "budget": str(plan.budget),
                "seeds": self.seeds(), "config": _plain(asdict(plan.config)),
                "base_cost": {"macs": plan.bound.base_cost.macs,
                              "params": plan.bound.base_cost.params},
                "rows": rows, "legs": list(self.legs.values()), "wall_s": wall_s,
+               "separation": separation,
                "files": {"json": str(plan.run_dir / "rethink.json"),
                          "markdown": str(plan.run_dir / "rethink.md")}}
         atomic_write_json(plan.run_dir / "rethink.json", doc)
@@ -264,6 +278,12 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{r['wall_s_std']:.0f} |")
     lines += ["", f"n = {', '.join(str(r['n']) for r in doc['rows'])} run(s) per row; "
               f"total wall time {doc['wall_s']:.0f} s (this invocation)."]
+    seps = {k: v for k, v in doc.get("separation", {}).items() if v and v.get("statistic")
+            is not None}
+    if seps:
+        lines += ["", "Separation of the pruner's scores at the cut, per seed (separated at >= "
+                  f"{next(iter(seps.values()))['min_separation']}): " + ", ".join(
+                      f"seed {k}: {v['statistic']:.2f}" for k, v in seps.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,15 +7,16 @@ from typing import Any
 
 from rich.table import Table
 
-from archsearch.cli._common import console, human, print_json
-from archsearch.discover import DEFAULT_EPOCHS, DEFAULT_SPACE, DEFAULT_SUBSET
-from archsearch.errors import ArchsearchError
+from archsearch.cli._common import console, err_console, human, print_json
+from archsearch.discover import DEFAULT_SPACE
+from archsearch.errors import ArchsearchError, SeparationError
+from archsearch.presets import DEFAULT_PRESET, PRESETS
 from archsearch.pruners import PRUNERS
+from archsearch.viz import FLAG_BELOW
 
 
-def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
-               subset: int | None = DEFAULT_SUBSET) -> None:
-    """The options `discover` and `rethink` share."""
+def add_common(p: argparse.ArgumentParser) -> None:
+    """The options `discover` and `rethink` share; unset ones come from the preset."""
     p.add_argument("--method", required=True, metavar="M",
                    help=f"pruning method: {', '.join(PRUNERS)}")
     p.add_argument("--budget", required=True, metavar="B",
@@ -25,35 +26,77 @@ def add_common(p: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS,
     p.add_argument("--dataset", help="default: the space's (fashion-mnist)")
     p.add_argument("--data-root", help="where the dataset files are (else $ARCHSEARCH_DATA, "
                    "then /usr/share/datasets)")
-    p.add_argument("--epochs", type=int, default=epochs,
-                   help=f"base training epochs (default {epochs}: a short CPU schedule)")
-    p.add_argument("--subset", type=float, default=subset,
-                   help=f"train on a subset: a number of images or a fraction <= 1 (default "
-                        f"{subset or 'all'}; 1 = all)")
-    p.add_argument("--sparsity", type=float,
-                   help="strength of the sparsity term (slimming: L1 on BN scales, default "
-                        "1e-4; sss: L1 on block factors, default 1e-2)")
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help="; ".join(f"{n}: {r.summary}" for n, r in PRESETS.items())
+                   + f" (default {DEFAULT_PRESET}); the flags below override it")
+    p.add_argument("--epochs", type=int, help="base training epochs (default: the preset's)")
+    p.add_argument("--subset", type=float,
+                   help="train on a subset: a number of images or a fraction <= 1 (1 = all; "
+                        "default: the preset's)")
+    p.add_argument("--sparsity", type=sparsity_arg, metavar="auto|paper|X",
+                   help="strength of the sparsity term (slimming: L1 on BN scales; sss: L1 "
+                        "on block factors): auto sizes the paper's λ to the schedule that "
+                        "runs (the quick preset's default), paper is the paper's λ per family "
+                        "(the paper preset's), or a number")
+    p.add_argument("--min-keep", type=float, metavar="SHARE",
+                   help="slimming: no group below this share of its base width unless its "
+                        "scores are zeros (default 0.1)")
+    p.add_argument("--require-separation", action="store_true",
+                   help="exit 2 (and write no genome) when the pruner's scores did not "
+                        "separate at the budget")
     p.add_argument("--stage-ratios", metavar="R1,R2,...",
                    help="l1norm: relative keep ratio per stage (e.g. 0.5,0.75,1), scaled "
                         "together onto the budget (default: uniform)")
-    p.add_argument("--batch-size", type=int, help="default: the trainer's (64)")
+    p.add_argument("--batch-size", type=int, help="default: the preset's (64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
 
 
+def sparsity_arg(text: str) -> float | str:
+    if text in ("auto", "paper"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, paper or a number, got {text!r}"
+                                         ) from None
+
+
 def common_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values the user gave (None: the preset's)."""
     return {"method": args.method, "budget": args.budget, "space": args.space,
             "dataset": args.dataset, "data_root": args.data_root, "epochs": args.epochs,
             "subset": subset(args.subset), "sparsity": args.sparsity,
             "batch_size": args.batch_size, "seed": args.seed, "out": args.out,
-            "resume": args.resume, "pruner_options": pruner_options(args)}
+            "resume": args.resume, "require_separation": args.require_separation,
+            "pruner_options": pruner_options(args)}
+
+
+def preset_line(cfg: Any, needs_training: bool = True) -> str:
+    """Which preset runs, and how to choose the other."""
+    other = [n for n in PRESETS if n != cfg.preset]
+    what = (f"{cfg.epochs} epoch(s) on {_images(cfg.subset)} images, batch {cfg.batch_size}, "
+            f"sparsity {cfg.sparsity}" if needs_training else "no training needed")
+    return (f"preset {cfg.preset} ({what}); --preset {' | '.join(other)} for the other "
+            "recipe, or override single flags")
+
+
+def _images(subset: int | float | None) -> str:
+    if subset is None or subset == 1.0:
+        return "all"
+    return f"{subset:.0%} of the" if isinstance(subset, float) else f"{subset:,}"
 
 
 def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if args.min_keep is not None:
+        if args.method != "slimming":
+            raise ArchsearchError(f"--min-keep applies to slimming, not {args.method!r}")
+        opts["min_keep"] = args.min_keep
     if args.stage_ratios is None:
-        return {}
+        return opts
     if args.method != "l1norm":
         raise ArchsearchError(f"--stage-ratios applies to l1norm, not {args.method!r}")
     try:
@@ -61,17 +104,17 @@ def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError:
         raise ArchsearchError(f"--stage-ratios takes numbers separated by commas, but got "
                               f"{args.stage_ratios!r}") from None
-    return {"stage_ratios": ratios}
+    return {**opts, "stage_ratios": ratios}
 
 
 def subset(value: float | None) -> int | float | None:
-    """A fraction (<= 1; 1 = all) or a count of training images."""
+    """A fraction (<= 1; 1.0 = all) or a count of training images (None: not given)."""
     if value is None:
         return None
     if not value > 0:
         raise ArchsearchError(f"--subset must be > 0, but got {value:g}")
     if value <= 1:
-        return None if value == 1 else float(value)
+        return float(value)
     if value != int(value):
         raise ArchsearchError(f"--subset above 1 is a number of images, but got {value:g}")
     return int(value)
@@ -92,19 +135,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from archsearch.discover import DiscoverConfig, discover, plan
 
-    the_plan = plan(DiscoverConfig(**common_options(args)))  # every check, nothing written
+    cfg = DiscoverConfig.from_preset(args.preset, **common_options(args))
+    the_plan = plan(cfg)  # every check, nothing written
     if not args.json:
-        cfg = the_plan.config
-        what = (f"{cfg.epochs} epoch(s) on {cfg.subset or 'all'} images"
-                if the_plan.pruner.needs_training else "no training needed")
         console.print(f"[bold]{the_plan.pruner.name}[/] on {the_plan.bound.space.name} / "
-                      f"{the_plan.bound.info.name} at {the_plan.budget}: {what} → "
-                      f"{the_plan.run_dir}")
-    result = discover(the_plan, progress=not args.json)
+                      f"{the_plan.bound.info.name} at {the_plan.budget} → {the_plan.run_dir}")
+        console.print(preset_line(cfg, the_plan.pruner.needs_training))
+    try:
+        result = discover(the_plan, progress=not args.json)
+    except SeparationError as exc:
+        err_console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+        return 2
     if args.json:
         print_json(result)
     else:
         print_result(result)
+    for line in result["warnings"]:
+        err_console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -115,8 +162,19 @@ def print_result(result: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "group" else "right")
     for r in result["widths"]:
         kept = "removed" if r["removed"] else f"{r['kept']:.0%}"
-        table.add_row(r["group"], str(r["stage"]), str(r["base"]), str(r["width"]), kept)
+        style = "red" if r["flagged"] else None
+        table.add_row(r["group"], str(r["stage"]), str(r["base"]), str(r["width"]),
+                      kept + (" !" if r["flagged"] else ""), style=style)
     console.print(table)
+    if result["flagged_groups"]:
+        console.print(f"! cut below {FLAG_BELOW:.0%} of the base width: "
+                      + ", ".join(result["flagged_groups"]))
+    sep = result.get("separation")
+    if sep is not None and sep.get("statistic") is not None:
+        console.print(f"separation {sep['statistic']:.2f} (separated at >= "
+                      f"{sep['min_separation']}): {'yes' if sep['separated'] else 'NO'}; "
+                      f"sparsity {result['provenance'].get('sparsity')} "
+                      f"({result['provenance'].get('sparsity_rule')})")
     if result["removed_blocks"]:
         console.print(f"removed blocks: {', '.join(result['removed_blocks'])}")
     cost, base = result["cost"], result["base_cost"]

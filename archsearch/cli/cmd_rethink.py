@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from archsearch.cli._common import console, human, print_json
-from archsearch.cli.cmd_discover import add_common, common_options
+from archsearch.cli.cmd_discover import add_common, common_options, preset_line
 
 DEFAULT_SEEDS = 3
 
@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help=f"number of seeds: --seed, --seed+1, ... (default {DEFAULT_SEEDS})")
     p.add_argument("--finetune-epochs", type=int,
-                   help="fine-tune epochs at lr 1e-3 (default: a quarter of --epochs, min 1)")
+                   help="fine-tune epochs at lr 1e-3 (default: the preset's: quick 1, paper "
+                        "40)")
     p.add_argument("--max-scale", type=float, help="Scratch-B: cap the epoch scale factor")
     p.add_argument("--test-subset", type=int,
                    help="evaluate on this many test images (default: the whole test split)")
@@ -39,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from archsearch.discover import RethinkConfig, plan
     from archsearch.rethink import LEG_TITLES, Rethink
 
-    the_plan = plan(RethinkConfig(**common_options(args), seeds=args.seeds,
-                                  finetune_epochs=args.finetune_epochs,
-                                  max_scale=args.max_scale, test_subset=args.test_subset))
+    cfg = RethinkConfig.from_preset(args.preset, **common_options(args), seeds=args.seeds,
+                                    finetune_epochs=args.finetune_epochs,
+                                    max_scale=args.max_scale, test_subset=args.test_subset)
+    the_plan = plan(cfg)
 
     def on_leg(rec: dict[str, Any]) -> None:
         if args.json:
@@ -57,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         cfg = the_plan.config
         console.print(f"[bold]rethink[/] {the_plan.pruner.name} on {the_plan.bound.space.name}"
-                      f" / {the_plan.bound.info.name} at {the_plan.budget}: {cfg.seeds} seed(s),"
-                      f" base {cfg.epochs} epoch(s) on {cfg.subset or 'all'} images → "
-                      f"{the_plan.run_dir}")
+                      f" / {the_plan.bound.info.name} at {the_plan.budget}: {cfg.seeds} seed(s)"
+                      f" → {the_plan.run_dir}")
+        console.print(preset_line(cfg))
     doc = Rethink(the_plan, on_leg=on_leg, progress=not args.json).run()
     if args.json:
         print_json(doc)

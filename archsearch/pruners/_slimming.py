@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
 
 from archsearch.budget import TOLERANCE, Budget, fit_to_budget
 from archsearch.build import BoundSpace
+from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.pruners._base import Pruner, as_budget, check_nonnegative
+from archsearch.presets import paper_sparsity
+from archsearch.pruners._base import Pruner, as_budget, check_nonnegative, top_channels
+from archsearch.pruners._evidence import (
+    channel_separation,
+    dead_level,
+    natural_cut,
+    separation,
+)
 
 _log = logging.getLogger(__name__)
+# Default floor: no group below 10% of its base width unless its scores are zeros (see
+# bench/results/separation.md for the measurement behind it).
+MIN_KEEP = 0.1
 
 
 class SlimmingPruner(Pruner):
     """L1 subgradient `sparsity * sign(gamma)` on BatchNorm scales during training; the genome
-    keeps channels whose |gamma| (mean over a group's BatchNorms) is above one global
+    keeps channels whose |gamma| (max over a group's BatchNorms) is above one global
     threshold, chosen by bisection so the genome costs the budget.
+
+    `sparsity` None is the paper's λ for the space's family (for its 160-epoch schedule; the
+    orchestration sizes it to the schedule that runs, see `archsearch.presets`). No group
+    keeps fewer than `min_keep` of its channels unless its scores below that are zeros
+    (`dead_level`). The genome's provenance records the threshold and the separation
+    evidence (`archsearch.pruners._evidence`).
 
     Classifier BatchNorm1d layers are left out unless `include_bn1d` (their scales live on
     another scale and would dominate the threshold); groups without a BatchNorm keep the
@@ -27,13 +45,20 @@ class SlimmingPruner(Pruner):
 
     name = "slimming"
 
-    def __init__(self, bound: BoundSpace, sparsity: float = 1e-4, include_bn1d: bool = False):
+    def __init__(self, bound: BoundSpace, sparsity: float | None = None,
+                 include_bn1d: bool = False, min_keep: float = MIN_KEEP):
         super().__init__(bound)
+        if sparsity is None:
+            sparsity = paper_sparsity(self.name, bound.space.family)
         self.sparsity = check_nonnegative(sparsity, "sparsity")
         self.include_bn1d = bool(include_bn1d)
+        self.min_keep = check_nonnegative(min_keep, "min_keep")
+        if self.min_keep > 1:
+            raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
+                                  f"min_keep={min_keep:g}")
 
     def options(self) -> dict[str, object]:
-        return {"sparsity": self.sparsity}
+        return {"sparsity": self.sparsity, "min_keep": self.min_keep}
 
     def _norms(self, model: nn.Module) -> dict[str, list[nn.Module]]:
         out: dict[str, list[nn.Module]] = {}
@@ -54,27 +79,78 @@ class SlimmingPruner(Pruner):
                     bn.weight.grad.add_(torch.sign(bn.weight.detach()), alpha=self.sparsity)
 
     def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """|gamma| per channel, averaged over the group's BatchNorms (all BNs of a stream)."""
+        """|gamma| per channel, the max over the group's BatchNorms: a channel of a residual
+        stream can go only when no block writing it needs it (a mean would dilute a channel
+        one block uses by every block that does not, and streams would drift low)."""
         return {name: torch.stack([bn.weight.detach().abs().float().cpu() for bn in mods])
-                .mean(dim=0) for name, mods in self._norms(model).items()}
+                .amax(dim=0) for name, mods in self._norms(model).items()}
 
     def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
-        budget = as_budget(budget)
-        scores = self.importance(model)
-        shape, threshold = threshold_shape(scores, budget, self.bound)
-        widths = fit_to_budget(shape, budget, self.bound)
-        _log.info("slimming: threshold %.4g over %d scored groups", threshold, len(scores))
-        return self.bound.genome(widths, dict.fromkeys(self.bound.graph.blocks, True),
-                                 self._provenance(budget, threshold=threshold))
+        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep)
 
 
-def _shape_at(scores: dict[str, torch.Tensor], threshold: float,
-              bound: BoundSpace) -> dict[str, float]:
-    """Keep ratios per group for one threshold (never below the space's minimum width)."""
+def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budget,
+                  min_keep: float) -> Genome:
+    """The genome of one global ranking of channel scores at a budget, with its evidence.
+
+    When the budget affords every channel that scored above zero (`dead_level`), the cut
+    is the pruner's own: the survivors' shape, scaled up onto the budget (`fit_to_budget`),
+    rather than a threshold that would pick among zeros by noise. Otherwise one threshold
+    by bisection (with the group floor), and `fit_to_budget` trims the rounding. Either way
+    the separation statistic compares the channels kept at the cut with those dropped."""
+    bound = pruner.bound
+    floor = group_floor(scores, bound, min_keep) if min_keep else None
+    natural = natural_cut(scores)
+    split = _split_at(scores, natural)
+    survivors = _shape_at(scores, natural, bound, floor)
+    if (scores and split["separated"]
+            and _cost(survivors, budget, bound) <= budget.target(bound.base_cost)):
+        shape, threshold, cut = survivors, natural, "survivors scaled to the budget"
+    else:
+        shape, threshold = threshold_shape(scores, budget, bound, min_keep)
+        cut = "global threshold at the budget"
+    widths = fit_to_budget(shape, budget, bound, floor=floor)
+    genome = bound.genome(widths, dict.fromkeys(bound.graph.blocks, True))
+    if cut.startswith("survivors"):
+        evidence = split
+    else:
+        evidence = channel_separation(scores, top_channels(scores, genome, bound))
+    values = torch.cat([s.flatten() for s in scores.values()]) if scores else torch.ones(1)
+    evidence["near_zero_share"] = round(float((values <= dead_level(scores)).float().mean()), 4)
+    evidence["cut"] = cut
+    _log.info("%s: %s, threshold %.4g over %d scored groups, separation %s", pruner.name,
+              cut, threshold, len(scores), evidence["statistic"])
+    genome.provenance.update(pruner._provenance(budget, threshold=threshold,
+                                                separation=evidence))
+    return genome
+
+
+def _split_at(scores: dict[str, torch.Tensor], threshold: float) -> dict[str, object]:
+    """The separation statistic of all scores above vs at or below `threshold`."""
+    if not scores:
+        return separation([], [])
+    values = [s.detach().float().cpu().flatten() for s in scores.values()]
+    return separation(torch.cat([v[v > threshold] for v in values]),
+                      torch.cat([v[v <= threshold] for v in values]))
+
+
+def _cost(shape: dict[str, float], budget: Budget, bound: BoundSpace) -> float:
+    """The cost of a keep-ratio shape in the budget's metric."""
+    base = bound.graph.base_widths()
+    widths = {g: round(shape[g] * base[g]) for g in shape}
+    metric = 0 if budget.metric == "macs" else 1
+    return bound.costs.cost_vector(bound.costs.widths_vector(widths),
+                                   bound.costs.active({}))[metric]
+
+
+def _shape_at(scores: dict[str, torch.Tensor], threshold: float, bound: BoundSpace,
+              floor: dict[str, int] | None = None) -> dict[str, float]:
+    """Keep ratios per group for one threshold (never below the space's minimum width, nor
+    below the group's `floor` count)."""
     shape: dict[str, float] = {}
     for name, score in scores.items():
         size = bound.graph.groups[name].size
-        count = int((score > threshold).sum())
+        count = max(int((score > threshold).sum()), (floor or {}).get(name, 0))
         shape[name] = bound.space.round_width(count, size) / size
     if len(shape) < len(bound.graph.prunable):  # unscored groups follow the scored ones
         total = sum(bound.graph.groups[n].size for n in shape) or 1
@@ -84,38 +160,48 @@ def _shape_at(scores: dict[str, torch.Tensor], threshold: float,
     return shape
 
 
-def threshold_shape(scores: dict[str, torch.Tensor], budget: Budget,
-                    bound: BoundSpace) -> tuple[dict[str, float], float]:
+def group_floor(scores: dict[str, torch.Tensor], bound: BoundSpace,
+                min_keep: float) -> dict[str, int]:
+    """Per group, the channels it keeps whatever the threshold: `min_keep` of its width, but
+    only as many as score above zero (`dead_level`): zeros may go below the floor."""
+    dead, div = dead_level(scores), bound.space.divisor
+    floor = {}
+    for name, score in scores.items():
+        count = min(math.ceil(min_keep * bound.graph.groups[name].size), int((score > dead).sum()))
+        floor[name] = min(bound.graph.groups[name].size, math.ceil(count / div) * div)
+    return floor
+
+
+def threshold_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpace,
+                    min_keep: float = 0.0) -> tuple[dict[str, float], float]:
     """The keep-ratio shape of the global threshold that costs the budget (or just above it):
-    bisection over the sorted scores, so `fit_to_budget` then only trims the rounding."""
+    bisection over the sorted scores, so `fit_to_budget` then only trims the rounding. With
+    `min_keep`, no group keeps fewer channels than `group_floor` allows."""
+    floor = group_floor(scores, bound, min_keep) if min_keep > 0 else None
     target = budget.target(bound.base_cost)
-    metric = 0 if budget.metric == "macs" else 1
-    base = bound.graph.base_widths()
 
     def cost(shape: dict[str, float]) -> float:
-        widths = {g: round(shape[g] * base[g]) for g in shape}
-        return bound.costs.cost_vector(bound.costs.widths_vector(widths),
-                                       bound.costs.active({}))[metric]
+        return _cost(shape, budget, bound)
 
     if not scores:
-        return _shape_at(scores, 0.0, bound), 0.0
+        return _shape_at(scores, 0.0, bound, floor), 0.0
     values = torch.cat(list(scores.values())).sort().values
     candidates = torch.cat([values.new_tensor([-1.0]), values]).tolist()
     # candidates[i] as threshold drops the i smallest scores; cost falls as i grows
     lo, hi = 0, len(candidates) - 1
-    if cost(_shape_at(scores, candidates[hi], bound)) >= target:
+    if cost(_shape_at(scores, candidates[hi], bound, floor)) >= target:
         lo = hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if cost(_shape_at(scores, candidates[mid], bound)) >= target:
+        if cost(_shape_at(scores, candidates[mid], bound, floor)) >= target:
             lo = mid
         else:
             hi = mid
     threshold = candidates[lo]
     # the cheaper neighbour wins when it is within tolerance and closer to the target
     if lo + 1 < len(candidates):
-        here = cost(_shape_at(scores, threshold, bound))
-        nxt = cost(_shape_at(scores, candidates[lo + 1], bound))
+        here = cost(_shape_at(scores, threshold, bound, floor))
+        nxt = cost(_shape_at(scores, candidates[lo + 1], bound, floor))
         if target - nxt <= TOLERANCE * target and target - nxt < here - target:
             threshold = candidates[lo + 1]
-    return _shape_at(scores, threshold, bound), float(threshold)
+    return _shape_at(scores, threshold, bound, floor), float(threshold)

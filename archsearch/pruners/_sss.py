@@ -13,7 +13,9 @@ from archsearch.budget import TOLERANCE, Budget, fit_to_budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
+from archsearch.presets import paper_sparsity
 from archsearch.pruners._base import Pruner, as_budget, check_nonnegative, check_positive, filter_l1
+from archsearch.pruners._evidence import separation
 
 _log = logging.getLogger(__name__)
 GATES = "sss_gates"
@@ -61,9 +63,11 @@ class SSSPruner(Pruner):
 
     name = "sss"
 
-    def __init__(self, bound: BoundSpace, sparsity: float = 1e-2, gate_lr: float = 0.1,
+    def __init__(self, bound: BoundSpace, sparsity: float | None = None, gate_lr: float = 0.1,
                  momentum: float = 0.9):
         super().__init__(bound)
+        if sparsity is None:
+            sparsity = paper_sparsity(self.name, bound.space.family)
         self.sparsity = check_nonnegative(sparsity, "sparsity")
         self.gate_lr = check_positive(gate_lr, "gate_lr")
         self.momentum = check_nonnegative(momentum, "momentum")
@@ -139,7 +143,12 @@ class SSSPruner(Pruner):
                          len(zeros), budget, ", ".join(zeros))
         widths = fit_to_budget({}, budget, self.bound, blocks)
         removed = sorted(b for b, kept in blocks.items() if not kept)
-        return self.bound.genome(widths, blocks, self._provenance(budget, removed=removed))
+        evidence = separation([abs(factors[b]) for b in blocks if blocks[b]],
+                              [abs(factors[b]) for b in removed])
+        evidence["near_zero_share"] = round(sum(f == 0 for f in factors.values())
+                                            / max(1, len(factors)), 4)
+        return self.bound.genome(widths, blocks, self._provenance(
+            budget, removed=removed, separation=evidence))
 
 
 def drop_blocks(factors: Mapping[str, float], budget: Budget,

@@ -1,0 +1,123 @@
+"""Named recipes for `discover` and `rethink`, and the sparsity strength sized to a schedule.
+
+`quick` (the default) runs in minutes on a 2-core CPU; `paper` is the recipe of Liu et al.
+(ICLR 2019) for CIFAR-size data: the full training split, 160 epochs at batch 64, lr 0.1
+dropped ×0.1 at 50% and 75%, fine-tuning 40 epochs, and the paper's slimming λ per family.
+
+Why λ must follow the schedule: the L1 subgradient moves every BatchNorm scale towards zero
+by lr_t · λ / (1 - momentum) per step (SGD with momentum), so what a run can do to the scales
+is bounded by their *travel* Σ_t lr_t · λ / (1 - momentum), in units of their initial value
+1. The paper's λ over its 160 epochs gives a travel of 0.66 (ResNet, 1e-5) and 6.6 (VGG,
+1e-4); the same λ over a few short epochs gives ~500× less and leaves every scale where it
+started. The paper's travel does not transfer to short schedules either (measured,
+bench/results/separation.md): 0.66 shrinks every scale together (no separation) and 6.6
+over 186 steps drives 92% of vgg11-half's scales to zero within the first epoch and the
+network with them (val acc 17%). Separation (a zero pile, a valley, survivors) appeared at a
+travel of about 3 to 8 and came more cleanly with more steps for the same travel; the auto
+rule gives every schedule a travel of AUTO_TRAVEL, and the quick preset has enough steps
+(625) for it to separate on resnet20.
+
+sss is different: its gates take proximal steps with their own constant step size, so its λ
+sets *which* blocks die (those whose loss gradient stays below λ) and the schedule only needs
+enough steps for a gate to travel from 1 to 0; `sparsity_for` keeps the anchor and raises it
+only when the run is too short for that travel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archsearch.errors import ArchsearchError
+
+# The paper's slimming λ per model family (Liu et al. 2017/2019 code: VGG 1e-4, ResNet and
+# DenseNet 1e-5), for its CIFAR schedule below.
+PAPER_SLIMMING = {"vgg": 1e-4}
+PAPER_SLIMMING_DEFAULT = 1e-5
+# sss: the factor penalty of archsearch's sss (proximal step on the block gates); the gates
+# must be able to travel from 1 to 0 this many times over within the run.
+SSS_ANCHOR = 1e-2
+SSS_TRAVEL = 3.0
+AUTO_TRAVEL = 3.0  # slimming: how far (in initial |gamma|) the L1 term can move a scale
+PAPER_IMAGES = 50_000  # CIFAR training split
+PAPER_EPOCHS = 160
+PAPER_BATCH = 64
+PAPER_LR = 0.1
+PAPER_FINETUNE_EPOCHS = 40
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A whole recipe: training length and data, batch, and the sparsity rule."""
+
+    name: str
+    epochs: int
+    subset: int | None  # training images (None: the whole training split)
+    batch_size: int
+    finetune_epochs: int | None  # None: a quarter of the base epochs (paper: 40 of 160)
+    sparsity: str  # "auto": sized to the schedule; "paper": the paper's λ for the family
+    summary: str
+
+
+PRESETS = {
+    "quick": Preset("quick", epochs=5, subset=8000, batch_size=64, finetune_epochs=None,
+                    sparsity="auto", summary="5 epochs on 8,000 images, λ sized to that "
+                    "schedule: minutes on a 2-core CPU"),
+    "paper": Preset("paper", epochs=PAPER_EPOCHS, subset=None, batch_size=PAPER_BATCH,
+                    finetune_epochs=PAPER_FINETUNE_EPOCHS, sparsity="paper",
+                    summary="Liu et al.: the full training split, 160 epochs, batch 64, lr 0.1 "
+                    "(×0.1 at 50%/75%), the paper's λ; hours on a GPU"),
+}
+DEFAULT_PRESET = "quick"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ArchsearchError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def step_lr(epoch: int, epochs: int, lr: float = PAPER_LR) -> float:
+    """The paper's step schedule (the trainer's `TrainConfig.lr_at` for base training)."""
+    return lr * 0.1 ** ((epoch >= epochs * 0.5) + (epoch >= epochs * 0.75))
+
+
+def lr_sum(images: int, epochs: int, batch_size: int, lr: float = PAPER_LR) -> float:
+    """Σ_t lr_t over a base-training run: steps per epoch (the trainer drops the last partial
+    batch) times the epoch's learning rate."""
+    steps = max(1, images // batch_size)
+    return steps * sum(step_lr(e, epochs, lr) for e in range(epochs))
+
+
+PAPER_LR_SUM = lr_sum(PAPER_IMAGES, PAPER_EPOCHS, PAPER_BATCH)
+
+
+def paper_sparsity(method: str, family: str) -> float:
+    """The paper's sparsity strength for a method on a model family."""
+    if method == "sss":
+        return SSS_ANCHOR
+    return PAPER_SLIMMING.get(family, PAPER_SLIMMING_DEFAULT)
+
+
+def sparsity_for(method: str, family: str, images: int, epochs: int, batch_size: int,
+                 lr: float = PAPER_LR, gate_lr: float = 0.1, momentum: float = 0.9) -> float:
+    """The sparsity strength sized to a schedule (see the module doc).
+
+    slimming: λ = AUTO_TRAVEL · (1 - momentum) / Σ lr, whatever the family (the paper's
+    family values enter through the paper preset). sss: the anchor, raised when the run has
+    too few steps for a gate to travel SSS_TRAVEL × from 1 to 0 (step gate_lr·λ/(1-momentum)).
+    """
+    if images < 1 or epochs < 1 or batch_size < 1:
+        raise ArchsearchError(f"cannot size the sparsity for images={images}, epochs={epochs}, "
+                              f"batch_size={batch_size}")
+    if method == "sss":
+        anchor = paper_sparsity(method, family)
+        steps = max(1, images // batch_size) * epochs
+        travel = steps * gate_lr * anchor / (1 - momentum)
+        return anchor if travel >= SSS_TRAVEL else float(f"{anchor * SSS_TRAVEL / travel:.3g}")
+    return float(f"{AUTO_TRAVEL * (1 - momentum) / lr_sum(images, epochs, batch_size, lr):.3g}")
+
+
+def travel(sparsity: float, images: int, epochs: int, batch_size: int,
+           lr: float = PAPER_LR, momentum: float = 0.9) -> float:
+    """How far the L1 term can move a BatchNorm scale over a run (in its initial value)."""
+    return lr_sum(images, epochs, batch_size, lr) * sparsity / (1 - momentum)
