@@ -92,6 +92,27 @@ def test_masked_supernet_at_a_genome_equals_shrink_of_the_same_weights(space, mo
     assert narrower and not torch.allclose(out, supernet.model.eval()(x))
 
 
+def test_masked_supernet_without_a_block_equals_shrink_that_cuts_it():
+    bound = bind("tinyres", "synthetic")
+    assert list(bound.graph.blocks) == ["layer1.0"]
+    supernet = Supernet(bound)
+    _scramble(supernet.model)
+    widths = {g: max(1, size // 2) for g, size in bound.graph.base_widths().items()}
+    genome = bound.genome(widths, {"layer1.0": False})
+    keep = {g: torch.arange(w) for g, w in widths.items()}
+    reference = shrink(supernet.model, genome, keep, graph=bound.graph).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    supernet.model.eval()
+    with torch.no_grad():
+        with supernet.at(widths, {"layer1.0"}) as masked:
+            out = masked(x)
+        with supernet.at(widths) as masked:
+            kept = masked(x)
+        assert torch.allclose(out, reference(x), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(out, kept)
+        assert torch.equal(supernet.slice(genome).eval()(x), reference(x))
+
+
 def _genomes(bound):
     """The uniform genome and one with the last stage starved (1 channel into the head)."""
     param = Parameterisation(bound, parse_budget(BUDGET))
@@ -160,6 +181,18 @@ def test_adaptive_bn_scores_are_deterministic_and_rank_a_starved_genome_low(spli
     assert pruner.name == "l1norm"
     evaluator = AdaptiveBNEvaluator(bound, base, pruner, splits, SCORING)
     uniform, starved = _genomes(bound)
+    scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] == scores[2]
+    assert scores[1] < scores[0] - 0.1, scores
+
+
+def test_proxy_scores_are_deterministic_and_rank_a_starved_genome_low(splits):
+    from archsearch.search import ProxyEvaluator, ProxySchedule
+
+    schedule = ProxySchedule(epochs=3, subset=1.0, batch_size=32, device="cpu")
+    evaluator = ProxyEvaluator("synthetic", schedule, splits=splits)
+    uniform, starved = _genomes(bind("tinyres", "synthetic"))
     scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores[0] == scores[2]

@@ -8,8 +8,9 @@ the ones every subnetwork relies on, so slicing at any genome is meaningful.
 A width is trained on the full base by masking: every conv/linear/BatchNorm output beyond
 the group's width is multiplied by zero, which is exactly the sliced network (per-channel
 BatchNorm, zero inputs contribute nothing); `Supernet.slice` cuts the same channels out
-with `shrink`. Removable blocks are kept while training; a genome that removes some is
-cut by `shrink` when sliced.
+with `shrink`. A removed residual block is its branch's output multiplied by zero (the add
+then passes the skip alone, as `shrink` cuts it); the random subnetworks drop each block
+with probability `block_drop`.
 
 `train_supernet` checkpoints every epoch (atomic) and resumes; `supernet_for` trains it at
 most once per run folder, also with several workers (a file lock).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class SupernetSchedule:
     lr: float = 0.1
     random_widths: int = 2  # random subnetworks per step, besides the widest and narrowest
     min_ratio: float = 0.1  # the narrowest subnetwork's ratio of every group
+    block_drop: float = 0.25  # chance that a random subnetwork removes a removable block
     seed: int = 0
     device: str = "auto"
 
@@ -62,6 +64,8 @@ class SupernetSchedule:
             raise ArchsearchError(f"random_widths must be >= 0, but got {self.random_widths}")
         if not 0 < self.min_ratio <= 1:
             raise ArchsearchError(f"min_ratio must be in (0, 1], but got {self.min_ratio}")
+        if not 0 <= self.block_drop < 1:
+            raise ArchsearchError(f"block_drop must be in [0, 1), but got {self.block_drop}")
 
 
 def _feature_index(segments: tuple[Segment, ...], widths: Mapping[str, int]) -> torch.Tensor:
@@ -89,6 +93,10 @@ class Supernet:
             if call.kind in ("conv", "linear", "bn") and call.module not in self._calls:
                 self._calls[call.module] = call
         self._full = graph.base_widths()
+        nodes = {n.name: n for n in graph.module.graph.nodes}
+        # the module whose output is a removable block's branch (where removal zeroes it)
+        self._branches = {name: str(nodes[b.branch].target) for name, b in graph.blocks.items()
+                          if nodes[b.branch].op == "call_module"}
 
     def widths_at(self, ratio: float) -> dict[str, int]:
         """Every prunable group at one ratio of its base width (rounded as the space rounds)."""
@@ -100,6 +108,11 @@ class Supernet:
         u = torch.rand(len(self._full), generator=generator).tolist()
         return {g: self.bound.space.round_width((low + (1 - low) * r) * size, size)
                 for (g, size), r in zip(self._full.items(), u, strict=True)}
+
+    def random_blocks(self, drop: float, generator: torch.Generator) -> set[str]:
+        """Blocks a random subnetwork removes (each with probability `drop`)."""
+        u = torch.rand(len(self._branches), generator=generator).tolist()
+        return {b for b, r in zip(self._branches, u, strict=True) if r < drop}
 
     def masks(self, widths: Mapping[str, int]) -> dict[str, torch.Tensor]:
         """Per module, a 0/1 mask over its output features (modules left whole are absent)."""
@@ -114,13 +127,20 @@ class Supernet:
         return out
 
     @contextlib.contextmanager
-    def at(self, widths: Mapping[str, int] | None) -> Iterator[nn.Module]:
-        """The model masked to `widths` (None: full width) while the context is open."""
+    def at(self, widths: Mapping[str, int] | None, removed: Iterable[str] = ()
+           ) -> Iterator[nn.Module]:
+        """The model masked to `widths` (None: full width) without the `removed` blocks,
+        while the context is open."""
         handles = []
         device = next(self.model.parameters()).device
         for name, mask in ({} if widths is None else self.masks(widths)).items():
             module = self.model.get_submodule(name)
             handles.append(module.register_forward_hook(_masker(mask.to(device))))
+        for block in removed:
+            if block not in self._branches:
+                raise ArchsearchError(f"block {block!r} cannot be removed in the supernet")
+            module = self.model.get_submodule(self._branches[block])
+            handles.append(module.register_forward_hook(_zero))
         try:
             yield self.model
         finally:
@@ -143,11 +163,12 @@ class Supernet:
         loss = nn.functional.cross_entropy(logits, y)
         loss.backward()
         soft = logits.detach().softmax(1)
-        subnets = [self.widths_at(schedule.min_ratio)] + [
-            self.random_widths(schedule.min_ratio, generator)
+        subnets = [(self.widths_at(schedule.min_ratio), set())] + [
+            (self.random_widths(schedule.min_ratio, generator),
+             self.random_blocks(schedule.block_drop, generator))
             for _ in range(schedule.random_widths)]
-        for widths in subnets:
-            with self.at(widths) as model:
+        for widths, removed in subnets:
+            with self.at(widths, removed) as model:
                 out = model(x)
             (-(soft * out.log_softmax(1)).sum(1).mean()).backward()
         optimizer.step()
@@ -163,6 +184,10 @@ def _masker(mask: torch.Tensor) -> Callable[..., torch.Tensor]:
         return out * mask.view(shape)
 
     return hook
+
+
+def _zero(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    return out * 0.0
 
 
 def _lr(schedule: SupernetSchedule, epoch: int) -> float:
