@@ -81,7 +81,8 @@ def searched_genome(space: str, args, guide_path: Path, splits, run_dir: Path) -
     config = SearchConfig(budget=args.budget, out=str(run_dir), space=space,
                           dataset="fashion-mnist", guides=[str(guide_path)],
                           trials=args.trials, proxy_epochs=args.proxy_epochs,
-                          proxy_subset=args.proxy_subset, proxy_val=args.proxy_val, seed=0)
+                          proxy_subset=args.proxy_subset, proxy_val=args.proxy_val, seed=0,
+                          evaluator="proxy", final=0)
     evaluator = ProxyEvaluator("fashion-mnist", config.schedule(), splits=splits)
     start = time.perf_counter()
     Search(config, evaluator, worker_index=0).work()

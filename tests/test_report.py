@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory):
     path = guide.save(tmp / "guide.json")
     config = SearchConfig(budget="25%FLOPs", out=str(tmp / "run"), space="resnet20",
                           dataset="fashion-mnist", trials=8, guides=[str(path)],
-                          early_stop="median")
+                          early_stop="median", evaluator="proxy", final=0)
     Search(config, FakeEvaluator(epochs=3)).work()
     return tmp / "run"
 

@@ -41,6 +41,13 @@ def _fashion_mnist_available() -> bool:
     (["--workers", "0"], "--workers"),
     (["--proxy-subset", "1.5"], "--proxy-subset"),
     (["--objectives", "accuracy,macs", "--budget-low", "40%params"], "--budget-low"),
+    (["--evaluator", "oracle"], "--evaluator"),
+    (["--screen", "-1"], "--screen"),
+    (["--final", "-2"], "--final"),
+    (["--base-epochs", "0"], "--base-epochs"),
+    (["--calib-images", "0"], "--calib-images"),
+    (["--base", "missing.pt", "--evaluator", "adaptive-bn"], "--base checkpoint not found"),
+    (["--base", "missing.pt"], "adaptive-bn"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -79,7 +86,8 @@ def test_real_search_on_fashion_mnist_end_to_end(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "archsearch", "search", "--budget", "25%FLOPs",
            "--space", "vgg11", "--trials", "4", "--workers", "2", "--proxy-epochs", "2",
-           "--proxy-subset", "256", "--proxy-val", "256", "--out", str(out), "--json"]
+           "--proxy-subset", "256", "--proxy-val", "256", "--evaluator", "proxy",
+           "--final", "0", "--out", str(out), "--json"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads(done.stdout)

@@ -31,7 +31,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def config(tmp_path, **kw) -> SearchConfig:
     base = {"budget": "25%FLOPs", "out": str(tmp_path / "run"), "space": "resnet20",
-            "dataset": "fashion-mnist", "trials": 6, "proxy_epochs": 2}
+            "dataset": "fashion-mnist", "trials": 6, "proxy_epochs": 2,
+            "evaluator": "proxy", "final": 0}
     return SearchConfig(**(base | kw))
 
 

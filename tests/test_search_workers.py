@@ -60,14 +60,19 @@ class FakeEvaluator:
 def search_config(out: Path, trials: int, **kw):
     from archsearch.search import SearchConfig
 
+    kw = {"evaluator": "proxy", "final": 0, **kw}  # one fidelity unless asked otherwise
     return SearchConfig(budget=BUDGET, out=str(out), space=SPACE, dataset="fashion-mnist",
                         trials=trials, proxy_epochs=2, **kw)
 
 
 def _start_worker(out: Path, trials: int, index: int, sleep: float, log: Path,
-                  storage: str | None = None, study: str | None = None) -> subprocess.Popen:
+                  storage: str | None = None, study: str | None = None,
+                  plan: tuple[int, int] | None = None, slow: str = "") -> subprocess.Popen:
+    """A worker process; `plan` = (screen, final) makes it a multi-fidelity search, whose
+    `slow` fidelity alone sleeps (all of them without)."""
     args = [sys.executable, "-m", "tests.test_search_workers", str(out), str(trials),
-            str(index), str(sleep), str(log), storage or "", study or ""]
+            str(index), str(sleep), str(log), storage or "", study or "",
+            ",".join(map(str, plan)) if plan else "", slow]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -110,15 +115,17 @@ def test_two_workers_on_one_journal_finish_exactly_n_trials(tmp_path):
     assert not [t for t in run.trials() if t.state == TrialState.FAIL]
 
 
-def _running_trial(out: Path, pid: int, timeout: float = 60.0) -> int:
-    """Wait until worker `pid` is inside a trial; its number."""
+def _running_trial(out: Path, pid: int, timeout: float = 60.0, fidelity: str | None = None
+                   ) -> int:
+    """Wait until worker `pid` is inside a trial (of `fidelity`); its number."""
     from archsearch.search import open_run
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if (out / "search.json").exists() and (out / "journal.log").exists():
             for t in open_run(out).study.get_trials(states=(TrialState.RUNNING,)):
-                if (t.user_attrs.get("worker") or {}).get("pid") == pid:
+                if (t.user_attrs.get("worker") or {}).get("pid") == pid and \
+                        fidelity in (None, t.user_attrs.get("fidelity")):
                     return t.number
         time.sleep(0.2)
     raise AssertionError("the worker never started a trial")
@@ -164,6 +171,60 @@ def test_rerun_after_kill_resumes(tmp_path):
     assert run.study.trials[killed].state == TrialState.FAIL
 
 
+PLAN = (8, 2)  # multi-fidelity: 8 screened, `trials` proxy-trained, 2 final
+
+
+def _check_plan(study, trials: int) -> None:
+    """Exactly the plan's trials per fidelity, in order, each promoted from a finished one."""
+    _check_exactly(study, PLAN[0] + trials + PLAN[1])
+    counted = [t for t in study.get_trials(deepcopy=False)
+               if t.state != TrialState.FAIL or t.user_attrs.get("outcome")]
+    fidelities = [t.user_attrs["fidelity"] for t in counted]
+    assert Counter(fidelities) == {"screen": PLAN[0], "proxy": trials, "final": PLAN[1]}
+    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for t in counted:
+        if t.user_attrs["fidelity"] != "screen":
+            assert "promoted_from" in t.user_attrs, (t.number, t.state, t.user_attrs)
+            source = numbers[t.user_attrs["promoted_from"]]
+            assert source.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            assert source.datetime_complete <= t.datetime_start
+
+
+@pytest.mark.slow
+def test_two_workers_multi_fidelity_finish_exactly_the_plan(tmp_path):
+    from archsearch.search import open_run
+
+    trials, log, out = 4, tmp_path / "evaluated.jsonl", tmp_path / "run"
+    procs = [_start_worker(out, trials, i, 0.05, log, plan=PLAN) for i in range(2)]
+    _wait(procs)
+    run = open_run(out)
+    _check_plan(run.study, trials)
+    numbers = Counter(e["trial"] for e in _evaluated(log))
+    assert sum(numbers.values()) == PLAN[0] + trials + PLAN[1]
+    assert all(c == 1 for c in numbers.values()), f"a trial was evaluated twice: {numbers}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["screen", "final"])
+def test_multi_fidelity_kill_9_then_rerun_completes_the_plan(tmp_path, stage):
+    """Kill the only worker inside a screen (or a final) trial, rerun: the plan completes."""
+    from archsearch.search import open_run
+
+    trials, log, out = 3, tmp_path / "evaluated.jsonl", tmp_path / "run"
+    victim = _start_worker(out, trials, 0, 2.0, log, plan=PLAN, slow=stage)
+    killed = _running_trial(out, victim.pid, fidelity=stage)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    _wait([_start_worker(out, trials, 0, 0.0, log, plan=PLAN)])
+    run = open_run(out)
+    _check_plan(run.study, trials)
+    dead = run.study.trials[killed]
+    assert dead.state == TrialState.FAIL and "outcome" not in dead.user_attrs
+    retry = [t for t in run.trials() if t.user_attrs.get("retry_of") == killed]
+    assert dead.user_attrs["fidelity"] == stage
+    assert len(retry) == 1 and retry[0].user_attrs["fidelity"] == stage
+
+
 def postgres_url() -> str | None:
     url = os.environ.get("ARCHSEARCH_TEST_POSTGRES")
     path = ROOT / ".ci" / ".postgres-url"
@@ -204,10 +265,17 @@ def test_two_workers_on_postgresql(tmp_path):
 def _worker(argv: list[str]) -> None:
     from archsearch.search import Search
 
-    out, trials, index, sleep, log, storage, study = argv
-    config = search_config(Path(out), int(trials), storage=storage or None, study=study or None)
+    out, trials, index, sleep, log, storage, study, plan, slow = argv
+    kw = {}
+    if plan:
+        screen, final = map(int, plan.split(","))
+        kw = {"evaluator": "supernet", "screen": screen, "final": final}
+    config = search_config(Path(out), int(trials), storage=storage or None, study=study or None,
+                           **kw)
     torch.set_num_threads(1)
-    Search(config, FakeEvaluator(sleep=float(sleep), log=log), worker_index=int(index)).work()
+    evaluator = {f: FakeEvaluator(sleep=float(sleep) if slow in ("", f) else 0.0, log=log)
+                 for f in ("screen", "proxy", "final")}
+    Search(config, evaluator, worker_index=int(index)).work()
 
 
 if __name__ == "__main__":

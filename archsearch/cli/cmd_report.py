@@ -32,10 +32,12 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:.2%}"
 
 
-_COLUMNS = {"trial": "right", "state": "left", "val acc": "right", "epoch": "right",
+_COLUMNS = {"trial": "right", "fidelity": "left", "state": "left", "val acc": "right",
+            "epoch": "right",
             "MACs": "right", "params": "right", "kind": "left", "worker": "right",
             "time": "right", "note": "left"}
-_DROP_ORDER = ("worker", "time", "note", "epoch", "state", "kind", "params")  # narrow terminal
+_DROP_ORDER = ("worker", "time", "note", "epoch", "state", "kind", "params",
+               "fidelity")  # narrow terminal
 
 
 def _cells(r: dict[str, Any]) -> dict[str, str]:
@@ -44,7 +46,10 @@ def _cells(r: dict[str, Any]) -> dict[str, str]:
     note = r["outcome"] if r["outcome"] not in (None, "complete", "pruned") else ""
     if r["guide"]:
         note = f"{Path(r['guide']).name} {note}".strip()
-    return {"trial": str(r["trial"]), "state": r["state"], "val acc": acc,
+    if r.get("promoted_from") is not None:
+        note = f"from {r['promoted_from']} {note}".strip()
+    return {"trial": str(r["trial"]), "fidelity": r.get("fidelity") or "", "state": r["state"],
+            "val acc": acc,
             "epoch": str(r["last_epoch"] or ""), "MACs": human(r["macs"]) if r["macs"] else "",
             "params": human(r["params"]) if r["params"] else "", "kind": r["kind"],
             "worker": str(r["worker"] or ""),
@@ -65,8 +70,20 @@ def trials_table(rows: Sequence[dict[str, Any]], title: str, width: int | None =
     return table
 
 
+def _finalists_table(points: Sequence[dict[str, Any]]) -> Table:
+    """The highest fidelity's trials with their score at every fidelity."""
+    table = Table(title="finalists: score at every fidelity")
+    for col in ("trial", "kind", "screen", "proxy", "final"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for p in sorted(points, key=lambda p: -max(v for v in (p["screen"], p["proxy"], p["final"])
+                                               if v is not None)):
+        table.add_row(str(p["trial"]), p["kind"], _pct(p["screen"]), _pct(p["proxy"]),
+                      _pct(p["final"]))
+    return table
+
+
 def run(args: argparse.Namespace) -> int:
-    from archsearch.search import open_run, summary, write_plots
+    from archsearch.search import fidelity_points, open_run, summary, write_plots
 
     if args.top < 1:
         from archsearch.errors import ArchsearchError
@@ -76,14 +93,19 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.out, "--out")
     search = open_run(args.run)
     doc = summary(search)
+    doc["finalists"] = fidelity_points(search)
     plots = [] if args.no_plots else write_plots(search, Path(args.out) if args.out else None)
     if args.json:
         print_json(doc | {"plots": [str(p) for p in plots]})
         return 0
     t = doc["tally"]
     console.print(trials_table(doc["trials"][: args.top],
-                               f"{doc['study']}: {t['finished']}/{search.config.trials} "
+                               f"{doc['study']}: {t['finished']}/{search.config.total} "
                                f"trials finished"))
+    per = ", ".join(f"{n} {f}" for f, n in doc["fidelities"].items())
+    console.print(f"evaluator {doc['evaluator']}: {per}")
+    if len(doc["fidelities"]) > 1 and doc["finalists"]:
+        console.print(_finalists_table(doc["finalists"]))
     for best in doc["best"][: 1 if not search.multi else len(doc["best"])]:
         console.print(f"{'Pareto' if search.multi else 'best'}: trial {best['trial']} "
                       f"val acc {_pct(best['accuracy'])}  MACs {human(best['macs'])} "

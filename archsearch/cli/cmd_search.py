@@ -1,5 +1,9 @@
 """`archsearch search --budget B`: an Optuna search over genomes, trained from scratch.
 
+Multi-fidelity by default: `--screen` candidates scored by a cheap `--evaluator`
+(supernet or adaptive-bn), the best `--trials` of them proxy-trained, the best `--final`
+of those trained from scratch for longer; `--evaluator proxy` skips the screen.
+
 One worker runs in this process; with `--workers N` this process starts N worker
 processes on the same study and shows their trials in a live table. Rerunning the same
 command resumes the search (trials of killed workers are failed and queued again).
@@ -18,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from rich.live import Live
@@ -36,8 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search", help="search genomes at a budget (Optuna, guided by pruner genomes)",
         description="Search layer widths (and kept residual blocks) at a fixed budget: every "
-                    "candidate is scaled onto the budget, trained from scratch on a short proxy "
-                    "schedule and scored on a validation split carved from the training set. "
+                    "candidate is scaled onto the budget and scored on a validation split "
+                    "carved from the training set, at three fidelities: many candidates "
+                    "screened by a cheap evaluator (a one-shot supernet, or adaptive "
+                    "BatchNorm on a trained base), the best trained from scratch on a short "
+                    "proxy schedule, the best of those trained longer (--final). "
                     "FLOPs means multiply-accumulates (MACs).")
     p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs")
     p.add_argument("--space", default="resnet20", help="search space (default resnet20)")
@@ -45,13 +53,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder with the dataset files")
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
                    help="pruner-found genomes to search around (any space or dataset)")
-    p.add_argument("--trials", type=int, default=20, help="trials in total (default 20)")
-    p.add_argument("--proxy-epochs", type=int, default=2, help="epochs per trial (default 2)")
-    p.add_argument("--proxy-subset", type=_subset, default=0.2,
+    d = _defaults()
+    p.add_argument("--evaluator", default=d.evaluator, help="the screen's evaluator: supernet "
+                   "(default), adaptive-bn, or proxy (no screen: every trial proxy-trained)")
+    p.add_argument("--screen", type=int, default=d.screen,
+                   help=f"candidates screened by the cheap evaluator (default {d.screen})")
+    p.add_argument("--trials", type=int, default=d.trials,
+                   help=f"proxy-trained trials: the best screened (default {d.trials})")
+    p.add_argument("--final", type=int, default=d.final, help="the best proxy-trained "
+                   f"genomes trained from scratch on the final schedule (default {d.final})")
+    p.add_argument("--proxy-epochs", type=int, default=d.proxy_epochs,
+                   help=f"epochs per proxy trial (default {d.proxy_epochs})")
+    p.add_argument("--proxy-subset", type=_subset, default=d.proxy_subset,
                    help="training images per trial: a fraction (0.2) or a count (5000)")
-    p.add_argument("--proxy-val", type=_subset, default=None,
+    p.add_argument("--proxy-val", type=_subset, default=d.proxy_val,
                    help="validation images scored per trial: a fraction or a count (default all)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--final-epochs", type=int, default=d.final_epochs,
+                   help=f"epochs of a final trial (default {d.final_epochs})")
+    p.add_argument("--final-subset", type=_subset, default=d.final_subset,
+                   help=f"training images of a final trial (default {d.final_subset})")
+    p.add_argument("--base", metavar="CHECKPOINT", help="adaptive-bn: the trained base to "
+                   "inherit from (discover's sparse.pt or a train checkpoint; default: train "
+                   "one in the run folder)")
+    p.add_argument("--base-epochs", type=int, default=d.base_epochs, help="epochs of the "
+                   f"supernet (or adaptive-bn's own base) (default {d.base_epochs})")
+    p.add_argument("--base-subset", type=_subset, default=d.base_subset,
+                   help=f"its training images (default {d.base_subset})")
+    p.add_argument("--calib-images", type=int, default=d.calib_images, help="training images "
+                   f"re-estimating BatchNorm per screened genome (default {d.calib_images})")
+    p.add_argument("--screen-val", type=int, default=d.screen_val,
+                   help=f"validation images per screened genome (default {d.screen_val})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--granularity", default="group", help="group (default) or stage")
     p.add_argument("--early-stop", default="hyperband", help="hyperband (default), median, none")
     p.add_argument("--objectives", default="accuracy",
@@ -66,6 +98,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default runs/search-SPACE-BUDGET-sSEED)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
+
+
+def _defaults() -> Any:
+    """The defaults of a search (the dataclass's, so they are written once)."""
+    import dataclasses
+
+    from archsearch.search import SearchConfig
+
+    return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(SearchConfig)
+                              if f.default is not dataclasses.MISSING})
 
 
 def _subset(text: str) -> float | int:
@@ -92,6 +134,10 @@ def make_config(args: argparse.Namespace) -> Any:
         budget=args.budget, out=out, space=args.space, dataset=bound.info.name,
         data_root=args.data_root, guides=list(args.guide), trials=args.trials,
         proxy_epochs=args.proxy_epochs, proxy_subset=args.proxy_subset, proxy_val=args.proxy_val,
+        evaluator=args.evaluator, screen=args.screen, final=args.final,
+        final_epochs=args.final_epochs, final_subset=args.final_subset, base=args.base,
+        base_epochs=args.base_epochs, base_subset=args.base_subset,
+        calib_images=args.calib_images, screen_val=args.screen_val,
         batch_size=args.batch_size, storage=args.storage, study=args.study,
         workers=args.workers, granularity=args.granularity, early_stop=args.early_stop,
         objectives=objectives, budget_low=args.budget_low, seed=args.seed)
@@ -100,7 +146,7 @@ def make_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from archsearch.search import ProxyEvaluator, Search, check_inputs, open_run, write_results
+    from archsearch.search import Search, check_inputs, evaluators_for, open_run, write_results
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = make_config(args)
@@ -109,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if config.workers > MAX_WORKERS:
         raise ArchsearchError(f"--workers must be at most {MAX_WORKERS} (one process each), "
                               f"but got {config.workers}")
-    evaluator = ProxyEvaluator(config.dataset, config.schedule(), config.data_root)
+    evaluator = evaluators_for(config)
     if config.workers > 1:
         evaluator = None  # the workers load their own copy of the data
     # the first worker of a fresh study seeds its sampler with --seed, later joiners with
@@ -134,8 +180,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_summary(doc: dict[str, Any], config: Any) -> None:
     t = doc["tally"]
-    console.print(f"{doc['study']}: {t['finished']}/{config.trials} trials finished "
+    console.print(f"{doc['study']}: {t['finished']}/{config.total} trials finished "
                   f"(run folder {doc['run_dir']})")
+    per = ", ".join(f"{n} {f}" for f, n in doc.get("fidelities", {}).items())
+    if per:
+        console.print(f"evaluator {config.evaluator}: {per}")
     for best in doc["best"]:
         console.print(f"{'Pareto' if config.multi else 'best'}: trial {best['trial']} val acc "
                       f"{best['accuracy']:.2%}  MACs {human(best['macs'])} "
@@ -160,7 +209,7 @@ class _Monitor:
         done = [tr.values[0] for tr in trials if tr.values]
         best = f", best val acc {max(done):.2%}" if done else ""
         return trials_table(rows, f"{self.search.config.study_name}: {t['finished']}/"
-                            f"{self.search.config.trials} finished, {t['running']} running"
+                            f"{self.search.config.total} finished, {t['running']} running"
                             f"{best}")
 
     def refresh(self) -> None:
@@ -226,13 +275,12 @@ def _worker_main(config: Any, index: int) -> None:
     """A worker process: dies with its parent, trains with its share of the CPU threads."""
     _die_with_parent()
     from archsearch.errors import ArchsearchError
-    from archsearch.search import ProxyEvaluator, Search
+    from archsearch.search import Search, evaluators_for
 
     logging.basicConfig(level=logging.WARNING)
     _set_threads(config.workers)
     try:
-        evaluator = ProxyEvaluator(config.dataset, config.schedule(), config.data_root)
-        Search(config, evaluator, worker_index=index).work()
+        Search(config, evaluators_for(config), worker_index=index).work()
     except ArchsearchError as exc:
         print(f"archsearch: error: worker {index}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule, check_subset
-from archsearch.search._plots import cost_points, history_points, stage_rows, write_plots
+from archsearch.search._evaluators import (
+    EVALUATORS,
+    AdaptiveBNEvaluator,
+    Scoring,
+    load_base,
+    recalibrate_bn,
+)
+from archsearch.search._fidelity import FIDELITIES, evaluators_for, fidelity_of
+from archsearch.search._plots import (
+    cost_points,
+    fidelity_points,
+    history_points,
+    kendall_tau,
+    stage_rows,
+    write_plots,
+)
 from archsearch.search._results import (
     SearchRun,
     best_trials,
@@ -34,10 +49,20 @@ from archsearch.search._space import (
     stage_ratios,
 )
 from archsearch.search._storage import open_storage, tally
+from archsearch.search._supernet import (
+    Supernet,
+    SupernetEvaluator,
+    SupernetSchedule,
+    supernet_for,
+    train_supernet,
+)
 
 __all__ = [
     "EARLY_STOPS",
+    "EVALUATORS",
+    "FIDELITIES",
     "GRANULARITIES",
+    "AdaptiveBNEvaluator",
     "Diverged",
     "Evaluator",
     "GuidedSampler",
@@ -46,25 +71,37 @@ __all__ = [
     "ProxySchedule",
     "Search",
     "SearchConfig",
+    "Scoring",
     "SearchRun",
+    "Supernet",
+    "SupernetEvaluator",
+    "SupernetSchedule",
     "best_trials",
     "check_inputs",
     "check_subset",
     "cost_points",
+    "evaluators_for",
     "export_genomes",
+    "fidelity_points",
+    "fidelity_of",
     "group_ratios",
     "history_points",
+    "kendall_tau",
     "leaderboard",
+    "load_base",
     "load_guide",
     "make_trial_pruner",
     "map_stages",
     "open_run",
     "open_storage",
+    "recalibrate_bn",
     "stage_ratios",
     "stage_rows",
     "summary",
+    "supernet_for",
     "tally",
     "trial_genome",
+    "train_supernet",
     "trial_row",
     "write_plots",
     "write_results",

@@ -81,8 +81,9 @@ class ProxyEvaluator:
                            eval_split="val")
 
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
-        from archsearch.train import train
+        from archsearch.train import seed_everything, train
 
+        seed_everything(self.schedule.seed)  # the same initial weights for the same genome
         model = bind(genome.space, genome.dataset).build(genome)
 
         def on_epoch(record: dict[str, Any]) -> None:

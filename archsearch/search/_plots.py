@@ -2,7 +2,9 @@
 
 - history: accuracy per trial with the best so far;
 - accuracy vs MACs and vs params, the uniform and guide genomes marked;
-- per-stage widths of the best genome against the base and the uniform genome.
+- per-stage widths of the best genome against the base and the uniform genome;
+- fidelity: for the trials of the highest fidelity (the finalists), their cheap screen
+  score and proxy accuracy against their final accuracy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from optuna.trial import TrialState
 from archsearch.build import BoundSpace, bind
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_bytes
+from archsearch.search import _fidelity as fd
 from archsearch.search._results import SearchRun, best_trials, trial_genome, trial_kind
 from archsearch.viz import plot_widths, width_rows
 
@@ -49,6 +52,42 @@ def cost_points(run: SearchRun) -> list[dict[str, Any]]:
         out.append({"trial": t.number, "accuracy": t.values[0], "kind": trial_kind(t),
                     "macs": genome["cost"]["macs"], "params": genome["cost"]["params"]})
     return out
+
+
+def _score(t: Any) -> float | None:
+    if t.state == TrialState.COMPLETE:
+        return t.values[0]
+    steps = t.intermediate_values
+    return steps[max(steps)] if t.state == TrialState.PRUNED and steps else None
+
+
+def fidelity_points(run: SearchRun) -> list[dict[str, Any]]:
+    """Per complete trial of the highest fidelity: its score at every fidelity it was
+    promoted through (`screen`, `proxy`, `final`; None where it was not scored)."""
+    trials = run.trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        return []
+    top = max(fd.rank_of(fd.fidelity_of(t)) for t in complete)
+    out = []
+    for t in complete:
+        if fd.rank_of(fd.fidelity_of(t)) != top:
+            continue
+        chain = fd.lineage(trials, t)
+        out.append({"trial": t.number, "kind": trial_kind(t),
+                    **{f: _score(chain[f]) if f in chain else None for f in fd.FIDELITIES}})
+    return out
+
+
+def kendall_tau(xs: list[float], ys: list[float]) -> float | None:
+    """Kendall's tau-a of two equally long lists (None for fewer than two pairs)."""
+    n = len(xs)
+    if n < 2:
+        return None
+    s = sum((1 if (xs[i] - xs[j]) * (ys[i] - ys[j]) > 0 else
+             -1 if (xs[i] - xs[j]) * (ys[i] - ys[j]) < 0 else 0)
+            for i in range(n) for j in range(i + 1, n))
+    return s / (n * (n - 1) / 2)
 
 
 def stage_rows(bound: BoundSpace, genome: Genome) -> list[dict[str, Any]]:
@@ -137,8 +176,38 @@ def plot_stages(best: list[dict[str, Any]], uniform: list[dict[str, Any]] | None
     return atomic_write_bytes(path, _figure_bytes(fig))
 
 
+def plot_fidelity(points: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Lower-fidelity scores (x) against the top fidelity's accuracy (y), one panel each."""
+    top = next(f for f in reversed(fd.FIDELITIES) if any(p[f] is not None for p in points))
+    lower = [f for f in fd.FIDELITIES[:fd.rank_of(top)]
+             if any(p[f] is not None for p in points)]
+    if not lower:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(lower), figsize=(4.6 * len(lower), 3.8), dpi=120,
+                             squeeze=False)
+    for ax, f in zip(axes[0], lower, strict=True):
+        pts = [p for p in points if p[f] is not None and p[top] is not None]
+        for kind, (marker, colour) in _MARKERS.items():
+            sel = [p for p in pts if p["kind"] == kind]
+            if sel:
+                ax.scatter([p[f] for p in sel], [p[top] for p in sel], marker=marker,
+                           color=colour, label=kind)
+        for p in pts:
+            ax.annotate(str(p["trial"]), (p[f], p[top]), fontsize=7, alpha=0.7)
+        tau = kendall_tau([p[f] for p in pts], [p[top] for p in pts])
+        ax.set_xlabel(f"{f} score" + (f"  (Kendall τ {tau:.2f}, n={len(pts)})"
+                                      if tau is not None else ""))
+        ax.set_ylabel(f"{top} validation accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return atomic_write_bytes(path, _figure_bytes(fig))
+
+
 def write_plots(run: SearchRun, out: Path | None = None) -> list[Path]:
-    """history.png, accuracy_vs_cost.png, best_stages.png, best_widths.png."""
+    """history.png, accuracy_vs_cost.png, best_stages.png, best_widths.png, fidelity.png
+    (the last for multi-fidelity searches)."""
     out = Path(out) if out is not None else run.run_dir / "report"
     name = run.config.study_name
     paths = []
@@ -160,4 +229,9 @@ def write_plots(run: SearchRun, out: Path | None = None) -> list[Path]:
                                  f"best trial {best[0].number}: channels per stage"))
         paths.append(plot_widths(width_rows(bound, genome), out / "best_widths.png",
                                  f"best trial {best[0].number}: widths per group"))
+    fidelity = fidelity_points(run)
+    if fidelity:
+        path = plot_fidelity(fidelity, out / "fidelity.png",
+                             f"{name}: evaluator {run.config.evaluator} vs training")
+        paths += [path] if path is not None else []
     return paths

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json
+from archsearch.search import _fidelity as fd
 from archsearch.search import _storage as st
 from archsearch.search._search import SearchConfig
 
@@ -108,17 +109,23 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
             "macs": cost.get("macs"), "params": cost.get("params"),
             "macs_ratio": cost.get("macs_ratio"), "params_ratio": cost.get("params_ratio"),
             "kind": trial_kind(trial), "guide": trial.user_attrs.get("guide"),
+            "fidelity": fd.fidelity_of(trial),
+            "promoted_from": trial.user_attrs.get(fd.PROMOTED_ATTR),
             "outcome": trial.user_attrs.get(st.OUTCOME_ATTR),
             "worker": (trial.user_attrs.get(st.WORKER_ATTR) or {}).get("pid"),
             "wall_s": wall, "counts": st.counts(trial)}
 
 
 def best_trials(run: SearchRun, k: int | None = None) -> list[FrozenTrial]:
-    """Single objective: the top-k complete trials by accuracy. Two objectives: the Pareto
-    front (accuracy up, MACs down), most accurate first."""
+    """Single objective: the top-k complete trials by accuracy, at the highest fidelity any
+    trial completed (final > proxy > screen). Two objectives: the Pareto front (accuracy
+    up, MACs down), most accurate first."""
     if k is not None and k < 1:
         raise ArchsearchError(f"--top must be >= 1, but got {k}")
     complete = [t for t in run.trials() if t.state == TrialState.COMPLETE]
+    if complete:
+        top = max(fd.rank_of(fd.fidelity_of(t)) for t in complete)
+        complete = [t for t in complete if fd.rank_of(fd.fidelity_of(t)) == top]
     if run.multi:
         front = [t for t in complete if not any(_dominates(o, t) for o in complete)]
         ranked = sorted(front, key=lambda t: (-t.values[0], t.values[1], t.number))
@@ -136,7 +143,7 @@ def leaderboard(run: SearchRun) -> list[dict[str, Any]]:
     """Every counted trial, best first (complete by accuracy, then pruned, then failed)."""
     order = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
     rows = [trial_row(t) for t in run.trials() if st.counts(t)]
-    return sorted(rows, key=lambda r: (order.get(r["state"], 5),
+    return sorted(rows, key=lambda r: (order.get(r["state"], 5), -fd.rank_of(r["fidelity"]),
                                        -(r["accuracy"] if r["accuracy"] is not None else
                                          r["last_accuracy"] or 0.0), r["trial"]))
 
@@ -154,6 +161,7 @@ def export_genomes(run: SearchRun, top: int, out: Path | None = None) -> list[Pa
         if genome is None:
             continue
         genome.provenance.update({"val_accuracy": trial.values[0], "rank": rank,
+                                  "fidelity": fd.fidelity_of(trial),
                                   "trial": trial.number, "source_run": str(run.run_dir),
                                   "proxy_epochs": run.config.proxy_epochs,
                                   "proxy_subset": run.config.proxy_subset})
@@ -164,9 +172,13 @@ def export_genomes(run: SearchRun, top: int, out: Path | None = None) -> list[Pa
 def summary(run: SearchRun) -> dict[str, Any]:
     """results.json: the config, the tally, the best (or the Pareto front) and every trial."""
     best = best_trials(run)
-    tally = st.tally(run.trials())
+    trials = run.trials()
+    tally = st.tally(trials)
+    per = {f: sum(1 for t in trials if st.counts(t) and fd.fidelity_of(t) == f)
+           for f, _ in run.config.stages()}
     return {"study": run.config.study_name, "run_dir": str(run.run_dir),
             "config": json.loads(json.dumps(run.config.identity())), "tally": tally,
+            "evaluator": run.config.evaluator, "fidelities": per,
             "best": [trial_row(t) | {"genome": t.user_attrs.get("genome")}
                      for t in best[: (len(best) if run.multi else 1)]],
             "trials": leaderboard(run)}

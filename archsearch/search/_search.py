@@ -1,7 +1,9 @@
 """A search: one Optuna study in a run folder, run by one or more worker processes.
 
 Every worker runs `Search.work()`: under a claim lock it fails trials of dead workers,
-counts the trials that count, and starts a new one only while fewer than `trials` do;
+counts the trials that count, and starts a new one only while fewer than the plan's total
+do (screen + trials + final, `archsearch.search._fidelity`), and a promoted stage's trial
+only once the stage before it has finished;
 inside the trial it checks its own rank again (a race on RDB storage leaves a `surplus`
 trial, never an extra evaluation). Killing the search and running it again resumes it.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,8 +26,10 @@ from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, remove_stale_temps
+from archsearch.search import _fidelity as fd
 from archsearch.search import _storage as st
 from archsearch.search._evaluate import ProxySchedule
+from archsearch.search._evaluators import Scoring, check_evaluator
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._space import Parameterisation, group_ratios
 
@@ -42,7 +46,7 @@ class Diverged(ArchsearchError):
 
 class Evaluator(Protocol):
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
-        """Validation accuracy of `genome` after proxy training; `report(epoch, acc)`."""
+        """A score of `genome` (validation accuracy); training ones `report(epoch, acc)`."""
 
 
 @dataclass
@@ -55,10 +59,20 @@ class SearchConfig:
     dataset: str | None = "fashion-mnist"
     data_root: str | None = None
     guides: list[str] = field(default_factory=list)
-    trials: int = 20
+    trials: int = 20  # proxy-trained trials (promoted from the screen when there is one)
     proxy_epochs: int = 2
     proxy_subset: float | int = 0.2
     proxy_val: float | int | None = None
+    evaluator: str = "supernet"  # the screen's evaluator; "proxy": no screen
+    screen: int = 200  # candidates scored by the cheap evaluator
+    final: int = 3  # the best proxy-trained genomes trained from scratch for longer
+    final_epochs: int = 6
+    final_subset: float | int = 0.2
+    base: str | None = None  # adaptive-bn: trained base checkpoint (None: train one)
+    base_epochs: int = 4  # the supernet's (or adaptive-bn's own base's) training epochs
+    base_subset: float | int = 0.2
+    calib_images: int = 256  # BatchNorm re-estimation images per screened genome
+    screen_val: int | None = 1000  # validation images scored per screened genome
     batch_size: int = 128
     storage: str | None = None
     study: str | None = None
@@ -73,6 +87,13 @@ class SearchConfig:
         self.objectives = tuple(self.objectives)
         if self.trials < 1:
             raise ArchsearchError(f"--trials must be >= 1, but got {self.trials}")
+        for name in ("screen", "final"):
+            if getattr(self, name) < 0:
+                raise ArchsearchError(f"--{name} must be >= 0, but got {getattr(self, name)}")
+        if self.base_epochs < 1:
+            raise ArchsearchError(f"--base-epochs must be >= 1, but got {self.base_epochs}")
+        check_evaluator(self.evaluator)
+        self.scoring()
         if self.workers < 1:
             raise ArchsearchError(f"--workers must be >= 1, but got {self.workers}")
         if self.early_stop not in EARLY_STOPS:
@@ -82,11 +103,32 @@ class SearchConfig:
             raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,macs', but got "
                                   f"{','.join(self.objectives)!r}")
         self.schedule()  # checks --proxy-epochs, --proxy-subset, --batch-size
+        self.final_schedule()
 
     def schedule(self) -> ProxySchedule:
         return ProxySchedule(epochs=self.proxy_epochs, subset=self.proxy_subset,
                              val_subset=self.proxy_val, batch_size=self.batch_size,
                              seed=self.seed)
+
+    def final_schedule(self) -> ProxySchedule:
+        return ProxySchedule(epochs=self.final_epochs, subset=self.final_subset,
+                             val_subset=None, batch_size=self.batch_size, seed=self.seed)
+
+    def scoring(self) -> Scoring:
+        return Scoring(calib_images=self.calib_images, val_images=self.screen_val,
+                       seed=self.seed)
+
+    def stages(self) -> fd.Stages:
+        """The plan: (fidelity, trials) per stage. Two objectives: proxy trials only."""
+        if self.multi:
+            return [(fd.PROXY, self.trials)]
+        plan = [(fd.SCREEN, self.screen)] if self.evaluator != "proxy" else []
+        plan += [(fd.PROXY, self.trials), (fd.FINAL, self.final)]
+        return [(f, n) for f, n in plan if n > 0]
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.stages())
 
     @property
     def multi(self) -> bool:
@@ -98,7 +140,8 @@ class SearchConfig:
 
     def identity(self) -> dict[str, Any]:
         """What must match when a worker joins or resumes the study."""
-        keys = ("budget", "space", "dataset", "granularity", "objectives", "budget_low", "trials")
+        keys = ("budget", "space", "dataset", "granularity", "objectives", "budget_low", "trials",
+                "evaluator", "screen", "final")
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k in keys}
 
@@ -116,10 +159,16 @@ def make_trial_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
 class Search:
     """One worker's handle on a search; `work()` runs trials until the total is reached."""
 
-    def __init__(self, config: SearchConfig, evaluator: Evaluator,
+    def __init__(self, config: SearchConfig,
+                 evaluator: Evaluator | Mapping[str, Evaluator] | None,
                  worker_index: int | None = None) -> None:
+        """`evaluator`: one for every fidelity, or one per fidelity (`screen`, `proxy`,
+        `final`)."""
         self.config = config
-        self.evaluator = evaluator
+        self.evaluators: Mapping[str, Evaluator | None] = (
+            evaluator if isinstance(evaluator, Mapping) else
+            dict.fromkeys(fd.FIDELITIES, evaluator))
+        self.stages = config.stages()
         self.run_dir = Path(config.out)
         # every input is checked before anything is written
         self.bound, self.budget, self.uniform, self.guides, self._low = check_inputs(config)
@@ -135,16 +184,17 @@ class Search:
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            first = self.stages[0][1]  # only the first stage samples
             if self.config.multi:
-                size = max(4, min(20, self.config.trials // 3))
+                size = max(4, min(20, first // 3))
                 return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
-            startup = max(3, min(10, self.config.trials // 3))
+            startup = max(3, min(10, first // 3))
             tpe = optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True,
                                              seed=seed)
         if not self.guides:
             return tpe
         return GuidedSampler(self.param.centres(self.guides), fallback=tpe, seed=seed,
-                             handover=max(4, 2 * self.config.trials // 3))
+                             handover=max(4, 2 * first // 3))
 
     def _open_study(self) -> optuna.Study:
         directions = ["maximize", "minimize"] if self.config.multi else ["maximize"]
@@ -170,12 +220,13 @@ class Search:
     def _enqueue_guides(self, study: optuna.Study) -> None:
         """Same-space guides first (evaluated exactly), then the uniform genome (the
         baseline every search should beat), as far as the trial total allows."""
+        first = self.stages[0][1]
         same = [(p, g) for p, g in zip(self.config.guides, self.guides, strict=True)
                 if g.space == self.bound.space.name]
-        for path, guide in same[: self.config.trials]:
+        for path, guide in same[:first]:
             study.enqueue_trial(self.param.guide_params(guide), user_attrs={
                 "guide": str(path), "guide_shape": group_ratios(guide, self.bound)})
-        if len(same) < self.config.trials and self.config.trials > 1:
+        if len(same) < first and first > 1:
             study.enqueue_trial(self.param.guide_params(self.uniform),
                                 user_attrs={"baseline": "uniform",
                                             "guide_shape": group_ratios(self.uniform, self.bound)})
@@ -190,13 +241,15 @@ class Search:
             self._held = lock
             try:
                 st.fail_dead_trials(self.study)
-                n = st.tally(self.study.get_trials(deepcopy=False))
-                if n["finished"] >= self.config.trials:
+                trials = self.study.get_trials(deepcopy=False)
+                n = st.tally(trials)
+                if n["finished"] >= self.config.total:
                     return ran
-                claim = n["counted"] < self.config.trials or n["waiting"] > 0
+                claim = n["waiting"] > 0 or (n["counted"] < self.config.total
+                                             and fd.ready(self.stages, trials))
                 if claim:
                     self.study.optimize(self._objective, n_trials=1,
-                                        catch=(Diverged, BudgetError, _Surplus),
+                                        catch=(Diverged, BudgetError, _Surplus, _Unpromoted),
                                         callbacks=[on_trial] if on_trial else None)
                     ran += 1
             finally:
@@ -212,14 +265,26 @@ class Search:
     def _objective(self, trial: Trial) -> float | tuple[float, float]:
         trial.set_user_attr(st.WORKER_ATTR, st.worker_record())
         self._release()
-        if st.rank(self.study.get_trials(deepcopy=False), trial.number) >= self.config.trials:
+        trials = self.study.get_trials(deepcopy=False)
+        if st.rank(trials, trial.number) >= self.config.total:
             trial.set_user_attr(st.OUTCOME_ATTR, st.SURPLUS)
-            raise _Surplus(f"trial {trial.number} is over the total of {self.config.trials}")
+            raise _Surplus(f"trial {trial.number} is over the total of {self.config.total}")
+        where = fd.stage_at(self.stages, fd.slot(trials, trial))
+        stage, index = where if where is not None else (0, 0)
+        fidelity = self.stages[stage][0]
+        trial.set_user_attr(fd.FIDELITY_ATTR, fidelity)
         try:
-            genome = self.genome_for(trial)
+            genome = self.genome_for(trial) if stage == 0 else self._promote(trial, stage, index)
             trial.set_user_attr("genome", genome.to_dict())
-            report = None if self.config.multi else _reporter(trial)
-            accuracy = float(self.evaluator(genome, report))
+            early = fidelity == fd.PROXY and not self.config.multi
+            report = _reporter(trial, self.config.proxy_epochs) if early else None
+            evaluator = self.evaluators[fidelity]
+            if evaluator is None:
+                raise ArchsearchError(f"this worker has no {fidelity} evaluator")
+            accuracy = float(evaluator(genome, report))
+        except _Unpromoted as exc:
+            trial.set_user_attr(st.OUTCOME_ATTR, str(exc))
+            raise
         except DivergenceError as exc:
             trial.set_user_attr(st.OUTCOME_ATTR, f"diverged: {exc}")
             raise Diverged(str(exc)) from None
@@ -233,6 +298,28 @@ class Search:
         if self.config.multi:
             return accuracy, float(genome.cost["macs"])
         return accuracy
+
+    def _promote(self, trial: Trial, stage: int, index: int) -> Genome:
+        """The `index`-th best distinct genome of the stage before (waiting for it to end)."""
+        previous, count = self.stages[stage - 1]
+        while True:
+            trials = self.study.get_trials(deepcopy=False)
+            if fd.stage_done(trials, previous, count):
+                break
+            with st.claim_lock(self.run_dir, self._lock_enabled):  # a race on RDB storage
+                st.fail_dead_trials(self.study)
+            time.sleep(POLL_S)
+        source = fd.promoted(trials, previous, index)
+        if source is None:
+            raise _Unpromoted(f"nothing to promote: fewer than {index + 1} distinct "
+                              f"{previous} genomes")
+        trial.set_user_attr(fd.PROMOTED_ATTR, source.number)
+        for key in ("guide", "baseline"):
+            if key in source.user_attrs:
+                trial.set_user_attr(key, source.user_attrs[key])
+        genome = fd.promoted_genome(source)
+        genome.provenance.update({"trial": trial.number, "promoted_from": source.number})
+        return genome
 
     def genome_for(self, trial: Trial) -> Genome:
         """The trial's genome: sampled shape (or a guide's) projected onto its budget."""
@@ -265,6 +352,12 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
     guides = [load_guide(p) for p in config.guides]
     low = _budget_low(config, budget) if config.multi else None
     st.check_storage_url(config.storage)
+    if config.base is not None:
+        if config.evaluator != "adaptive-bn":
+            raise ArchsearchError(f"--base is the checkpoint adaptive-bn inherits from, but "
+                                  f"the evaluator is {config.evaluator!r}")
+        if not Path(config.base).is_file():
+            raise ArchsearchError(f"--base checkpoint not found: {config.base}")
     return bound, budget, uniform, guides, low
 
 
@@ -290,10 +383,17 @@ class _Surplus(Exception):
     """A trial started past the total in a race between workers; it is not evaluated."""
 
 
-def _reporter(trial: Trial) -> Callable[[int, float], None]:
+class _Unpromoted(Exception):
+    """A promoted stage has fewer distinct genomes to take than trials (it counts, failed)."""
+
+
+def _reporter(trial: Trial, last_epoch: int) -> Callable[[int, float], None]:
+    """Report each epoch's accuracy; stop the trial early only before its last epoch (a
+    trial that trained its whole schedule is complete, whatever the pruner thinks)."""
+
     def report(epoch: int, accuracy: float) -> None:
         trial.report(accuracy, epoch)
-        if trial.should_prune():
+        if epoch < last_epoch and trial.should_prune():
             raise optuna.TrialPruned(f"stopped after epoch {epoch} at accuracy {accuracy:.4f}")
 
     return report

@@ -1,0 +1,199 @@
+"""Multi-fidelity plan: screen many candidates cheaply, train the best few, finish the top-k.
+
+A search is a list of stages `(fidelity, trials)`: `screen` (a cheap evaluator, sampled by
+the study's sampler), `proxy` (short training from scratch) and `final` (longer training
+from scratch). The first stage samples its genomes; every later stage promotes the best
+distinct genomes of the stage before it, once that stage has finished. Every trial is an
+Optuna trial with its fidelity in the user attribute `fidelity`.
+
+A trial's place in the plan is its slot: the number of earlier trials that are not
+retries (a retry of a trial whose worker died takes the slot of the trial it retries), so
+the plan is the same whichever worker creates a trial, on any storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.genome import Genome
+from archsearch.search import _storage as st
+
+SCREEN, PROXY, FINAL = "screen", "proxy", "final"
+FIDELITIES = (SCREEN, PROXY, FINAL)
+FIDELITY_ATTR = "fidelity"
+PROMOTED_ATTR = "promoted_from"
+Stages = list[tuple[str, int]]
+
+
+def fidelity_of(trial: FrozenTrial) -> str:
+    """A trial's fidelity (trials of searches older than fidelities were proxy-trained)."""
+    return str(trial.user_attrs.get(FIDELITY_ATTR, PROXY))
+
+
+def rank_of(fidelity: str) -> int:
+    return FIDELITIES.index(fidelity) if fidelity in FIDELITIES else 1
+
+
+def slot(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
+    """The trial's place in the plan (a retry takes the place of the trial it retries)."""
+    by_number = {t.number: t for t in trials}
+    while "retry_of" in trial.user_attrs and trial.user_attrs["retry_of"] in by_number:
+        trial = by_number[trial.user_attrs["retry_of"]]
+    return sum(1 for t in trials if t.number < trial.number and "retry_of" not in t.user_attrs)
+
+
+def next_slot(trials: Sequence[FrozenTrial]) -> int:
+    """The slot a freshly created trial would take."""
+    return sum(1 for t in trials if "retry_of" not in t.user_attrs)
+
+
+def stage_at(stages: Stages, place: int) -> tuple[int, int] | None:
+    """(stage index, index within the stage) of a slot, None past the plan's end."""
+    start = 0
+    for i, (_, count) in enumerate(stages):
+        if place < start + count:
+            return i, place - start
+        start += count
+    return None
+
+
+def stage_done(trials: Sequence[FrozenTrial], fidelity: str, count: int) -> bool:
+    """Whether `count` trials of this fidelity have finished (and count)."""
+    done = sum(1 for t in trials if st.finished(t) and fidelity_of(t) == fidelity)
+    return done >= count
+
+
+def ready(stages: Stages, trials: Sequence[FrozenTrial]) -> bool:
+    """Whether a fresh trial may start now: its stage samples, or the stage before it is done
+    (past the end of the plan it may: it becomes a surplus trial)."""
+    where = stage_at(stages, next_slot(trials))
+    if where is None or where[0] == 0:
+        return True
+    fidelity, count = stages[where[0] - 1]
+    return stage_done(trials, fidelity, count)
+
+
+def genome_key(doc: dict[str, Any]) -> str:
+    removed = sorted(b for b, kept in doc.get("blocks", {}).items() if not kept)
+    return json.dumps([sorted(doc.get("widths", {}).items()), removed])
+
+
+def _merit(t: FrozenTrial) -> tuple[int, float, int]:
+    if t.state == TrialState.COMPLETE:
+        return 0, -t.values[0], t.number
+    steps = t.intermediate_values
+    return 1, -(steps[max(steps)] if steps else 0.0), t.number
+
+
+def ranked(trials: Sequence[FrozenTrial], fidelity: str) -> list[FrozenTrial]:
+    """Trials of one fidelity, best first, one per distinct genome: the complete ones by
+    score, then the ones stopped early by their last reported score."""
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and fidelity_of(t) == fidelity and t.user_attrs.get("genome")]
+    out, seen = [], set()
+    for t in sorted(done, key=_merit):
+        key = genome_key(t.user_attrs["genome"])
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def promoted(trials: Sequence[FrozenTrial], fidelity: str, index: int) -> FrozenTrial | None:
+    """The `index`-th best distinct genome of a finished stage (None: fewer than that)."""
+    best = ranked(trials, fidelity)
+    return best[index] if index < len(best) else None
+
+
+def promoted_genome(source: FrozenTrial) -> Genome:
+    return Genome.from_dict(source.user_attrs["genome"], source=f"trial {source.number}")
+
+
+def lineage(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> dict[str, FrozenTrial]:
+    """fidelity -> the trial of that fidelity this trial's genome was promoted through."""
+    by_number = {t.number: t for t in trials}
+    out = {fidelity_of(trial): trial}
+    while PROMOTED_ATTR in trial.user_attrs and trial.user_attrs[PROMOTED_ATTR] in by_number:
+        trial = by_number[trial.user_attrs[PROMOTED_ATTR]]
+        out.setdefault(fidelity_of(trial), trial)
+    return out
+
+
+class LazyEvaluator:
+    """An evaluator built on its first call (a supernet is trained only if a trial needs it,
+    and only in the worker that runs that trial)."""
+
+    def __init__(self, factory: Callable[[], Callable[..., float]], name: str = "") -> None:
+        self.factory, self.name = factory, name
+        self._built: Callable[..., float] | None = None
+
+    def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
+        if self._built is None:
+            self._built = self.factory()
+        return self._built(genome, report)
+
+
+# -- the evaluators of a search ------------------------------------------------------------
+def evaluators_for(config: Any, splits: Any = None) -> dict[str, Any]:
+    """The evaluator of every fidelity of a `SearchConfig` (the screen's built lazily)."""
+    from archsearch.data import load_data
+    from archsearch.search._evaluate import VAL_FRACTION, ProxyEvaluator
+
+    if splits is None:
+        splits = load_data(config.dataset, root=config.data_root, val_fraction=VAL_FRACTION,
+                           split_seed=0)
+    out: dict[str, Any] = {
+        PROXY: ProxyEvaluator(config.dataset, config.schedule(), splits=splits),
+        FINAL: ProxyEvaluator(config.dataset, config.final_schedule(), splits=splits)}
+    if config.evaluator != "proxy":
+        out[SCREEN] = LazyEvaluator(lambda: cheap_evaluator(config, splits), config.evaluator)
+    return out
+
+
+def cheap_evaluator(config: Any, splits: Any) -> Callable[..., float]:
+    """The screen's evaluator: a supernet trained in the run folder, or adaptive BatchNorm
+    on `config.base` (or on a base trained in the run folder)."""
+    from pathlib import Path
+
+    from archsearch.build import bind
+    from archsearch.search._evaluators import AdaptiveBNEvaluator, load_base
+    from archsearch.search._supernet import SupernetEvaluator, SupernetSchedule, supernet_for
+
+    bound = bind(config.space, config.dataset)
+    run_dir = Path(config.out)
+    if config.evaluator == "supernet":
+        schedule = SupernetSchedule(epochs=config.base_epochs, subset=config.base_subset,
+                                    batch_size=config.batch_size, seed=config.seed)
+        return SupernetEvaluator(supernet_for(bound, splits, schedule, run_dir), splits,
+                                 config.scoring())
+    path = config.base or trained_base(config, splits, run_dir / "base")
+    base, pruner = load_base(path, bound)
+    return AdaptiveBNEvaluator(bound, base, pruner, splits, config.scoring())
+
+
+def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
+    """A base trained (or its training resumed) in `run_dir`, once for all workers; the path
+    of its checkpoint."""
+    import fcntl
+
+    from archsearch.build import bind
+    from archsearch.train import TrainConfig, seed_everything, train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if not (run_dir / "result.json").exists():
+                seed_everything(config.seed)
+                model = bind(config.space, config.dataset).base_model()
+                cfg = TrainConfig(schedule="base", epochs=config.base_epochs,
+                                  train_subset=config.base_subset, eval_split="val",
+                                  batch_size=config.batch_size, seed=config.seed)
+                train(model, splits, cfg, run_dir=run_dir, resume=True, progress=False)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return run_dir / "checkpoint.pt"

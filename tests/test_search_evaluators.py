@@ -1,0 +1,199 @@
+"""Cheap evaluators on a tiny space: the supernet's masked forward is the sliced network,
+scores are finite and deterministic, and a starved genome scores below the uniform one
+after the supernet / the base was trained on planted synthetic data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from archsearch.budget import parse_budget
+from archsearch.build import bind
+from archsearch.data import load_data
+from archsearch.search import Parameterisation
+from archsearch.search._evaluators import AdaptiveBNEvaluator, Scoring, load_base
+from archsearch.search._supernet import (
+    Supernet,
+    SupernetEvaluator,
+    SupernetSchedule,
+    supernet_for,
+    train_supernet,
+)
+from archsearch.shrink import shrink
+
+TINY = {"tinyres": '[model]\nfamily = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]\n',
+        "tinyvgg": '[model]\nfamily = "vgg"\ncfg = [8, "M", 16, "M", 32, 32]\n'}
+BUDGET = "40%FLOPs"
+
+
+@pytest.fixture(autouse=True)
+def tiny_spaces(tmp_path_factory, monkeypatch):
+    folder = tmp_path_factory.mktemp("spaces")
+    for name, text in TINY.items():
+        (folder / f"{name}.toml").write_text(text + '[search]\nmin_width = 1\n'
+                                             '[dataset]\ndefault = "synthetic"\n')
+    monkeypatch.setenv("ARCHSEARCH_SPACES", str(folder))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_data("synthetic", size=1024)
+
+
+def _scramble(model: nn.Module) -> None:
+    """Random BatchNorm parameters and statistics: slicing must carry all of them."""
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.randn(n, generator=gen))
+                mod.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                mod.weight.copy_(torch.randn(n, generator=gen))
+                mod.bias.copy_(torch.randn(n, generator=gen))
+
+
+@pytest.mark.parametrize("space", sorted(TINY))
+def test_supernet_full_width_slice_reproduces_its_forward_exactly(space):
+    bound = bind(space, "synthetic")
+    supernet = Supernet(bound)
+    _scramble(supernet.model)
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    supernet.model.eval()
+    sliced = supernet.slice(bound.base_genome()).eval()
+    with torch.no_grad():
+        assert torch.equal(sliced(x), supernet.model(x))
+        with supernet.at(bound.graph.base_widths()) as masked:
+            assert torch.equal(masked(x), supernet.model(x))
+
+
+@pytest.mark.parametrize("space", sorted(TINY))
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_masked_supernet_at_a_genome_equals_shrink_of_the_same_weights(space, mode):
+    bound = bind(space, "synthetic")
+    supernet = Supernet(bound)
+    _scramble(supernet.model)
+    gen = torch.Generator().manual_seed(2)
+    widths = {g: int(torch.randint(1, size + 1, (1,), generator=gen))
+              for g, size in bound.graph.base_widths().items()}
+    genome = bound.genome(widths)
+    keep = {g: torch.arange(w) for g, w in widths.items()}
+    reference = shrink(supernet.model, genome, keep, graph=bound.graph)
+    sliced = supernet.slice(genome)
+    x = torch.randn(6, 3, 32, 32, generator=gen)
+    for m in (reference, sliced, supernet.model):
+        m.train(mode == "train")
+    with torch.no_grad(), supernet.at(widths) as masked:
+        out = masked(x)
+        assert torch.allclose(out, reference(x), atol=1e-5, rtol=1e-5)
+        assert torch.equal(sliced(x), reference(x))
+    narrower = sum(widths.values()) < sum(bound.graph.base_widths().values())
+    assert narrower and not torch.allclose(out, supernet.model.eval()(x))
+
+
+def test_masked_supernet_without_a_block_equals_shrink_that_cuts_it():
+    bound = bind("tinyres", "synthetic")
+    assert list(bound.graph.blocks) == ["layer1.0"]
+    supernet = Supernet(bound)
+    _scramble(supernet.model)
+    widths = {g: max(1, size // 2) for g, size in bound.graph.base_widths().items()}
+    genome = bound.genome(widths, {"layer1.0": False})
+    keep = {g: torch.arange(w) for g, w in widths.items()}
+    reference = shrink(supernet.model, genome, keep, graph=bound.graph).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    supernet.model.eval()
+    with torch.no_grad():
+        with supernet.at(widths, {"layer1.0"}) as masked:
+            out = masked(x)
+        with supernet.at(widths) as masked:
+            kept = masked(x)
+        assert torch.allclose(out, reference(x), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(out, kept)
+        assert torch.equal(supernet.slice(genome).eval()(x), reference(x))
+
+
+def _genomes(bound):
+    """The uniform genome and one with the last stage starved (1 channel into the head)."""
+    param = Parameterisation(bound, parse_budget(BUDGET))
+    uniform = bound.uniform(param.budget)
+    last = max(bound.graph.stages().values()) - (1 if bound.space.family == "vgg" else 0)
+    shape = {g: (0.01 if s == last else 1.0) for g, s in bound.graph.stages().items()}
+    starved = param.project(shape)
+    assert min(starved.widths[g] for g, s in bound.graph.stages().items() if s == last) <= 2
+    assert abs(starved.cost["macs"] - uniform.cost["macs"]) <= 0.02 * uniform.cost["macs"]
+    return uniform, starved
+
+
+SCORING = Scoring(calib_images=128, val_images=None, seed=0, device="cpu")
+
+
+def test_supernet_scores_are_finite_deterministic_and_rank_a_starved_genome_low(
+        splits, tmp_path):
+    bound = bind("tinyres", "synthetic")
+    schedule = SupernetSchedule(epochs=3, subset=1.0, batch_size=32, random_widths=1,
+                                min_ratio=0.2, device="cpu")
+    supernet = supernet_for(bound, splits, schedule, tmp_path)
+    assert (tmp_path / "supernet.pt").is_file()
+    evaluator = SupernetEvaluator(supernet, splits, SCORING)
+    uniform, starved = _genomes(bound)
+    scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] == scores[2]
+    assert scores[1] < scores[0] - 0.1, scores
+    again = SupernetEvaluator(supernet_for(bound, splits, schedule, tmp_path), splits, SCORING)
+    assert again(uniform, None) == scores[0]  # loaded from the run folder, same score
+
+
+def test_supernet_training_resumes_to_the_same_weights(splits, tmp_path):
+    bound = bind("tinyvgg", "synthetic")
+    short = SupernetSchedule(epochs=2, subset=256, batch_size=64, device="cpu")
+    whole = train_supernet(bound, splits, short, tmp_path / "a.pt")
+    # stop after epoch 1 (a checkpoint of a 2-epoch schedule), then resume
+    path = tmp_path / "b.pt"
+    with pytest.raises(_Stop):
+        train_supernet(bound, splits, short, path, on_epoch=lambda r: _stop(r, 1))
+    resumed = train_supernet(bound, splits, short, path)
+    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(),
+                         strict=True):
+        assert torch.equal(a, b), k
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(record, epoch):
+    if record["epoch"] == epoch:
+        raise _Stop
+
+
+def test_adaptive_bn_scores_are_deterministic_and_rank_a_starved_genome_low(splits, tmp_path):
+    from archsearch.train import TrainConfig, train
+
+    bound = bind("tinyres", "synthetic")
+    torch.manual_seed(0)
+    model = bound.base_model()
+    config = TrainConfig(schedule="base", epochs=3, batch_size=32, eval_split="val",
+                         seed=0, device="cpu")
+    train(model, splits, config, run_dir=tmp_path / "base", progress=False)
+    base, pruner = load_base(tmp_path / "base" / "checkpoint.pt", bound)
+    assert pruner.name == "l1norm"
+    evaluator = AdaptiveBNEvaluator(bound, base, pruner, splits, SCORING)
+    uniform, starved = _genomes(bound)
+    scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] == scores[2]
+    assert scores[1] < scores[0] - 0.1, scores
+
+
+def test_proxy_scores_are_deterministic_and_rank_a_starved_genome_low(splits):
+    from archsearch.search import ProxyEvaluator, ProxySchedule
+
+    schedule = ProxySchedule(epochs=3, subset=1.0, batch_size=32, device="cpu")
+    evaluator = ProxyEvaluator("synthetic", schedule, splits=splits)
+    uniform, starved = _genomes(bind("tinyres", "synthetic"))
+    scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] == scores[2]
+    assert scores[1] < scores[0] - 0.1, scores
