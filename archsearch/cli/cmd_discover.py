@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, err_console, human, print_json
 from archsearch.discover import DEFAULT_SPACE
 from archsearch.errors import ArchsearchError, SeparationError
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DiscoverConfig.from_preset(args.preset, **common_options(args))
     the_plan = plan(cfg)  # every check, nothing written
+    check_out_dir(the_plan.run_dir)  # writable before anything is trained
     if not args.json:
         console.print(f"[bold]{the_plan.pruner.name}[/] on {the_plan.bound.space.name} / "
                       f"{the_plan.bound.info.name} at {the_plan.budget} → {the_plan.run_dir}")

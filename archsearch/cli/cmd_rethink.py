@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli.cmd_discover import add_common, common_options, preset_line
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
                                     finetune_epochs=args.finetune_epochs,
                                     max_scale=args.max_scale, test_subset=args.test_subset)
     the_plan = plan(cfg)
+    check_out_dir(the_plan.run_dir)  # writable before anything is trained
 
     def on_leg(rec: dict[str, Any]) -> None:
         if args.json:
