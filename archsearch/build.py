@@ -15,6 +15,7 @@ from archsearch.data import DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
+from archsearch.models import init_weights
 from archsearch.shrink import Keep, shrink
 from archsearch.spaces import Space, load_space
 
@@ -93,7 +94,7 @@ class BoundSpace:
         if keep is not None and base is None:
             raise ArchsearchError("inherited weights (keep=...) need the base model they come from")
         return shrink(base if base is not None else self.base_model(), genome, keep,
-                      graph=self.graph)
+                      graph=self.graph, init=init_weights)
 
 
 @lru_cache(maxsize=32)
