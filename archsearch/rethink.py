@@ -59,8 +59,13 @@ class Rethink:
         self.progress = progress
         self.path = plan.run_dir / "legs.json"
         self.legs: dict[str, dict[str, Any]] = {}
-        self.uniform = plan.bound.uniform(plan.budget)
-        self.uniform.provenance.update(dataset=plan.bound.info.name)
+        self.uniform = self.uniform_genome()
+
+    def uniform_genome(self) -> Genome:
+        """The uniform leg's genome at the plan's budget."""
+        genome = self.plan.bound.uniform(self.plan.budget)
+        genome.provenance.update(dataset=self.plan.bound.info.name)
+        return genome
 
     def seeds(self) -> list[int]:
         first = self.plan.config.seed

@@ -80,17 +80,11 @@ class SparseRethink(Rethink):
     """`rethink` for a sparsity-genome method: same legs, folders and resume as `Rethink`,
     with masks instead of narrower models (see the module docstring)."""
 
-    def __init__(self, plan: Plan, on_leg: Callable[[dict[str, Any]], None] | None = None,
-                 progress: bool | TrainProgress | None = True):
-        self.plan = plan
-        self.on_leg = on_leg or (lambda record: None)
-        self.progress = progress
-        self.path = plan.run_dir / "legs.json"
-        self.legs: dict[str, dict[str, Any]] = {}
+    def uniform_genome(self) -> SparsityGenome:  # type: ignore[override]
+        plan = self.plan
         density = uniform_density(plan.bound, plan.budget, plan.pruner.pruned_layers())
-        self.uniform = make_genome(plan.bound, density,
-                                   {"method": "uniform", "budget": str(plan.budget),
-                                    "dataset": plan.bound.info.name})
+        return make_genome(plan.bound, density, {"method": "uniform", "budget": str(plan.budget),
+                                                 "dataset": plan.bound.info.name})
 
     def _pruned(self, seed: int, model: nn.Module | None
                 ) -> tuple[nn.Module, SparsityGenome]:  # type: ignore[override]

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli._progress import progress_bar
+from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
 from archsearch.train import SCHEDULES, TrainConfig
 
@@ -50,14 +51,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _subset(value: float | None) -> int | float | None:
-    if value is None:
-        return None
-    if value <= 0:
-        raise ArchsearchError(f"--subset must be > 0, but got {value:g}")
-    return float(value) if value <= 1 else int(value)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -76,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     genome = bound.with_cost(genome)
     config = TrainConfig(schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, device=args.device,
-                         train_subset=_subset(args.subset), max_scale=args.max_scale,
+                         train_subset=subset(args.subset), max_scale=args.max_scale,
                          compile=args.compile, amp=args.amp)
     if (args.schedule == "finetune") != (args.source is not None):
         raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "
