@@ -237,7 +237,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# rethink: {doc['method']} at {doc['budget']} on {doc['space']} / "
              f"{doc['dataset']}", "",
              f"Seeds {doc['seeds']}; base {cfg['epochs']} epochs on "
-             f"{cfg['subset'] or 'all'} training images; fine-tune "
+             f"{images_label(cfg['subset'])} training images; fine-tune "
              f"{cfg['finetune_epochs']} epochs; test accuracy on "
              f"{cfg['test_subset'] or 'all'} test images. FLOPs = MACs.", "",
              "| model | test acc (%) | MACs | params | epochs | wall time (s) |",
@@ -257,6 +257,13 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"{next(iter(seps.values()))['min_separation']}): " + ", ".join(
                       f"seed {k}: {v['statistic']:.2f}" for k, v in seps.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def images_label(subset: int | float | None) -> str:
+    """How many training images a subset setting means, for people."""
+    if subset is None or subset == 1.0:
+        return "all"
+    return f"{subset:.0%} of the" if isinstance(subset, float) else f"{subset:,}"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

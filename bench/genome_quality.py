@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="runs/genome_quality", help="run folders (resumable)")
     p.add_argument("--out", default=str(RESULTS / "genome_quality"))
+    p.add_argument("--recorded-only", action="store_true",
+                   help="train nothing: report the legs the ledger holds (methods without "
+                        "a recorded generator are left out)")
+    p.add_argument("--reuse", action="append", default=[], metavar="RUNS",
+                   help="take finished legs from another runs folder's legs.json (e.g. a "
+                        "second invocation that ran only new generators, in parallel)")
     return p.parse_args(argv)
 
 
@@ -161,6 +167,8 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
             continue
         key = f"{space}/generate/{method}"
         rec = ledger.get(key)
+        if rec is None and args.recorded_only:
+            continue
         if rec is None:
             log(f"[{space}] {method}: sparsity training + genomes")
             rec = ledger.put(key, generate(method, space, budgets,
@@ -239,7 +247,8 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines += [f"Machine: {m['cpu']}, {m['threads']} threads, {m['precision']}, torch "
               f"{m['torch']}. Wall time {doc['wall_s'] / 60:.1f} min for this invocation "
-              f"(legs recorded earlier are not re-run).", ""]
+              f"(legs recorded earlier are not re-run); the recorded legs took "
+              f"{doc['legs_wall_s'] / 60:.1f} min of training in all.", ""]
     for sp in doc["spaces"]:
         b = sp["base"]
         lines += [f"## {sp['space']}", "",
@@ -247,7 +256,8 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"{100 * b['test_acc_std']:.2f}%** ({len(b['per_seed'])} seeds: "
                   + ", ".join(f"{100 * x:.2f}" for x in b["per_seed"]) + ")", ""]
         for name, g in sp["generators"].items():
-            lines.append(f"- {name}: λ = {g['sparsity']}, sparsity training "
+            lam = "no sparsity term" if g["sparsity"] is None else f"λ = {g['sparsity']:.3g}"
+            lines.append(f"- {name}: {lam}, base training for the generator "
                          f"{g['wall_s']:.0f} s, its val acc "
                          + (f"{100 * g['sparse_val_acc']:.2f}%" if g.get("sparse_val_acc")
                             else "n/a"))
@@ -278,7 +288,12 @@ def markdown(doc: dict[str, Any]) -> str:
 def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
     """Threads as asked, the runs folder and its ledger of finished legs."""
     torch.set_num_threads(args.threads)
-    return Path(args.runs), Ledger(Path(args.runs))
+    ledger = Ledger(Path(args.runs))
+    for other in getattr(args, "reuse", []):
+        for key, record in Ledger(Path(other)).legs.items():
+            if ledger.get(key) is None:
+                ledger.put(key, record)
+    return Path(args.runs), ledger
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         spaces.append(run_space(space, args, ledger, root))
         doc = {"args": vars(args), "machine": machine(), "spaces": spaces,
                "wall_s": time.perf_counter() - start,
+               "legs_wall_s": sum(r.get("wall_s", 0) for r in ledger.legs.values()),
                "command": "python bench/genome_quality.py " + " ".join(argv or sys.argv[1:])}
         out = Path(args.out)
         atomic_write_json(out.with_suffix(".json"), doc)

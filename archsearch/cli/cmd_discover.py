@@ -14,6 +14,7 @@ from archsearch.discover import DEFAULT_SPACE
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.presets import DEFAULT_PRESET, PRESETS
 from archsearch.pruners import METHODS, PRUNERS
+from archsearch.rethink import images_label
 from archsearch.viz import FLAG_BELOW
 
 
@@ -85,16 +86,10 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
 def preset_line(cfg: Any, needs_training: bool = True) -> str:
     """Which preset runs, and how to choose the other."""
     other = [n for n in PRESETS if n != cfg.preset]
-    what = (f"{cfg.epochs} epoch(s) on {_images(cfg.subset)} images, batch {cfg.batch_size}, "
+    what = (f"{cfg.epochs} epoch(s) on {images_label(cfg.subset)} images, batch {cfg.batch_size}, "
             f"sparsity {cfg.sparsity}" if needs_training else "no training needed")
     return (f"preset {cfg.preset} ({what}); --preset {' | '.join(other)} for the other "
             "recipe, or override single flags")
-
-
-def _images(subset: int | float | None) -> str:
-    if subset is None or subset == 1.0:
-        return "all"
-    return f"{subset:.0%} of the" if isinstance(subset, float) else f"{subset:,}"
 
 
 def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
