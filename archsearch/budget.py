@@ -84,7 +84,6 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     if bad:
         raise ArchsearchError(f"shape ratios must be in (0, 1], but got {bad}")
     target = budget.target(bound.base_cost)
-    metric = 0 if budget.metric == "macs" else 1
 
     steps = group_steps(bound)
 
@@ -93,8 +92,7 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
                        floor.get(g, 0)) for g in base}
 
     def cost(widths: Mapping[str, int]) -> float:
-        return bound.costs.cost_vector(bound.costs.widths_vector(widths),
-                                       bound.costs.active(blocks))[metric]
+        return bound.cost_at(widths, blocks, budget.metric)
 
     lo, hi = 0.0, 1.0 / min(ratios.values())
     if cost(widths_at(lo)) > target * (1 + TOLERANCE):
@@ -187,8 +185,3 @@ def _checked(widths: dict[str, int], cost, target: float, budget: Budget,
             f"divisor {bound.space.divisor}: the closest genome costs {got:.4g} {budget.metric}"
             f" ({got / target:.3f}x the target)")
     return widths
-
-
-def uniform_shape(bound: BoundSpace) -> dict[str, float]:
-    return dict.fromkeys(bound.graph.prunable, 1.0)
-

@@ -15,6 +15,7 @@ from archsearch.data import DatasetInfo
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
+from archsearch.models import init_weights
 from archsearch.shrink import Keep, shrink
 from archsearch.spaces import Space, load_space
 
@@ -65,6 +66,14 @@ class BoundSpace:
         return self.genome(widths, dict.fromkeys(self.graph.blocks, True),
                            {"method": "uniform", "budget": str(budget)})
 
+    def cost_at(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
+                metric: str = "macs") -> float:
+        """The cost of `widths` (and kept `blocks`) in one metric, macs or params: the fast
+        path every budget search shares."""
+        vector = self.costs.cost_vector(self.costs.widths_vector(widths),
+                                        self.costs.active(blocks or {}))
+        return vector[0 if metric == "macs" else 1]
+
     def validate(self, genome: Genome) -> None:
         """Raise ArchsearchError if the genome does not fit this space."""
         if genome.space != self.space.name:
@@ -97,7 +106,7 @@ class BoundSpace:
         if keep is not None and base is None:
             raise ArchsearchError("inherited weights (keep=...) need the base model they come from")
         return shrink(base if base is not None else self.base_model(), genome, keep,
-                      graph=self.graph)
+                      graph=self.graph, init=init_weights)
 
 
 @lru_cache(maxsize=32)
@@ -119,12 +128,6 @@ def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
     if isinstance(space, Space) and space.path is None:
         return BoundSpace(space_obj, info)
     return _bind(space_obj.path or space_obj.name, info.name, input_size)
-
-
-def build_model(genome: Genome, info: DatasetInfo | str | None = None, keep: Keep | None = None,
-                base: nn.Module | None = None) -> nn.Module:
-    """The model a genome describes, for `info` (default: the genome's dataset)."""
-    return bind(genome.space, info or genome.dataset).build(genome, keep, base)
 
 
 def base_genome(space: str | Space, info: DatasetInfo | str | None = None) -> Genome:

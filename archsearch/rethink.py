@@ -22,12 +22,11 @@ from torch import nn
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
+from archsearch.pipeline import Plan, derive, load_base, plain, train_base, train_config
 from archsearch.pruners._evidence import warning_line
 
 if TYPE_CHECKING:
-    from archsearch.data import Splits
-    from archsearch.discover import Plan
-    from archsearch.train import TrainConfig
+    from archsearch.train import TrainProgress
 
 _log = logging.getLogger(__name__)
 
@@ -38,52 +37,8 @@ LEG_TITLES = {"base": "base (sparsity-trained)", "finetune": "pruned + fine-tune
 OnLeg = Callable[[dict[str, Any]], None]
 
 
-def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
-                 ) -> TrainConfig:
-    """The trainer's config for one leg: the plan's epochs/subset/batch, monitored on the
-    validation split (the test split is evaluated once, at the end of a leg)."""
-    from archsearch.train import TrainConfig
-
-    cfg = plan.config
-    opts: dict[str, Any] = {"schedule": schedule, "epochs": epochs or cfg.epochs, "seed": seed,
-                            "train_subset": cfg.subset, "eval_split": "val"}
-    if cfg.batch_size is not None:
-        opts["batch_size"] = cfg.batch_size
-    if getattr(cfg, "max_scale", None) is not None:
-        opts["max_scale"] = cfg.max_scale
-    return TrainConfig(**opts)
-
-
-def train_base(plan: Plan, run_dir: Path, on_epoch: Callable[[dict[str, Any]], None] | None
-               = None, *, seed: int | None = None, progress: bool = True
-               ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the (prepared) base with the pruner's regularizer into `run_dir`; resumes from
-    its checkpoint when the plan says so. Returns the trained model and a summary."""
-    from archsearch.train import seed_everything, train
-
-    seed = plan.config.seed if seed is None else seed
-    seed_everything(seed)
-    model = plan.pruner.prepare(plan.bound.base_model())
-    regularizer = plan.pruner.regularize if plan.pruner.needs_training else None
-    result = train(model, _splits(plan), train_config(plan, "base", seed),
-                   genome=plan.bound.base_genome(), run_dir=run_dir, resume=plan.config.resume,
-                   regularizer=regularizer, on_epoch=_ending_epochs(plan, model, on_epoch),
-                   progress=progress)
-    return result.model, {**result.summary(), "run_dir": str(run_dir)}
-
-
-def _ending_epochs(plan: Plan, model: nn.Module, on_epoch: Callable[[dict[str, Any]], None]
-                   | None) -> Callable[[dict[str, Any]], None]:
-    """`on_epoch` preceded by the pruner's end-of-epoch action (sfp zeroes filters)."""
-    def hook(record: dict[str, Any]) -> None:
-        plan.pruner.end_epoch(model)
-        if on_epoch is not None:
-            on_epoch(record)
-    return hook
-
-
 @dataclass(frozen=True)
-class _Leg:
+class Leg:
     name: str
     seed: int
     run_dir: Path
@@ -97,22 +52,28 @@ class Rethink:
     """One rethink run folder: `legs.json` (finished legs), `seed<k>/<leg>/` (trainer run
     folders), `seed<k>/genome.json`, `uniform_genome.json`, `rethink.json`, `rethink.md`."""
 
-    def __init__(self, plan: Plan, on_leg: OnLeg | None = None, progress: bool = True):
+    def __init__(self, plan: Plan, on_leg: OnLeg | None = None,
+                 progress: bool | TrainProgress | None = True):
         self.plan = plan
         self.on_leg = on_leg or (lambda record: None)
         self.progress = progress
         self.path = plan.run_dir / "legs.json"
         self.legs: dict[str, dict[str, Any]] = {}
-        self.uniform = plan.bound.uniform(plan.budget)
-        self.uniform.provenance.update(dataset=plan.bound.info.name)
+        self.uniform = self.uniform_genome()
+
+    def uniform_genome(self) -> Genome:
+        """The uniform leg's genome at the plan's budget."""
+        genome = self.plan.bound.uniform(self.plan.budget)
+        genome.provenance.update(dataset=self.plan.bound.info.name)
+        return genome
 
     def seeds(self) -> list[int]:
         first = self.plan.config.seed
         return list(range(first, first + self.plan.config.seeds))
 
-    def legs_for(self, seed: int) -> list[_Leg]:
+    def legs_for(self, seed: int) -> list[Leg]:
         names = [n for n in LEGS if not (n == "uniform" and self.plan.pruner.name == "uniform")]
-        return [_Leg(n, seed, self.plan.run_dir / f"seed{seed}" / n) for n in names]
+        return [Leg(n, seed, self.plan.run_dir / f"seed{seed}" / n) for n in names]
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -137,7 +98,7 @@ class Rethink:
 
     # -- one leg --------------------------------------------------------------------------
 
-    def _run_leg(self, leg: _Leg, base: nn.Module | None, genome: Genome | None
+    def _run_leg(self, leg: Leg, base: nn.Module | None, genome: Genome | None
                  ) -> dict[str, Any]:
         from archsearch.train import resolve_epochs, seed_everything, train
 
@@ -158,16 +119,16 @@ class Rethink:
             model = bound.build(target)
             cfg = train_config(plan, schedule, leg.seed)
         epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
-        result = train(model, _splits(plan), cfg, epochs=epochs, genome=target,
+        result = train(model, plan.data(), cfg, epochs=epochs, genome=target,
                        run_dir=leg.run_dir, resume=plan.config.resume, progress=self.progress)
         return self._score(leg, result.model, target, result.summary())
 
-    def _score(self, leg: _Leg, model: nn.Module, genome: Genome,
+    def _score(self, leg: Leg, model: nn.Module, genome: Genome,
                info: dict[str, Any]) -> dict[str, Any]:
         """The leg's record: test accuracy on the (full) test split, evaluated once."""
         from archsearch.train import evaluate
 
-        splits = _splits(self.plan)
+        splits = self.plan.data()
         test = splits.test.subset(self.plan.config.test_subset, seed=0)
         t0 = time.perf_counter()
         acc = evaluate(model, test, splits=splits)
@@ -178,17 +139,17 @@ class Rethink:
                 "macs_ratio": genome.cost["macs_ratio"],
                 "params_ratio": genome.cost["params_ratio"], "run_dir": str(leg.run_dir)}
 
+    def base(self, seed: int, model: nn.Module | None) -> nn.Module:
+        """The seed's trained base: in memory, or from its checkpoint (same pruner)."""
+        if model is None:
+            path = self.plan.run_dir / f"seed{seed}" / "base" / "checkpoint.pt"
+            model = load_base(path, self.plan.pruner)
+        return model.cpu()
+
     def _pruned(self, seed: int, model: nn.Module | None) -> tuple[nn.Module, Genome]:
         """The seed's trained base (from memory or its checkpoint) and its pruned genome."""
-        from archsearch.discover import derive
-        from archsearch.train import load_checkpoint
-
         plan = self.plan
-        if model is None:
-            path = plan.run_dir / f"seed{seed}" / "base" / "checkpoint.pt"
-            model = plan.pruner.prepare(plan.bound.base_model())
-            model.load_state_dict(load_checkpoint(path)["state_dict"])
-        model = model.cpu()
+        model = self.base(seed, model)
         saved = plan.run_dir / f"seed{seed}" / "genome.json"
         if saved.exists():
             genome = plan.bound.with_cost(Genome.load(saved))
@@ -241,7 +202,7 @@ class Rethink:
                 separation[str(seed)] = Genome.load(saved).provenance.get("separation")
         doc = {"method": plan.pruner.name, "space": plan.bound.space.name,
                "dataset": plan.bound.info.name, "budget": str(plan.budget),
-               "seeds": self.seeds(), "config": _plain(asdict(plan.config)),
+               "seeds": self.seeds(), "config": plain(asdict(plan.config)),
                "base_cost": {"macs": plan.bound.base_cost.macs,
                              "params": plan.bound.base_cost.params},
                "rows": rows, "legs": list(self.legs.values()), "wall_s": wall_s,
@@ -309,14 +270,3 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
-
-def _splits(plan: Plan) -> Splits:
-    if plan.splits is None:
-        raise ArchsearchError("no data loaded for this run")  # plan() loads it when needed
-    return plan.splits
-
-
-def _plain(obj: Any) -> Any:
-    from archsearch.discover import _plain as plain
-
-    return plain(obj)

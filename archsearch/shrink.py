@@ -4,13 +4,15 @@ The base is traced again (the same trace the channel graph was derived from, so 
 names match); every conv/linear/BatchNorm is replaced by a sliced copy, and removed
 residual blocks are cut out of the graph (the add is replaced by its identity input).
 With `keep` (channel indices per group) the surviving weights are the original ones;
-without it the first k channels are taken and the model is freshly initialised.
+without it the first k channels are taken and, given an `init`, freshly initialised.
+`shrink` is core: the graph and the initialiser come in as arguments (`BoundSpace.build`
+passes its own), so it imports neither `build` nor family code.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import fx, nn
@@ -18,7 +20,6 @@ from torch import fx, nn
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph, LayerCall, Segment, symbolic_trace
-from archsearch.models._cifar import init_weights
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor]
 
@@ -136,16 +137,13 @@ def _not_inplace(gm: fx.GraphModule, node: fx.Node) -> None:
 
 
 def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
-           graph: ChannelGraph | None = None) -> fx.GraphModule:
+           graph: ChannelGraph, init: Callable[[nn.Module], None] | None = None
+           ) -> fx.GraphModule:
     """A physically smaller copy of `base` with the genome's widths and blocks.
 
-    `graph` is the base's channel graph; without it, the base is traced on the input shape
-    of the genome's dataset (or its space's default dataset).
+    `graph` is the base's channel graph (`BoundSpace.graph`); without `keep`, `init(model)`
+    gives the new model fresh weights (the sliced base weights are kept when it is None).
     """
-    if graph is None:
-        from archsearch.build import bind
-
-        graph = bind(genome.space, genome.dataset).graph
     unknown = set(genome.removed_blocks()) - set(graph.blocks)
     if unknown:
         raise ArchsearchError(f"genome removes unknown block(s) {sorted(unknown)}")
@@ -174,6 +172,6 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
             gm.set_submodule(call.module, _slice(gm.get_submodule(call.module), call, idx))
             done.add(call.module)
     gm.recompile()
-    if keep is None:
-        init_weights(gm)
+    if keep is None and init is not None:
+        init(gm)
     return gm

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from archsearch.io import atomic_write_json, atomic_write_text
-from archsearch.rethink import Rethink, _Leg, _splits, train_base, train_config
+from archsearch.pipeline import Plan, plain, save_sparse_checkpoint, train_base, train_config
+from archsearch.rethink import Leg, Rethink
 from archsearch.sparsity import (
     MaskedTraining,
     SparsityGenome,
@@ -31,17 +32,15 @@ from archsearch.sparsity import (
 )
 
 if TYPE_CHECKING:
-    from archsearch.discover import Plan
+    from archsearch.train import TrainProgress
 
 GENOME_FILE = "sparsity.json"
 
 
 def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool | TrainProgress | None = True) -> dict[str, Any]:
     """Train the base (when the method needs it), derive the sparsity genome at the budget,
     write the run folder: sparsity.json, sparse.pt (the dense trained base), result.json."""
-    from archsearch.discover import _plain, save_sparse_checkpoint
-
     start = time.perf_counter()
     run = plan.run_dir
     model, train_info = None, {}
@@ -59,7 +58,7 @@ def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | Non
         files["checkpoint"] = str(run / "sparse.pt")
     result = {"method": plan.pruner.name, "genome_kind": "sparsity",
               "space": plan.bound.space.name, "dataset": plan.bound.info.name,
-              "budget": str(plan.budget), "config": _plain(asdict(plan.config)),
+              "budget": str(plan.budget), "config": plain(asdict(plan.config)),
               "cost": genome.cost, "base_cost": {"macs": plan.bound.base_cost.macs,
                                                  "params": plan.bound.base_cost.params},
               "layers": density_rows(plan, genome),
@@ -81,28 +80,16 @@ class SparseRethink(Rethink):
     """`rethink` for a sparsity-genome method: same legs, folders and resume as `Rethink`,
     with masks instead of narrower models (see the module docstring)."""
 
-    def __init__(self, plan: Plan, on_leg: Callable[[dict[str, Any]], None] | None = None,
-                 progress: bool = True):
-        self.plan = plan
-        self.on_leg = on_leg or (lambda record: None)
-        self.progress = progress
-        self.path = plan.run_dir / "legs.json"
-        self.legs: dict[str, dict[str, Any]] = {}
+    def uniform_genome(self) -> SparsityGenome:  # type: ignore[override]
+        plan = self.plan
         density = uniform_density(plan.bound, plan.budget, plan.pruner.pruned_layers())
-        self.uniform = make_genome(plan.bound, density,
-                                   {"method": "uniform", "budget": str(plan.budget),
-                                    "dataset": plan.bound.info.name})
+        return make_genome(plan.bound, density, {"method": "uniform", "budget": str(plan.budget),
+                                                 "dataset": plan.bound.info.name})
 
     def _pruned(self, seed: int, model: nn.Module | None
                 ) -> tuple[nn.Module, SparsityGenome]:  # type: ignore[override]
-        from archsearch.train import load_checkpoint
-
         plan = self.plan
-        if model is None:
-            path = plan.run_dir / f"seed{seed}" / "base" / "checkpoint.pt"
-            model = plan.pruner.prepare(plan.bound.base_model())
-            model.load_state_dict(load_checkpoint(path)["state_dict"])
-        model = model.cpu()
+        model = self.base(seed, model)
         saved = plan.run_dir / f"seed{seed}" / GENOME_FILE
         if saved.exists():
             genome = SparsityGenome.load(saved)
@@ -113,7 +100,7 @@ class SparseRethink(Rethink):
             genome.save(saved)
         return model, genome
 
-    def _run_leg(self, leg: _Leg, base: nn.Module | None,  # type: ignore[override]
+    def _run_leg(self, leg: Leg, base: nn.Module | None,  # type: ignore[override]
                  genome: SparsityGenome | None) -> dict[str, Any]:
         from archsearch.train import resolve_epochs, seed_everything, train
 
@@ -135,7 +122,7 @@ class SparseRethink(Rethink):
         keeper = MaskedTraining(masks)
         keeper.apply(model)
         epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
-        result = train(model, _splits(plan), cfg, epochs=epochs, run_dir=leg.run_dir,
+        result = train(model, plan.data(), cfg, epochs=epochs, run_dir=leg.run_dir,
                        resume=plan.config.resume, regularizer=keeper.regularize,
                        progress=self.progress)
         record = self._score(leg, result.model, target, result.summary())  # type: ignore[arg-type]

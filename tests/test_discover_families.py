@@ -21,6 +21,12 @@ from tests.test_rethink import TINY
 TRAINED = ["taylor", "pfa"]
 
 
+def filter_norms(model, bound, group):
+    """The L1 norm of every filter of a channel group, summed over its producers."""
+    return sum(model.get_submodule(p).weight.detach().flatten(1).abs().sum(dim=1)
+               for p in bound.graph.groups[group].producers)
+
+
 @pytest.fixture
 def tiny_space(tmp_path) -> str:
     path = tmp_path / "tiny.toml"
@@ -84,8 +90,7 @@ def test_sfp_discover_leaves_the_pruned_filters_zeroed(capsys, tmp_path):
     genome = Genome.load(out / "genome.json")
     model = load_sparse_checkpoint(out / "sparse.pt", get_pruner("sfp", bound))
     for group in bound.graph.prunable:
-        norms = sum(model.get_submodule(p).weight.detach().flatten(1).abs().sum(dim=1)
-                    for p in bound.graph.groups[group].producers)
+        norms = filter_norms(model, bound, group)
         assert int((norms == 0).sum()) == bound.graph.groups[group].size - \
             genome.widths[group]  # the end-of-epoch zeroing ran after the last epoch
 
@@ -111,8 +116,7 @@ def test_rethink_finetune_inherits_the_methods_channel_choice(method, tiny_space
     bound = the_plan.bound
     if method == "sfp":  # the base it inherits from went through the soft pruning
         for group in bound.graph.prunable:
-            norms = sum(model.get_submodule(p).weight.detach().flatten(1).abs().sum(dim=1)
-                        for p in bound.graph.groups[group].producers)
+            norms = filter_norms(model, bound, group)
             assert set((norms > 0).nonzero().flatten().tolist()) == set(keep[group].tolist())
     else:  # statistics were recorded while the base trained, and rank the channels
         assert pruner.stats(model).recorded()

@@ -12,13 +12,13 @@ from archsearch.errors import ArchsearchError, GraphError
 from archsearch.graph import ChannelGraph
 from archsearch.spaces import list_spaces, load_space
 
-SPACES = ["vgg11", "vgg16", "vgg19", "resnet20", "resnet56", "resnet110", "preresnet164",
-          "resnet18", "resnet50", "mobilenet_v2"]
+REQUIRED = ["vgg11", "vgg16", "vgg19", "resnet20", "resnet56", "resnet110", "preresnet164",
+            "resnet18", "resnet50", "mobilenet_v2"]
+SPACES = [s.name for s in list_spaces()]  # every registered space, without editing a list
 
 
 def test_every_required_space_is_listed():
-    names = {s.name for s in list_spaces()}
-    assert set(SPACES) <= names
+    assert set(REQUIRED) <= set(SPACES)
 
 
 @pytest.mark.parametrize("name", SPACES)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, err_console, human, print_json
+from archsearch.cli._progress import progress_bar
 from archsearch.discover import DEFAULT_SPACE
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.presets import DEFAULT_PRESET, PRESETS
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if is_sparse(the_plan.pruner):  # magnitude: a sparsity genome, not widths
         from archsearch.unstructured import discover_sparse as discover
     try:
-        result = discover(the_plan, progress=not args.json)
+        result = discover(the_plan, progress=progress_bar(not args.json))
     except SeparationError as exc:
         err_console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
         return 2

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
+from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import add_common, common_options, preset_line
 
 DEFAULT_SEEDS = 3
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     runner = Rethink
     if is_sparse(the_plan.pruner):  # magnitude: masks instead of narrower models
         from archsearch.unstructured import SparseRethink as runner
-    doc = runner(the_plan, on_leg=on_leg, progress=not args.json).run()
+    doc = runner(the_plan, on_leg=on_leg, progress=progress_bar(not args.json)).run()
     if args.json:
         print_json(doc)
     else:

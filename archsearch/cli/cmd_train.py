@@ -11,6 +11,8 @@ from rich.table import Table
 
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
+from archsearch.cli._progress import progress_bar
+from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
 from archsearch.train import SCHEDULES, TrainConfig
 
@@ -51,14 +53,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _subset(value: float | None) -> int | float | None:
-    if value is None:
-        return None
-    if value <= 0:
-        raise ArchsearchError(f"--subset must be > 0, but got {value:g}")
-    return float(value) if value <= 1 else int(value)
-
-
 def _restartable(out: Path) -> bool:
     """Empty, missing, or holding only what a run writes before its first checkpoint (a run
     stopped in its first epoch starts over)."""
@@ -92,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     genome = bound.with_cost(genome)
     config = TrainConfig(schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, device=args.device,
-                         train_subset=_subset(args.subset), max_scale=args.max_scale,
+                         train_subset=subset(args.subset), max_scale=args.max_scale,
                          compile=args.compile, amp=args.amp)
     if (args.schedule == "finetune") != (args.source is not None):
         raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "
@@ -107,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     splits = load_data(bound.info, args.data_root, val_fraction=0.0)
     seed_everything(args.seed)
     if args.source:
-        model = _inherit(bound, genome, args.source)
+        from archsearch.pipeline import inherit
+
+        model = inherit(bound, genome, args.source)
     else:
         model = bound.build(genome)
 
@@ -116,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{epochs} epochs, MACs {human(genome.cost['macs'])} "
                       f"({genome.cost['macs_ratio']:.1%}) → {out}")
     result = train(model, splits, config, epochs=epochs, genome=genome, run_dir=out,
-                   resume=args.resume, progress=not args.json)
+                   resume=args.resume, progress=progress_bar(not args.json))
     doc = {**result.summary(), "schedule": args.schedule, "space": genome.space,
            "dataset": bound.info.name, "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
@@ -126,25 +122,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table(doc)
     return 0
-
-
-def _inherit(bound: Any, genome: Any, source: str) -> Any:
-    """The genome's model with the surviving weights of the trained base in `source`,
-    channels chosen by the importance of the method that found the genome."""
-    from archsearch.pruners import PRUNERS, get_pruner
-    from archsearch.train import load_checkpoint
-
-    doc = load_checkpoint(source)
-    method = doc.get("method") or genome.provenance.get("method") or "l1norm"
-    pruner = get_pruner(method if method in PRUNERS else "l1norm", bound)
-    prepared = pruner.prepare(bound.base_model())
-    try:
-        prepared.load_state_dict(doc["state_dict"])
-    except RuntimeError as exc:
-        raise ArchsearchError(f"{source} is not a checkpoint of the {genome.space} base: "
-                              f"{str(exc).splitlines()[0]}") from None
-    keep = pruner.keep(prepared, genome)
-    return bound.build(genome, keep=keep, base=pruner.restore(prepared))
 
 
 def _table(doc: dict[str, Any]) -> None:

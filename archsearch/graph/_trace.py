@@ -124,10 +124,6 @@ def _shape(node: Any) -> tuple[int, ...] | None:
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
-def _width(segs: list[Seg]) -> int:
-    return sum(s * r for _, s, r in segs)
-
-
 class ChannelTracer(LayoutOps):
     """Walks a shape-propagated GraphModule and fills a TraceState."""
 

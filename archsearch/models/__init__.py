@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from archsearch.models._cifar import init_weights
 from archsearch.models._registry import FAMILIES, build_family
 
-__all__ = ["FAMILIES", "build_family"]
+__all__ = ["FAMILIES", "build_family", "init_weights"]

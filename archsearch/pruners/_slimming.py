@@ -138,9 +138,7 @@ def _cost(shape: dict[str, float], budget: Budget, bound: BoundSpace) -> float:
     """The cost of a keep-ratio shape in the budget's metric."""
     base = bound.graph.base_widths()
     widths = {g: round(shape[g] * base[g]) for g in shape}
-    metric = 0 if budget.metric == "macs" else 1
-    return bound.costs.cost_vector(bound.costs.widths_vector(widths),
-                                   bound.costs.active({}))[metric]
+    return bound.cost_at(widths, metric=budget.metric)
 
 
 def _shape_at(scores: dict[str, torch.Tensor], threshold: float, bound: BoundSpace,

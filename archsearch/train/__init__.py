@@ -17,11 +17,14 @@ from archsearch.train._loop import (
     seed_everything,
     train,
 )
+from archsearch.train._progress import LogProgress, TrainProgress
 
 __all__ = [
     "DEFAULT_LR",
+    "LogProgress",
     "SCHEDULES",
     "TrainConfig",
+    "TrainProgress",
     "TrainResult",
     "cpu_has_fast_bf16",
     "evaluate",

@@ -42,6 +42,7 @@ from archsearch.train._device import (
     resolve_device,
     resolve_precision,
 )
+from archsearch.train._progress import TrainProgress, reporter
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,16 @@ _RESUME_KEYS = ("schedule", "batch_size", "lr", "momentum", "weight_decay", "see
 def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int | None = None,
           genome: Genome | None = None, run_dir: str | Path | None = None,
           resume: bool = False, regularizer: Regularizer | None = None,
-          on_epoch: OnEpoch | None = None, progress: bool = True) -> TrainResult:
+          on_epoch: OnEpoch | None = None, progress: bool | TrainProgress | None = True
+          ) -> TrainResult:
     """Train `model` in place on `splits.train` for `epochs` (default `config.epochs`).
 
     With `run_dir`: config.json, genome.json, metrics.jsonl, checkpoint.pt (atomic, every
     epoch) and result.json; `resume` continues from its checkpoint. `regularizer(model)`
     runs between backward and step; `on_epoch(record)` after every epoch (its exceptions,
-    e.g. optuna.TrialPruned, propagate). NaN/inf loss raises DivergenceError, keeping the
-    last good checkpoint.
+    e.g. optuna.TrialPruned, propagate); `progress` (a TrainProgress, e.g. the CLI's bar;
+    True: a log line per epoch) hears on_step/on_epoch. NaN/inf loss raises DivergenceError,
+    keeping the last good checkpoint.
     """
     start = time.perf_counter()
     epochs = epochs or config.epochs
@@ -248,7 +251,8 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     per_rank = max(1, config.batch_size // world.world)
     steps = len(train_set) // world.world // per_rank or 1
 
-    bar = _Progress(progress and world.main, epochs, steps, done)
+    bar = reporter(progress, world.main)
+    bar.on_start(epochs, steps, done)
     guards = onednn_1x1_guard(model, device, config.channels_last)
     if config.compile and guards:  # inductor re-lays convs out NHWC: the bug comes back
         log.warning("torch.compile skipped: this model has 1x1 strided convs with < 16 input "
@@ -296,7 +300,7 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
                 loss_sum += loss.detach() * len(y)
                 correct += (out.detach().argmax(1) == y).sum()
                 seen += len(y)
-                bar.step(epoch)
+                bar.on_step(epoch)
             train_s = time.perf_counter() - t0
             stats = torch.stack([loss_sum.double(), correct.double(),
                                  torch.tensor(float(seen), device=device, dtype=torch.float64)])
@@ -321,11 +325,11 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
             if run is not None and world.main:
                 _save(ckpt_path, model, optimizer, config, epoch + 1, epochs, history, genome)
                 append_jsonl(run / "metrics.jsonl", record)
-            bar.epoch(record)
+            bar.on_epoch(record)
             if on_epoch is not None:
                 on_epoch(record)
     finally:
-        bar.close()
+        bar.on_end()
         for handle in guards:
             handle.remove()
 
@@ -395,44 +399,3 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         torch.set_rng_state(doc["rng"])
     return int(doc["epoch"]), list(doc.get("history", []))
 
-
-class _Progress:
-    """A rich progress bar over all steps of all epochs (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, epochs: int, steps: int, done: int):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        from archsearch.cli._common import console
-
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[ep]}/{task.fields[epochs]}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=console, transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=epochs * steps,
-                                           completed=done * steps, ep=done + 1, epochs=epochs,
-                                           info="")
-
-    def step(self, epoch: int) -> None:
-        if self.enabled:
-            self.progress.update(self.task, advance=1, ep=epoch + 1)
-
-    def epoch(self, r: dict[str, Any]) -> None:
-        if self.enabled:
-            self.progress.update(self.task, info=(
-                f"loss {r['train_loss']:.3f}  {r['eval_split']} acc {r['eval_acc']:.2%}  "
-                f"{r['images_per_s']:.0f} img/s"))
-
-    def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
