@@ -105,11 +105,23 @@ def test_a_model_failing_at_its_input_size_is_one_line_exit_2(tmp_path):
 
 
 def test_a_space_without_a_prunable_group_is_one_line_exit_2(tmp_path):
+    # a conv-less vgg is refused by the space validator already: one line, exit 2
     path = _space(tmp_path, "nogroup", '[model]\nfamily = "vgg"\ncfg = ["M"]\n'
                   '[dataset]\ndefault = "synthetic"\n')
     proc = _cli("show", path, "--budget", "50%FLOPs")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert "has no prunable channel group" in proc.stderr
+    # a bound space whose graph has no prunable group: fit_to_budget says so
+    from types import SimpleNamespace
+
+    from archsearch.budget import BudgetError, fit_to_budget, parse_budget
+    from archsearch.build import bind
+
+    bound = bind("vgg11", "synthetic")
+    graph = SimpleNamespace(base_widths=dict, prunable=[], groups={})
+    empty = SimpleNamespace(graph=graph, space=bound.space, base_cost=bound.base_cost,
+                            costs=bound.costs)
+    with pytest.raises(BudgetError, match="has no prunable channel group"):
+        fit_to_budget({}, parse_budget("50%FLOPs"), empty)
 
 
 def test_untraceable_models_fail_in_one_line():
