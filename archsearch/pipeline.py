@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from archsearch.budget import Budget, parse_budget
@@ -26,6 +25,7 @@ from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save
 from archsearch.presets import DEFAULT_PRESET, PRESETS, get_preset, paper_sparsity, sparsity_for
 from archsearch.pruners import PRUNERS, SPARSIFIERS, Pruner, get_pruner
+from archsearch.train import load_checkpoint
 
 if TYPE_CHECKING:
     from archsearch.data import Splits
@@ -282,13 +282,11 @@ def save_sparse_checkpoint(path: Path, plan: Plan, model: nn.Module) -> Path:
 def load_base(path: str | Path, pruner: Pruner) -> nn.Module:
     """The pruner's prepared base model with the weights (and gates) of a trained base's
     checkpoint (discover's sparse.pt or a base run's checkpoint.pt)."""
+    doc = load_checkpoint(path)  # one line for a missing, unsafe or foreign file
     try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
         model = pruner.prepare(pruner.bound.base_model())
         model.load_state_dict(doc["state_dict"])
-    except FileNotFoundError:
-        raise ArchsearchError(f"no checkpoint of a trained base at {path}") from None
-    except Exception as exc:  # noqa: BLE001 (any unpickling or shape failure is a bad file)
+    except Exception as exc:  # noqa: BLE001 (any shape or key failure is a foreign base)
         raise ArchsearchError(f"{path} is not a checkpoint of the {pruner.bound.space.name} "
                               f"base for {pruner.name}: {str(exc).splitlines()[0]}") from None
     return model
@@ -297,14 +295,7 @@ def load_base(path: str | Path, pruner: Pruner) -> nn.Module:
 def recorded_method(path: str | Path, bound: BoundSpace) -> str:
     """The method that trained the base in a checkpoint: `method` in sparse.pt, the
     genome's provenance in a base run's checkpoint.pt. Never guessed."""
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArchsearchError(f"no checkpoint of a trained base at {path}") from None
-    except Exception as exc:  # noqa: BLE001
-        raise ArchsearchError(f"cannot load checkpoint {path}: "
-                              f"{str(exc).splitlines()[0]}") from None
-    doc = doc if isinstance(doc, dict) else {}
+    doc = load_checkpoint(path)  # one line for a missing, unsafe or foreign file
     genome = doc.get("genome") if isinstance(doc.get("genome"), dict) else {}
     provenance = genome.get("provenance") or {}
     method = doc.get("method") or provenance.get("method")
