@@ -106,14 +106,20 @@ def check_positive(value: float, what: str) -> float:
     return value
 
 
-def filter_l1(model: nn.Module, bound: BoundSpace) -> dict[str, torch.Tensor]:
-    """Per prunable group, the L1 norm of each output filter summed over its producers."""
+def filter_norms(model: nn.Module, bound: BoundSpace, p: int = 1) -> dict[str, torch.Tensor]:
+    """Per prunable group, the Lp norm (p = 1 or 2) of each output filter over all of its
+    producers' weights."""
     out: dict[str, torch.Tensor] = {}
     for name in bound.graph.prunable:
         group = bound.graph.groups[name]
         total = torch.zeros(group.size)
         for producer in group.producers:
             weight = model.get_submodule(producer).weight.detach().float().cpu()
-            total += weight.abs().reshape(weight.shape[0], -1).sum(dim=1)
-        out[name] = total
+            total += weight.abs().pow(p).reshape(weight.shape[0], -1).sum(dim=1)
+        out[name] = total if p == 1 else total.pow(1 / p)
     return out
+
+
+def filter_l1(model: nn.Module, bound: BoundSpace) -> dict[str, torch.Tensor]:
+    """Per prunable group, the L1 norm of each output filter summed over its producers."""
+    return filter_norms(model, bound, 1)

@@ -14,7 +14,7 @@ from archsearch.budget import Budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.pruners._base import Pruner, as_budget
+from archsearch.pruners._base import Pruner, as_budget, filter_norms
 from archsearch.pruners._predefined import check_stage_ratios, predefined_widths
 
 _log = logging.getLogger(__name__)
@@ -22,15 +22,7 @@ _log = logging.getLogger(__name__)
 
 def filter_l2(model: nn.Module, bound: BoundSpace) -> dict[str, torch.Tensor]:
     """Per prunable group, the L2 norm of each output filter over all its producers."""
-    out: dict[str, torch.Tensor] = {}
-    for name in bound.graph.prunable:
-        group = bound.graph.groups[name]
-        total = torch.zeros(group.size)
-        for producer in group.producers:
-            weight = model.get_submodule(producer).weight.detach().float().cpu()
-            total += weight.pow(2).reshape(weight.shape[0], -1).sum(dim=1)
-        out[name] = total.sqrt()
-    return out
+    return filter_norms(model, bound, 2)
 
 
 class SFPPruner(Pruner):
