@@ -120,29 +120,29 @@ def _typed_map(value: Any, kind: type, what: str, source: str) -> dict[str, Any]
     return out
 
 
-def _provenance(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
-    value = doc.get("provenance")
+def _object(doc: Mapping[str, Any], key: str, source: str, what: str) -> dict[str, Any]:
+    """The optional JSON object `doc[key]` ({} when absent), or one line saying it is not."""
+    value = doc.get(key)
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ArchsearchError(f"{source}: 'provenance' must be an object, but got "
+        raise ArchsearchError(f"{source}: '{key}' must be {what}, but got "
                               f"{type(value).__name__}")
     return dict(value)
 
 
+def _provenance(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return _object(doc, "provenance", source, "an object")
+
+
 def _cost(doc: Mapping[str, Any], source: str) -> dict[str, float]:
-    value = doc.get("cost")
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ArchsearchError(f"{source}: 'cost' must be an object of numbers, but got "
-                              f"{type(value).__name__}")
+    value = _object(doc, "cost", source, "an object of numbers")
     for key, item in value.items():
         number = isinstance(item, int | float) and not isinstance(item, bool)
         if not number or (isinstance(item, float) and not math.isfinite(item)) or item < 0:
             raise ArchsearchError(f"{source}: cost[{_short(key)}] must be a number >= 0, "
                                   f"but got {_short(item)}")
-    return dict(value)
+    return value
 
 
 def _short(value: Any, limit: int = 60) -> str:
