@@ -285,6 +285,12 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_results(out: Path, doc: dict[str, Any], render) -> None:
+    """OUT.json (the data) and OUT.md (`render(doc)`), each written atomically."""
+    atomic_write_json(out.with_suffix(".json"), doc)
+    atomic_write_text(out.with_suffix(".md"), render(doc))
+
+
 def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
     """Threads as asked, the runs folder and its ledger of finished legs."""
     torch.set_num_threads(args.threads)
@@ -307,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                "wall_s": time.perf_counter() - start,
                "legs_wall_s": sum(r.get("wall_s", 0) for r in ledger.legs.values()),
                "command": "python bench/genome_quality.py " + " ".join(argv or sys.argv[1:])}
-        out = Path(args.out)
-        atomic_write_json(out.with_suffix(".json"), doc)
-        atomic_write_text(out.with_suffix(".md"), markdown(doc))
+        write_results(Path(args.out), doc, markdown)
     log(f"wrote {args.out}.md ({(time.perf_counter() - start) / 60:.1f} min)")
     return 0
 

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.discover import DiscoverConfig, discover, load_sparse_checkpoint, plan
-from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.presets import travel
 from archsearch.pruners import SlimmingPruner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from genome_quality import log, machine, open_bench  # noqa: E402
+from genome_quality import log, machine, open_bench, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -123,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/separation.py " + " ".join(argv or sys.argv[1:])
     doc = {"args": vars(args), "machine": machine(), "rows": list(old.values()),
            "commands": commands + [command] * (command not in commands)}
-    atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), markdown(doc))
+    write_results(out, doc, markdown)
     return 0
 
 
