@@ -70,6 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reuse", action="append", default=[], metavar="RUNS",
                    help="take finished legs from another runs folder's legs.json (e.g. a "
                         "second invocation that ran only new generators, in parallel)")
+    p.add_argument("--seed-from", metavar="RESULTS.json",
+                   help="take the base and uniform legs recorded in a results file (runs/ "
+                        "does not outlive a session; the committed results do) instead of "
+                        "training them again; its other rows are kept in the output")
     return p.parse_args(argv)
 
 
@@ -281,14 +285,22 @@ def markdown(doc: dict[str, Any]) -> str:
             extra = f", removed {r['removed_blocks']}" if r["removed_blocks"] else ""
             lines.append(f"- {r['budget']} {r['method']}: {r['widths']}{extra}")
         lines.append("")
-    lines += [f"Command: `{doc['command']}`", ""]
+    lines += ["Commands:", ""] + [f"- `{c}`" for c in doc.get("commands") or [doc["command"]]]
+    lines.append("")
     return "\n".join(lines)
 
 
+NOTES_MARK = "<!-- notes: written by hand, kept when the tables are regenerated -->"
+
+
 def write_results(out: Path, doc: dict[str, Any], render) -> None:
-    """OUT.json (the data) and OUT.md (`render(doc)`), each written atomically."""
+    """OUT.json (the data) and OUT.md (`render(doc)`), each written atomically. The reading
+    of the numbers, below NOTES_MARK in an existing OUT.md, is kept."""
+    md = out.with_suffix(".md")
+    notes = md.read_text().partition(NOTES_MARK)[1:] if md.exists() else ("", "")
     atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), render(doc))
+    atomic_write_text(md, render(doc).rstrip("\n") + ("\n\n" + "".join(notes) if notes[0]
+                                                     else "\n"))
 
 
 def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
@@ -302,18 +314,65 @@ def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
     return Path(args.runs), ledger
 
 
+def seed_ledger(ledger: Ledger, doc: dict[str, Any]) -> None:
+    """Ledger records for the base and uniform legs of a results file (same schedule only)."""
+    if (doc["args"]["epochs"], doc["args"]["subset"]) != (EPOCHS, None):
+        raise SystemExit("--seed-from: that results file ran another schedule "
+                         f"({doc['args']['epochs']} epochs, subset {doc['args']['subset']})")
+    for sp in doc["spaces"]:
+        b = sp["base"]
+        for seed, (acc, wall) in enumerate(zip(b["per_seed"], b["wall_s"], strict=True)):
+            ledger.get(f"{sp['space']}/base/s{seed}") or ledger.put(
+                f"{sp['space']}/base/s{seed}",
+                {"seed": seed, "test_acc": acc, "epochs": EPOCHS, "wall_s": wall,
+                 "seeded": True})
+        for r in sp["rows"]:
+            if r["method"] != "uniform":
+                continue
+            for seed, (acc, wall) in enumerate(zip(r["per_seed"], r["wall_s"], strict=True)):
+                key = f"{sp['space']}/{r['budget']}/uniform/s{seed}"
+                ledger.get(key) or ledger.put(key, {"seed": seed, "test_acc": acc,
+                                                    "epochs": EPOCHS, "wall_s": wall,
+                                                    "seeded": True})
+
+
+def merge_results(prev: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the spaces, rows and generators of `prev` that it did not produce itself."""
+    new = {sp["space"]: sp for sp in doc["spaces"]}
+    spaces = []
+    for old in prev["spaces"]:
+        sp = new.pop(old["space"], None)
+        if sp is None:
+            spaces.append(old)
+            continue
+        have = {(r["budget"], r["method"]) for r in sp["rows"]}
+        rows = sp["rows"] + [r for r in old["rows"] if (r["budget"], r["method"]) not in have]
+        order = list(dict.fromkeys(r["budget"] for r in old["rows"] + sp["rows"]))
+        rows.sort(key=lambda r: order.index(r["budget"]))  # stable: methods keep their order
+        spaces.append({**sp, "rows": rows,
+                       "generators": {**old["generators"], **sp["generators"]}})
+    spaces += new.values()
+    commands = prev.get("commands") or [prev["command"]]
+    return {**doc, "spaces": spaces, "commands": commands + [doc["command"]],
+            "legs_wall_s": prev["legs_wall_s"] + doc["legs_wall_s"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root, ledger = open_bench(args)
+    prev = json.loads(Path(args.seed_from).read_text()) if args.seed_from else None
+    if prev is not None:
+        seed_ledger(ledger, prev)
     start = time.perf_counter()
     spaces = []
     for space in args.spaces.split(","):
         spaces.append(run_space(space, args, ledger, root))
         doc = {"args": vars(args), "machine": machine(), "spaces": spaces,
                "wall_s": time.perf_counter() - start,
-               "legs_wall_s": sum(r.get("wall_s", 0) for r in ledger.legs.values()),
+               "legs_wall_s": sum(r.get("wall_s", 0) for r in ledger.legs.values()
+                                  if not r.get("seeded")),
                "command": "python bench/genome_quality.py " + " ".join(argv or sys.argv[1:])}
-        write_results(Path(args.out), doc, markdown)
+        write_results(Path(args.out), merge_results(prev, doc) if prev else doc, markdown)
     log(f"wrote {args.out}.md ({(time.perf_counter() - start) / 60:.1f} min)")
     return 0
 
