@@ -1,206 +1,338 @@
-"""Search quality: is the best searched genome better than the uniform and slimming genomes?
+"""Search quality: does the searched genome, trained from scratch, beat uniform and slimming?
 
-    python bench/search_quality.py [--spaces vgg11,resnet20] [--budget 25%FLOPs] [--seeds 3]
+    python bench/search_quality.py [--spaces vgg11-half,resnet20]
+                                   [--budgets 25%FLOPs,12.5%FLOPs] [--seeds 3] [--threads 1]
+    python bench/search_quality.py --smoke     # tiny sizes, writes under runs/ only
 
-On Fashion-MNIST, for each space, at one budget:
-1. uniform genome: every group scaled by one ratio (`BoundSpace.uniform`);
-2. slimming genome: a base trained with network slimming's L1 on BatchNorm scales, pruned
-   by a global threshold at the budget (`archsearch.pruners`, as `archsearch discover`);
-3. searched genome: `archsearch.search` guided by the slimming genome (short proxies,
-   validation split carved from the training set), the best trial by validation accuracy;
-then each genome is trained from scratch with the same final schedule on `--seeds` seeds
-and scored on the test set. All three cost the budget (within 1%), so scratch-E and
-scratch-B coincide. Writes bench/results/search_quality.{json,md}: mean ± std per row.
-Sizes are CPU-sized (18 minutes on a quiet 2-core CPU, about 25 with other work on it);
-the defaults are the ones reported. `--merge` reruns some spaces and keeps the others.
+On Fashion-MNIST, for each space and budget:
+1. searched genome: `archsearch search --space S --budget B` with the defaults as shipped
+   (multi-fidelity: a supernet screens `screen` candidates, the best are proxy-trained,
+   the best of those trained from scratch for longer; `SearchConfig`'s defaults), run
+   in-process with the same library calls as the command (one worker), so that the bench
+   sets the CPU threads; its winner is the search's best genome (`best_genome.json`);
+2. uniform and slimming genomes: taken from bench/results/genome_quality.json when that
+   file's schedule is exactly this one (same epochs, all training images, at least as many
+   seeds, seeds 0..n-1), else trained here the same way (`genome_quality.generate` and
+   `genome_quality.scratch`);
+3. the searched genome trained from scratch on the schedule of bench/genome_quality.py
+   (its `EPOCHS` and `BATCH`, the full training split less its 1% validation split, test
+   accuracy on the full test set), `--seeds` seeds.
+Reported: mean ± std and per-seed test accuracy, the differences searched − uniform and
+searched − slimming with whether each exceeds one standard deviation (the larger of the two
+rows' std), the search's time and candidates per fidelity. Every leg is a run folder under
+`--runs/SPACE` with its record in that folder's legs.json (resumable: rerun the same
+command). Runs of different `--spaces` may run in parallel (each space has its own ledger);
+every run merges its spaces into bench/results/search_quality.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
-import platform
-import statistics
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
+from genome_quality import (
+    BATCH,
+    DATASET,
+    EPOCHS,
+    VAL_FRACTION,
+    Ledger,
+    _shared_splits,
+    generate,
+    log,
+    machine,
+    mean_std,
+    scratch,
+    write_results,
+)
 
 from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.data import load_data
-from archsearch.io import atomic_write_json, atomic_write_text
-from archsearch.pruners import get_pruner
-from archsearch.search import ProxyEvaluator, Search, SearchConfig, best_trials, open_run
-from archsearch.search import trial_genome as _trial_genome
-from archsearch.train import TrainConfig, evaluate, train
+from archsearch.genome import Genome
+from archsearch.search import (
+    Search,
+    SearchConfig,
+    best_trials,
+    evaluators_for,
+    fidelity_costs,
+    fidelity_of,
+    open_run,
+    supernet_cost,
+    trial_genome,
+)
+from archsearch.search import write_results as write_search_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BASELINES = ("uniform", "slimming")
+# the search as shipped: no override of SearchConfig's defaults
+SEARCH: dict[str, Any] = {}
+SMOKE_SEARCH = {"screen": 8, "trials": 3, "final": 1, "proxy_epochs": 1, "proxy_subset": 256,
+                "proxy_val": 256, "final_epochs": 1, "final_subset": 256, "base_epochs": 1,
+                "base_subset": 512, "calib_images": 64, "screen_val": 200}
+SMOKE = {"epochs": 1, "subset": 512, "seeds": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--spaces", default="vgg11,resnet20")
-    p.add_argument("--budget", default="25%FLOPs")
+    p.add_argument("--spaces", default="vgg11-half,resnet20")
+    p.add_argument("--budgets", default="25%FLOPs,12.5%FLOPs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--slim-epochs", type=int, default=3, help="sparsity training epochs")
-    p.add_argument("--slim-subset", type=int, default=3000, help="its training images")
-    p.add_argument("--sparsity", type=float, default=1e-4, help="slimming's L1 strength")
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--proxy-epochs", type=int, default=2)
-    p.add_argument("--proxy-subset", type=int, default=2000)
-    p.add_argument("--proxy-val", type=int, default=500)
-    p.add_argument("--final-epochs", type=int, default=6)
-    p.add_argument("--final-subset", type=int, default=5000)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", default="runs/search_quality", help="run folders (resumable)")
     p.add_argument("--out", default=str(RESULTS / "search_quality"))
-    p.add_argument("--merge", action="store_true",
-                   help="keep the other spaces' results already in OUT.json")
-    return p.parse_args(argv)
+    p.add_argument("--recorded", default=str(RESULTS / "genome_quality.json"),
+                   help="genome_quality results whose uniform/slimming rows are reused when "
+                        "their schedule matches")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (a few minutes)")
+    args = p.parse_args(argv)
+    args.epochs, args.subset, args.search = EPOCHS, None, SEARCH
+    if args.smoke:  # never mixed with (or written over) the real results
+        args.epochs, args.subset, args.seeds = SMOKE["epochs"], SMOKE["subset"], SMOKE["seeds"]
+        args.search = SMOKE_SEARCH
+        args.runs = str(Path(args.runs).with_name(Path(args.runs).name + "-smoke"))
+        if args.out == str(RESULTS / "search_quality"):
+            args.out = str(Path(args.runs) / "search_quality")
+    return args
 
 
-def slimming_genome(space: str, budget: str, splits, args) -> tuple:
-    """Sparsity-train the base (L1 on BN scales), derive the genome at the budget."""
-    bound = bind(space, "fashion-mnist")
-    pruner = get_pruner("slimming", bound, sparsity=args.sparsity)
-    model = pruner.prepare(bound.base_model())
-    cfg = TrainConfig(schedule="base", epochs=args.slim_epochs, train_subset=args.slim_subset,
-                      eval_split="val", batch_size=128, seed=0)
+def schedule(args: argparse.Namespace) -> dict[str, Any]:
+    """The from-scratch schedule every genome here trains on (compared before merging)."""
+    return {"epochs": args.epochs, "subset": args.subset, "batch_size": BATCH,
+            "val_fraction": VAL_FRACTION, "seeds": args.seeds, "search": args.search}
+
+
+def cli_command(space: str, budget: str, overrides: dict[str, Any], out: Path) -> str:
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in overrides.items())
+    return f"archsearch search --space {space} --budget {budget}{flags} --out {out}"
+
+
+def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
+               ledger: Ledger) -> dict[str, Any]:
+    """The search (resumed if its run folder has one) and its winner."""
+    key = f"{budget}/search"
+    if ledger.get(key) is not None:
+        return ledger.get(key)
+    run_dir = root / budget / "search"
+    config = SearchConfig(budget=budget, out=str(run_dir), space=space, dataset=DATASET,
+                          **args.search)
+    log(f"[{space}] {budget}: {cli_command(space, budget, args.search, run_dir)}")
     start = time.perf_counter()
-    train(model, splits, cfg, regularizer=pruner.regularize, progress=False)
-    genome = pruner.genome(pruner.restore(model), budget)
-    return genome, time.perf_counter() - start
-
-
-def searched_genome(space: str, args, guide_path: Path, splits, run_dir: Path) -> tuple:
-    """The best genome of a guided search (validation accuracy after proxy training)."""
-    config = SearchConfig(budget=args.budget, out=str(run_dir), space=space,
-                          dataset="fashion-mnist", guides=[str(guide_path)],
-                          trials=args.trials, proxy_epochs=args.proxy_epochs,
-                          proxy_subset=args.proxy_subset, proxy_val=args.proxy_val, seed=0,
-                          evaluator="proxy", final=0)
-    evaluator = ProxyEvaluator("fashion-mnist", config.schedule(), splits=splits)
-    start = time.perf_counter()
-    Search(config, evaluator, worker_index=0).work()
+    Search(config, evaluators_for(config), worker_index=0).work()
+    wall = time.perf_counter() - start
     run = open_run(run_dir)
+    write_search_results(run)
     best = best_trials(run, 1)[0]
-    trials = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value,
-               "kind": t.user_attrs.get("baseline") or ("guide" if "guide" in t.user_attrs
-                                                        else "search")}
-              for t in run.trials()]
-    return _trial_genome(best), best.value, trials, time.perf_counter() - start
+    costs = fidelity_costs(run.trials())
+    log(f"[{space}] {budget}: search done in {wall:.0f}s, winner trial {best.number} "
+        f"({fidelity_of(best)}) val acc {best.value:.4f}")
+    return ledger.put(key, {
+        "genome": trial_genome(best).to_dict(), "val_acc": best.value, "trial": best.number,
+        "fidelity": fidelity_of(best), "costs": costs,
+        "trials_s": sum(c["wall_s"] for c in costs.values()), "wall_s": wall,
+        "supernet": supernet_cost(run_dir / "supernet.pt"), "evaluator": config.evaluator,
+        "command": cli_command(space, budget, args.search, run_dir)})
 
 
-def retrain(genome, splits, seed: int, args) -> dict:
-    """Train from scratch with the final schedule; test accuracy at the end."""
-    model = bind(genome.space, genome.dataset).build(genome)
-    cfg = TrainConfig(schedule="scratch-e", epochs=args.final_epochs,
-                      train_subset=args.final_subset, eval_split="val", batch_size=128,
-                      seed=seed)
-    start = time.perf_counter()
-    result = train(model, splits, cfg, progress=False)
-    test = evaluate(result.model, splits.test, splits)
-    return {"seed": seed, "test_acc": test, "val_acc": result.val_acc,
-            "wall_s": time.perf_counter() - start}
+def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
+                  args: argparse.Namespace) -> dict[str, dict[str, Any]] | None:
+    """The uniform and slimming rows of a genome_quality results doc at (space, budget),
+    cut to `args.seeds` seeds, when its schedule is exactly this bench's; else None."""
+    if not doc:
+        return None
+    a = doc.get("args", {})
+    if a.get("epochs") != args.epochs or a.get("subset") != args.subset or \
+            (a.get("seeds") or 0) < args.seeds:
+        return None
+    rows = {r["method"]: r for sp in doc.get("spaces", []) if sp["space"] == space
+            for r in sp["rows"] if r["budget"] == budget and r["method"] in BASELINES}
+    if set(rows) != set(BASELINES) or any(len(r["per_seed"]) < args.seeds
+                                          for r in rows.values()):
+        return None
+    return {m: {"per_seed": r["per_seed"][:args.seeds], "wall_s": r["wall_s"][:args.seeds],
+                "widths": r["widths"], "macs_ratio": r["macs_ratio"],
+                "params_ratio": r["params_ratio"], "source": "genome_quality.json"}
+            for m, r in rows.items()}
 
 
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def run_space(space: str, args, splits, small_val, work: Path) -> dict:
-    bound = bind(space, "fashion-mnist")
-    budget = parse_budget(args.budget)
-    log(f"[{space}] slimming genome: sparsity training {args.slim_epochs} epochs")
-    slim, slim_s = slimming_genome(space, args.budget, small_val, args)
-    slim_path = slim.save(work / f"{space}-slimming.json")
-    log(f"[{space}] guided search: {args.trials} trials")
-    searched, val, trials, search_s = searched_genome(space, args, slim_path, splits,
-                                                      work / f"{space}-search")
-    genomes = {"uniform": bound.uniform(budget), "slimming": slim, "searched": searched}
-    rows = []
+def trained_rows(genomes: dict[str, Genome], budget: str, args: argparse.Namespace,
+                 splits: Any, root: Path, ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """Each genome trained from scratch `args.seeds` times (one leg per seed)."""
+    out = {}
     for method, genome in genomes.items():
+        bound = bind(genome.space, genome.dataset)
         runs = []
         for seed in range(args.seeds):
-            runs.append(retrain(genome, small_val, seed, args))
-            log(f"[{space}] {method} seed {seed}: test {runs[-1]['test_acc']:.4f} "
-                f"({runs[-1]['wall_s']:.0f}s)")
-        m, s = mean_std([r["test_acc"] for r in runs])
-        rows.append({"space": space, "method": method, "test_acc_mean": m, "test_acc_std": s,
-                     "runs": runs, "macs_ratio": genome.cost["macs_ratio"],
-                     "params_ratio": genome.cost["params_ratio"], "macs": genome.cost["macs"],
-                     "params": genome.cost["params"], "genome": genome.to_dict()})
-    return {"space": space, "rows": rows, "slimming_s": slim_s, "search_s": search_s,
-            "search_best_val": val, "search_trials": trials}
+            key = f"{budget}/{method}/s{seed}"
+            rec = ledger.get(key)
+            if rec is None:
+                rec = ledger.put(key, scratch(genome, splits, seed,
+                                              root / budget / method / f"s{seed}", args))
+                log(f"[{genome.space}] {budget} {method} seed {seed}: test "
+                    f"{rec['test_acc']:.4f} ({rec['wall_s']:.0f}s)")
+            runs.append(rec)
+        out[method] = {"per_seed": [r["test_acc"] for r in runs],
+                       "wall_s": [r["wall_s"] for r in runs],
+                       "widths": [genome.widths[g] for g in bound.graph.prunable],
+                       "removed_blocks": sorted(genome.removed_blocks()),
+                       "macs_ratio": genome.cost["macs_ratio"],
+                       "params_ratio": genome.cost["params_ratio"], "source": "trained"}
+    return out
 
 
-def markdown(doc: dict) -> str:
-    a = doc["args"]
-    lines = [
-        "# Search quality: searched vs uniform vs slimming genome (Fashion-MNIST)", "",
-        f"Budget {a['budget']} (FLOPs = multiply-accumulates). Each genome trained from "
-        f"scratch {a['final_epochs']} epochs on {a['final_subset']} training images, "
-        f"{a['seeds']} seeds; top-1 on the full test set (10,000 images), mean ± std.",
-        f"Search: {a['trials']} trials guided by the slimming genome, proxies of "
-        f"{a['proxy_epochs']} epochs on {a['proxy_subset']} images, scored on {a['proxy_val']} "
-        f"validation images (carved from the training set), Hyperband early stopping. "
-        f"Slimming: {a['slim_epochs']} epochs on {a['slim_subset']} images, L1 "
-        f"{a['sparsity']:g}.", "",
-        "| space | genome | test acc (mean ± std) | MACs | params | per seed |",
-        "|---|---|---|---|---|---|"]
-    for space in doc["spaces"]:
-        for r in space["rows"]:
-            seeds = ", ".join(f"{x['test_acc']:.4f}" for x in r["runs"])
-            lines.append(f"| {r['space']} | {r['method']} | {r['test_acc_mean']:.2%} ± "
-                         f"{r['test_acc_std']:.2%} | {r['macs_ratio']:.1%} | "
-                         f"{r['params_ratio']:.1%} | {seeds} |")
-    lines += ["", "Time: " + "; ".join(
-        f"{s['space']}: slimming {s['slimming_s']:.0f}s, search {s['search_s']:.0f}s "
-        f"(best proxy val acc {s['search_best_val']:.2%})" for s in doc["spaces"]) +
-        f"; total {doc['wall_s'] / 60:.1f} min on {doc['machine']}.",
-        "", f"Command: `{doc['command']}`" + (
-            f" (after `{doc['merged_from']['command']}`, whose other spaces are kept)"
-            if doc.get("merged_from") else ""), ""]
+def compare(a: list[float], b: list[float]) -> dict[str, Any]:
+    """mean(a) − mean(b), and whether it exceeds one std (the larger of the two)."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    delta = ma - mb
+    return {"delta": delta, "std": max(sa, sb), "exceeds_one_std": abs(delta) > max(sa, sb)}
+
+
+def baseline_genomes(space: str, budgets: list[str], args: argparse.Namespace, root: Path,
+                     ledger: Ledger, budget: str) -> dict[str, Genome]:
+    bound = bind(space, DATASET)
+    gen = ledger.get("generate/slimming") or ledger.put(
+        "generate/slimming", generate("slimming", space, budgets, root / "gen-slimming", args))
+    return {"uniform": bound.uniform(parse_budget(budget)),
+            "slimming": bound.with_cost(Genome.from_dict(gen["genomes"][budget]))}
+
+
+def run_space(space: str, args: argparse.Namespace, recorded: dict[str, Any] | None
+              ) -> dict[str, Any]:
+    root = Path(args.runs) / space
+    ledger = Ledger(root)
+    bound = bind(space, DATASET)
+    splits = _shared_splits(load_data(bound.info, None, val_fraction=VAL_FRACTION))
+    budgets = args.budgets.split(",")
+    out = []
+    for budget in budgets:
+        search = run_search(space, budget, args, root, ledger)
+        searched = bound.with_cost(Genome.from_dict(search["genome"]))
+        rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
+        base = recorded_rows(recorded, space, budget, args)
+        if base is None:
+            log(f"[{space}] {budget}: uniform and slimming trained here (no recorded rows "
+                "on this schedule)")
+            base = trained_rows(baseline_genomes(space, budgets, args, root, ledger, budget),
+                                budget, args, splits, root, ledger)
+        rows.update(base)
+        for row in rows.values():
+            row["mean"], row["std"] = mean_std(row["per_seed"])
+        out.append({"budget": budget, "rows": rows, "search": search,
+                    "vs": {m: compare(rows["searched"]["per_seed"], rows[m]["per_seed"])
+                           for m in BASELINES}})
+    return {"space": space, "groups": list(bound.graph.prunable),
+            "base_widths": [bound.graph.groups[g].size for g in bound.graph.prunable],
+            "budgets": out}
+
+
+def merged(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the other spaces of the results already at `out` (same schedule)."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        return doc
+    old = json.loads(path.read_text())
+    if old.get("schedule") != doc["schedule"]:
+        log(f"{path}: another schedule, not merged (overwritten)")
+        return doc
+    mine = {s["space"] for s in doc["spaces"]}
+    doc["spaces"] = [s for s in old["spaces"] if s["space"] not in mine] + doc["spaces"]
+    doc["commands"] = [c for c in old.get("commands", []) if c != doc["command"]] + \
+        [doc["command"]]
+    return doc
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _verdict(c: dict[str, Any]) -> str:
+    if not c["exceeds_one_std"]:
+        return "within one std"
+    return "**better** by more than one std" if c["delta"] > 0 else \
+        "**worse** by more than one std"
+
+
+def _search_line(s: dict[str, Any]) -> str:
+    parts = [f"{c['candidates']} {f} ({c['wall_s']:.0f} s)" for f, c in s["costs"].items()]
+    net = s.get("supernet") or {}
+    once = f"; supernet training {net['train_s']:.0f} s of the screen's time" \
+        if net.get("train_s") is not None else ""
+    return (f"Search ({s['evaluator']} screen): " + ", ".join(parts) + once
+            + f"; {s['trials_s'] / 60:.1f} min of trials in all. Winner: trial {s['trial']} "
+            f"({s['fidelity']}), val acc {_pct(s['val_acc'])}%. `{s['command']}`")
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    sch, m = doc["schedule"], doc["machine"]
+    lines = ["# Search quality: searched vs uniform vs slimming, trained from scratch", "",
+             f"Fashion-MNIST. Every genome trained from scratch {sch['epochs']} epochs on "
+             f"{sch['subset'] or 'all'} training images (bench/genome_quality.py's schedule: "
+             f"the 60,000-image split less a {sch['val_fraction']:.0%} validation split, "
+             f"batch {sch['batch_size']}), {sch['seeds']} seeds, top-1 on the full test set "
+             "(10,000 images), mean ± std. The search: `archsearch search` with its "
+             "shipped defaults" + (f" overridden by {sch['search']}" if sch["search"] else "")
+             + " (its own 10% validation split of the training set). Uniform and slimming "
+             "rows come from genome_quality.json where marked (same schedule and seeds). "
+             "Δ = searched − baseline; it *exceeds one std* when |Δ| is larger than the "
+             "larger std of the two rows. FLOPs = MACs.", "",
+             f"Machine: {m['cpu']}, {m['threads']} threads, {m['precision']}, torch "
+             f"{m['torch']}.", "",
+             "| space | budget | searched | uniform | slimming | Δ vs uniform | "
+             "Δ vs slimming | search min |", "|---|---|---|---|---|---|---|---|"]
+    for sp in doc["spaces"]:
+        for b in sp["budgets"]:
+            r = b["rows"]
+            cells = [f"{_pct(r[k]['mean'])} ± {_pct(r[k]['std'])}"
+                     for k in ("searched", *BASELINES)]
+            vs = [f"{100 * b['vs'][k]['delta']:+.2f} ({_verdict(b['vs'][k])})"
+                  for k in BASELINES]
+            lines.append(f"| {sp['space']} | {b['budget']} | " + " | ".join(cells + vs)
+                         + f" | {b['search']['trials_s'] / 60:.1f} |")
+    for sp in doc["spaces"]:
+        lines += ["", f"## {sp['space']}", "", "Widths per group (" + ", ".join(sp["groups"])
+                  + f"); base {sp['base_widths']}."]
+        for b in sp["budgets"]:
+            lines += ["", f"### {b['budget']}", "", _search_line(b["search"]), "",
+                      "| genome | test acc (%) | per seed | MACs | params | source | widths |",
+                      "|---|---|---|---|---|---|---|"]
+            for name, r in b["rows"].items():
+                removed = f", removed {r['removed_blocks']}" if r.get("removed_blocks") else ""
+                lines.append(f"| {name} | {_pct(r['mean'])} ± {_pct(r['std'])} | "
+                             + ", ".join(_pct(x) for x in r["per_seed"])
+                             + f" | {r['macs_ratio']:.1%} | {r['params_ratio']:.1%} | "
+                             f"{r['source']} | {r['widths']}{removed} |")
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in doc["commands"]), ""]
     return "\n".join(lines)
-
-
-def log(msg: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    recorded = json.loads(Path(args.recorded).read_text()) if \
+        Path(args.recorded).is_file() else None
     start = time.perf_counter()
-    splits = load_data("fashion-mnist", val_fraction=0.1, split_seed=0)
-    # final and slimming runs report on a small validation subset (the test set is scored
-    # once at the end); the search scores its own --proxy-val subset
-    small_val = replace(splits, val=splits.val.subset(1000, seed=0))
-    doc = {"args": vars(args), "spaces": [], "command": "python " + " ".join(sys.argv),
-           "machine": f"{platform.processor() or platform.machine()}, torch "
-                      f"{torch.__version__}, {args.threads} threads"}
-    spaces = [s.strip() for s in args.spaces.split(",")]
-    if args.merge and Path(args.out + ".json").is_file():
-        old = json.loads(Path(args.out + ".json").read_text())
-        doc["spaces"] = [s for s in old["spaces"] if s["space"] not in spaces]
-        doc["merged_from"] = {"command": old["command"], "wall_s": old.get("wall_s")}
-        start -= old.get("wall_s") or 0.0
-    with tempfile.TemporaryDirectory(prefix="search_quality-") as tmp:
-        for space in spaces:
-            doc["spaces"].append(run_space(space, args, splits, small_val, Path(tmp)))
-            doc["wall_s"] = time.perf_counter() - start
-            atomic_write_json(Path(args.out + ".json"), doc)  # partial results survive
-    doc["wall_s"] = time.perf_counter() - start
-    atomic_write_json(Path(args.out + ".json"), doc)
-    atomic_write_text(Path(args.out + ".md"), markdown(doc))
-    print(markdown(doc))
+    spaces = [run_space(space, args, recorded) for space in args.spaces.split(",")]
+    command = "python bench/search_quality.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    doc = {"args": {k: v for k, v in vars(args).items() if k != "search"},
+           "schedule": schedule(args), "machine": machine(), "spaces": spaces,
+           "wall_s": time.perf_counter() - start, "command": command, "commands": [command]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    with open(Path(args.runs) / "results.lock", "a+") as fh:  # parallel runs merge in turn
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        write_results(out, merged(out, doc), markdown)
+    log(f"wrote {out.with_suffix('.md')} ({doc['wall_s'] / 60:.1f} min)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ from torch import nn
 from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.data import load_data
+from archsearch.errors import ArchsearchError
 from archsearch.search import Parameterisation
 from archsearch.search._evaluators import AdaptiveBNEvaluator, Scoring, load_base
 from archsearch.search._supernet import (
@@ -157,6 +158,27 @@ def test_supernet_training_resumes_to_the_same_weights(splits, tmp_path):
     for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(),
                          strict=True):
         assert torch.equal(a, b), k
+
+
+def test_supernet_checkpoint_records_its_training_epochs_and_seconds(splits, tmp_path):
+    from archsearch.search import supernet_cost
+
+    bound = bind("tinyvgg", "synthetic")
+    schedule = SupernetSchedule(epochs=2, subset=256, batch_size=64, device="cpu")
+    path = tmp_path / "supernet.pt"
+    assert supernet_cost(path) is None
+    with pytest.raises(_Stop):
+        train_supernet(bound, splits, schedule, path, on_epoch=lambda r: _stop(r, 1))
+    first = supernet_cost(path)
+    assert first["epoch"] == 1 and first["epochs"] == 2 and first["train_s"] > 0
+    train_supernet(bound, splits, schedule, path)  # resumes: the seconds add up
+    done = supernet_cost(path)
+    assert done["epoch"] == 2 and done["train_s"] > first["train_s"]
+    train_supernet(bound, splits, schedule, path)  # nothing left to train: unchanged
+    assert supernet_cost(path) == done
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ArchsearchError, match="cannot load supernet checkpoint"):
+        supernet_cost(tmp_path / "junk.pt")
 
 
 class _Stop(Exception):

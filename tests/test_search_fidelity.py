@@ -101,6 +101,26 @@ def test_multi_fidelity_screens_then_promotes_the_best_distinct_genomes(tmp_path
     assert doc["evaluator"] == "supernet"
 
 
+def test_fidelity_costs_count_candidates_outcomes_and_seconds_per_fidelity(tmp_path):
+    from archsearch.search import Search, fidelity_costs, open_run, summary
+
+    config = search_config(tmp_path / "run", 3, evaluator="supernet", screen=2, final=1,
+                           early_stop="none")
+    Search(config, {"screen": Recording(0.0), "proxy": Recording(1.0),
+                    "final": Recording(2.0)}, worker_index=0).work()
+    run = open_run(tmp_path / "run")
+    costs = fidelity_costs(run.trials())
+    assert list(costs) == ["screen", "proxy", "final"]  # plan order
+    # 2 distinct screened genomes for 3 proxy trials: the third fails, and still counts
+    assert {f: (c["candidates"], c["complete"], c["failed"]) for f, c in costs.items()} == {
+        "screen": (2, 2, 0), "proxy": (3, 2, 1), "final": (1, 1, 0)}
+    walls = {r["trial"]: r["wall_s"] for r in summary(run)["trials"]}
+    for fidelity, cost in costs.items():
+        numbers = [t.number for t in run.trials() if t.user_attrs["fidelity"] == fidelity]
+        assert cost["wall_s"] == pytest.approx(sum(walls[n] for n in numbers))
+    assert summary(run)["costs"] == costs
+
+
 def test_a_promoted_stage_with_too_few_distinct_genomes_fails_its_extra_trials(tmp_path):
     from archsearch.search import Search, open_run, tally
 

@@ -169,6 +169,27 @@ def export_genomes(run: SearchRun, top: int, out: Path | None = None) -> list[Pa
     return paths
 
 
+def fidelity_costs(trials: list[FrozenTrial]) -> dict[str, dict[str, Any]]:
+    """Per fidelity, in plan order: the counted trials (`candidates`), how they ended, and
+    the seconds they took (start to end of each trial, summed; the one-off training of a
+    cheap evaluator's supernet or base happens inside the first screen trial, so it is
+    included). Read from the study, so a resumed search adds up all its sessions."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        if not st.counts(t):
+            continue
+        row = out.setdefault(fd.fidelity_of(t), {"candidates": 0, "complete": 0, "pruned": 0,
+                                                 "failed": 0, "wall_s": 0.0})
+        row["candidates"] += 1
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+                 TrialState.FAIL: "failed"}.get(t.state)
+        if state is not None:
+            row[state] += 1
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            row["wall_s"] += (t.datetime_complete - t.datetime_start).total_seconds()
+    return dict(sorted(out.items(), key=lambda kv: fd.rank_of(kv[0])))
+
+
 def summary(run: SearchRun) -> dict[str, Any]:
     """results.json: the config, the tally, the best (or the Pareto front) and every trial."""
     best = best_trials(run)
@@ -179,6 +200,7 @@ def summary(run: SearchRun) -> dict[str, Any]:
     return {"study": run.config.study_name, "run_dir": str(run.run_dir),
             "config": json.loads(json.dumps(run.config.identity())), "tally": tally,
             "evaluator": run.config.evaluator, "fidelities": per,
+            "costs": fidelity_costs(trials),
             "best": [trial_row(t) | {"genome": t.user_attrs.get("genome")}
                      for t in best[: (len(best) if run.multi else 1)]],
             "trials": leaderboard(run)}

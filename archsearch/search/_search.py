@@ -69,7 +69,7 @@ class SearchConfig:
     final_epochs: int = 6
     final_subset: float | int = 0.2
     base: str | None = None  # adaptive-bn: trained base checkpoint (None: train one)
-    base_epochs: int = 4  # the supernet's (or adaptive-bn's own base's) training epochs
+    base_epochs: int = 4  # the supernet's (or adaptive-bn's own base's) epochs: SupernetSchedule
     base_subset: float | int = 0.2
     calib_images: int = 256  # BatchNorm re-estimation images per screened genome
     screen_val: int | None = 1000  # validation images scored per screened genome

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +46,26 @@ FILE = "supernet.pt"
 
 @dataclass(frozen=True)
 class SupernetSchedule:
-    """How the supernet is trained (once per run folder)."""
+    """How the supernet is trained (once per run folder).
+
+    How the defaults were chosen (none of them is tuned, and the fidelity of this exact
+    setting is not measured):
+    - `random_widths = 2`: the sandwich rule's n = 4 subnetworks per step (widest,
+      narrowest, 2 random) of Yu & Huang's universally slimmable networks (ICCV 2019),
+      which AutoSlim trains with; taken from the paper.
+    - `epochs = 4` on `subset = 0.2` (the search's defaults, `--base-epochs`,
+      `--base-subset`: 10,800 of Fashion-MNIST's 54,000 search-training images): a step
+      runs 4 full-width passes (a masked subnetwork costs as much as the widest), so this is
+      4 × 4 × 10,800 = 172,800 image passes, about one base training on the from-scratch
+      schedule of bench/genome_quality.py (3 epochs × 59,400 = 178,200), i.e. the cost of
+      the trained base that adaptive-bn inherits from. A compute match, not a measured
+      optimum.
+    - `min_ratio = 0.1`, `block_drop = 0.25`, `lr = 0.1`: unmeasured choices (0.1 is the
+      narrowest ratio the search samples; lr as the trainer's).
+    The nearest measured setting is bench/evaluator_fidelity.py's `SUPERNET` (3 epochs on
+    12,000 images, 2 random widths: 144,000 image passes): see
+    bench/results/evaluator_fidelity.md for its Kendall τ against from-scratch accuracy.
+    """
 
     epochs: int = 4
     subset: float | int = 0.2  # training images: a fraction or a count
@@ -208,7 +228,8 @@ def train_supernet(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
     model = supernet.model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=0.9,
                                 weight_decay=1e-4, nesterov=True)
-    done = _resume(path, supernet, optimizer, schedule) if path else 0
+    done, before = _resume(path, supernet, optimizer, schedule) if path else (0, 0.0)
+    start = time.perf_counter()
     data = splits.train.subset(schedule.subset, seed=schedule.seed)
     if not hasattr(data, "images"):
         raise ArchsearchError("the supernet needs an in-memory dataset: use --evaluator proxy")
@@ -226,35 +247,55 @@ def train_supernet(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
             sel = order[s * schedule.batch_size:(s + 1) * schedule.batch_size]
             total += supernet.sandwich_step(augment(images[sel], gen), labels[sel], optimizer,
                                             schedule, gen)
-        record = {"epoch": epoch + 1, "epochs": schedule.epochs, "loss": total / steps}
+        record = {"epoch": epoch + 1, "epochs": schedule.epochs, "loss": total / steps,
+                  "train_s": before + time.perf_counter() - start}
         if path:
-            _save(path, supernet, optimizer, schedule, epoch + 1)
+            _save(path, supernet, optimizer, schedule, epoch + 1, record["train_s"])
         if on_epoch is not None:
             on_epoch(record)
     return supernet
 
 
 def _save(path: str | Path, supernet: Supernet, optimizer: Any, schedule: SupernetSchedule,
-          epoch: int) -> None:
+          epoch: int, train_s: float) -> None:
     atomic_torch_save(path, {
         "format": FORMAT, "version": VERSION, "space": supernet.bound.space.name,
         "dataset": supernet.bound.info.name, "schedule": asdict(schedule), "epoch": epoch,
+        "train_s": train_s,
         "state_dict": {k: v.detach().cpu() for k, v in supernet.model.state_dict().items()},
         "optimizer": optimizer.state_dict()})
 
 
-def _resume(path: str | Path, supernet: Supernet, optimizer: Any,
-            schedule: SupernetSchedule) -> int:
-    """Epochs already trained (0 without a checkpoint); refuses another schedule's."""
-    path = Path(path)
-    if not path.exists():
-        return 0
+def _load(path: Path) -> dict[str, Any]:
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file)
         raise ArchsearchError(f"cannot load supernet checkpoint {path}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ArchsearchError(f"{path} is not an archsearch supernet checkpoint")
+    return doc
+
+
+def supernet_cost(path: str | Path) -> dict[str, Any] | None:
+    """What a supernet checkpoint cost: epochs trained, of the schedule's, and the seconds
+    of training in all (summed over resumed sessions; None for checkpoints written before
+    it was recorded). None when there is no checkpoint at `path`."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    doc = _load(path)
+    return {"epoch": int(doc["epoch"]), "epochs": int(doc["schedule"]["epochs"]),
+            "train_s": doc.get("train_s")}
+
+
+def _resume(path: str | Path, supernet: Supernet, optimizer: Any,
+            schedule: SupernetSchedule) -> tuple[int, float]:
+    """(epochs already trained, seconds they took): (0, 0.0) without a checkpoint; refuses
+    another schedule's."""
+    path = Path(path)
+    if not path.exists():
+        return 0, 0.0
+    doc = _load(path)
     bound = supernet.bound
     mine = {"space": bound.space.name, "dataset": bound.info.name, "schedule": asdict(schedule)}
     theirs = {k: doc.get(k) for k in mine}
@@ -263,7 +304,7 @@ def _resume(path: str | Path, supernet: Supernet, optimizer: Any,
                               "--out or delete it")
     supernet.model.load_state_dict(doc["state_dict"])
     optimizer.load_state_dict(doc["optimizer"])
-    return int(doc["epoch"])
+    return int(doc["epoch"]), float(doc.get("train_s") or 0.0)
 
 
 def supernet_for(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,

@@ -1,0 +1,86 @@
+"""The search benches' bookkeeping: which recorded rows may be reused, the one-std verdict,
+and the candidates-per-hour arithmetic (no training here: the benches run elsewhere)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import search_quality as sq  # noqa: E402
+import search_throughput as stp  # noqa: E402
+
+
+def _doc(epochs=sq.EPOCHS, subset=None, seeds=3, methods=("uniform", "slimming", "sss")):
+    rows = [{"budget": "25%FLOPs", "method": m, "per_seed": [0.9, 0.91, 0.92][:seeds],
+             "wall_s": [1.0, 2.0, 3.0][:seeds], "widths": [4, 8], "macs_ratio": 0.25,
+             "params_ratio": 0.3} for m in methods]
+    return {"args": {"epochs": epochs, "subset": subset, "seeds": seeds},
+            "spaces": [{"space": "resnet20", "rows": rows}]}
+
+
+def test_recorded_rows_are_reused_only_on_exactly_this_schedule():
+    args = sq.parse_args([])
+    rows = sq.recorded_rows(_doc(), "resnet20", "25%FLOPs", args)
+    assert set(rows) == {"uniform", "slimming"}
+    assert rows["uniform"]["per_seed"] == [0.9, 0.91, 0.92]
+    assert rows["slimming"]["source"] == "genome_quality.json"
+    args.seeds = 2  # fewer seeds than recorded: the first ones (seeds 0, 1)
+    assert sq.recorded_rows(_doc(), "resnet20", "25%FLOPs", args)["uniform"]["per_seed"] == \
+        [0.9, 0.91]
+    args.seeds = 3
+    for other in (_doc(epochs=sq.EPOCHS + 1), _doc(subset=5000), _doc(seeds=2),
+                  _doc(methods=("uniform",)), None):
+        assert sq.recorded_rows(other, "resnet20", "25%FLOPs", args) is None
+    assert sq.recorded_rows(_doc(), "resnet20", "12.5%FLOPs", args) is None
+    assert sq.recorded_rows(_doc(), "vgg11-half", "25%FLOPs", args) is None
+
+
+def test_smoke_sizes_never_write_into_the_results():
+    args = sq.parse_args(["--smoke"])
+    assert args.epochs == sq.SMOKE["epochs"] and args.search == sq.SMOKE_SEARCH
+    assert "results" not in Path(args.out).parts and args.runs.endswith("-smoke")
+    # the smoke schedule is not genome_quality's: its recorded rows are not reused
+    assert sq.recorded_rows(_doc(), "resnet20", "25%FLOPs", args) is None
+    throughput = stp.parse_args(["--smoke"])
+    assert "results" not in Path(throughput.out).parts
+    assert stp.parse_args([]).configs == {"proxy-20": {"evaluator": "proxy", "final": 0},
+                                          "multi-fidelity": {}}
+
+
+def test_a_difference_exceeds_one_std_only_beyond_the_larger_std():
+    clear = sq.compare([0.90, 0.92], [0.89, 0.89])  # +0.02, stds 0.014 and 0
+    assert clear["delta"] == pytest.approx(0.02) and clear["exceeds_one_std"]
+    noisy = sq.compare([0.90, 0.92], [0.85, 0.95])  # +0.01, std 0.07
+    assert not noisy["exceeds_one_std"]
+    worse = sq.compare([0.80, 0.80], [0.90, 0.90])
+    assert worse["delta"] < 0 and worse["exceeds_one_std"]
+    assert "worse" in sq._verdict(worse) and "within" in sq._verdict(noisy)
+
+
+def _costs(**per):
+    return {f: {"candidates": n, "complete": n, "pruned": 0, "failed": 0, "wall_s": s}
+            for f, (n, s) in per.items()}
+
+
+def test_candidates_per_hour_with_and_without_the_supernet():
+    old = {"costs": _costs(proxy=(20, 200.0)), "supernet_s": 0.0}
+    new = {"costs": _costs(screen=(200, 300.0), proxy=(20, 200.0), final=(3, 100.0)),
+           "supernet_s": 200.0}
+    t = stp.throughput(old, new)
+    assert t["per_hour"]["old"] == pytest.approx(360.0)  # 20 in 200 s
+    assert t["per_hour"]["new"] == pytest.approx(3600 * 223 / 600)
+    assert t["per_hour"]["new_without_supernet"] == pytest.approx(3600 * 223 / 400)
+    assert t["ratio"] == pytest.approx((223 / 600) / (20 / 200))
+    assert t["screen_s_per_candidate"] == pytest.approx(0.5)  # (300 - 200) / 200
+    assert t["screened_in_old_time"] == pytest.approx(0.0)  # the supernet takes it all
+    assert t["screened_in_old_time_without_supernet"] == pytest.approx(400.0)
+    text = stp.markdown({"space": "s", "budget": "b", "throughput": t, "command": "c",
+                         "machine": {"cpu": "x", "threads": 1, "precision": "fp32",
+                                     "torch": "t"},
+                         "runs": {"proxy-20": old | {"command": "o", "wall_s": None},
+                                  "multi-fidelity": new | {"command": "n", "wall_s": 610.0}}})
+    assert f"**{t['ratio']:.1f}×**" in text and "Target ≥ 10×: no" in text
