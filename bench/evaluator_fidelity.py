@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import sys
@@ -44,7 +43,7 @@ from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.data import load_data
 from archsearch.genome import Genome
-from archsearch.io import atomic_write_json, atomic_write_text
+from archsearch.io import atomic_write_json
 from archsearch.pruners import get_pruner
 from archsearch.search import (
     AdaptiveBNEvaluator,
@@ -61,10 +60,9 @@ from archsearch.search import (
 from archsearch.train import TrainConfig, evaluate, seed_everything, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-try:  # the genome-quality bench's from-scratch schedule (bench/ is on sys.path when run)
-    from genome_quality import BATCH, EPOCHS
-except ImportError:  # run from elsewhere: its values when this bench was written
-    EPOCHS, BATCH = 3, 128
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the genome-quality bench's from-scratch schedule, machine facts and results writer
+from genome_quality import BATCH, EPOCHS, machine, write_results  # noqa: E402
 
 # The ground truth: every genome trained from scratch on genome_quality's schedule (the
 # whole training split less the validation split the cheap evaluators score on).
@@ -335,9 +333,21 @@ def markdown(doc: dict) -> str:
                          f"{scores} |")
         lines.append(f"\nFrom-scratch training: {sp['scratch_per_genome_s']:.0f}s per genome "
                      "and seed.")
-    lines += ["", f"Machine: {doc['machine']}; total {doc['wall_min']:.1f} min.", "",
+    m = doc["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['threads']} threads, {m['precision']}, torch "
+              f"{m['torch']}. Recorded legs (bases, from-scratch training, scoring): "
+              f"{doc['legs_min']:.1f} min of wall time (on a shared machine); this "
+              f"invocation {doc['wall_min']:.1f} min (legs recorded earlier are read back, "
+              "not rerun).", "",
               f"Command: `{doc['command']}`", ""]
     return "\n".join(lines)
+
+
+def _legs_s(sp: dict[str, Any]) -> float:
+    """Seconds of compute the space's recorded legs took."""
+    n = len(sp["genomes"])
+    return (sp["scratch_per_genome_s"] * n * sp.get("seeds", 1)
+            + sum(e["per_genome_s"] * n + e["base_s"] for e in sp["evaluators"].values()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,14 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_data("fashion-mnist", val_fraction=0.1, split_seed=0)
     spaces = [run_space(space, args, splits) for space in args.spaces.split(",")]
     doc = {"budget": args.budget, "seeds": args.seeds, "sizes": args.sizes, "spaces": spaces,
-           "machine": f"{platform.machine()}, torch {torch.__version__}, "
-                      f"{args.threads} threads",
+           "machine": machine(),
+           "legs_min": sum(_legs_s(sp) for sp in spaces) / 60,
            "wall_min": (time.perf_counter() - start) / 60,
            "command": "python bench/evaluator_fidelity.py " + " ".join(
                argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), markdown(doc))
+    write_results(out, doc, markdown)
     log(f"wrote {out.with_suffix('.md')}")
     return 0
 
