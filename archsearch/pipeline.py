@@ -50,6 +50,7 @@ class DiscoverConfig:
     space: str = DEFAULT_SPACE
     dataset: str | None = None
     data_root: str | None = None
+    input_size: int | None = None  # the image size (None: the space's, else the dataset's)
     preset: str = DEFAULT_PRESET
     epochs: int = _QUICK.epochs
     subset: int | float | None = _QUICK.subset  # images, or a fraction of the train split
@@ -126,7 +127,7 @@ def plan(cfg: DiscoverConfig) -> Plan:
     options, space, dataset, budget (against the narrowest genome), run folder, data files."""
     _check_counts(cfg)
     get_preset(cfg.preset)
-    bound = bind(cfg.space, cfg.dataset)
+    bound = bind(cfg.space, cfg.dataset, input_size=cfg.input_size)
     budget = parse_budget(cfg.budget)
     methods = {**PRUNERS, **SPARSIFIERS}
     takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
