@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 from archsearch.errors import ArchsearchError
-
-Run = Callable[[argparse.Namespace], int]
 
 SHARED: dict[str, dict[str, Any]] = {
     "dataset": {"help": "dataset whose images and shapes to use (fashion-mnist, cifar10, "
@@ -26,15 +26,22 @@ SHARED: dict[str, dict[str, Any]] = {
     "out": {"help": "run folder (default: a new one under runs/, named after the run)"},
     "resume": {"action": "store_true", "help": "continue the run in --out"},
     "json": {"action": "store_true", "help": "machine-readable output on stdout"},
+    "run": {"positional": True, "metavar": "RUN",
+            "help": "a search run folder (the --out of search)"},
 }
 
 
-def add_command(sub: argparse._SubParsersAction, name: str, run: Run, help: str,
-                description: str) -> argparse.ArgumentParser:
-    """A sub-command whose parsed arguments go to `run`."""
-    parser = sub.add_parser(name, help=help, description=description)
-    parser.set_defaults(func=run)
-    return parser
+def add_command(sub: argparse._SubParsersAction, module: ModuleType) -> None:
+    """The sub-command of a `cmd_NAME` module: the first line of its docstring is the short
+    help, the rest the description; `add_arguments(parser)` adds its flags and `run(args)`
+    runs it."""
+    short, _, description = inspect.cleandoc(module.__doc__ or "").partition("\n\n")
+    short = short.rstrip(".")
+    parser = sub.add_parser(module.__name__.rpartition(".cmd_")[2],
+                            help=(short[:1].lower() + short[1:]).replace("%", "%%"),
+                            description=" ".join(description.split()).replace("%", "%%"))
+    module.add_arguments(parser)
+    parser.set_defaults(func=module.run)
 
 
 def add_shared(parser: argparse.ArgumentParser, *names: str, **helps: str) -> None:
@@ -43,7 +50,7 @@ def add_shared(parser: argparse.ArgumentParser, *names: str, **helps: str) -> No
         spec = dict(SHARED[name])
         if name in helps:
             spec["help"] = helps[name]
-        parser.add_argument(_flag(name), **spec)
+        parser.add_argument(name if spec.pop("positional", False) else _flag(name), **spec)
 
 
 def count_or_fraction(text: str) -> float | int:

@@ -1,4 +1,10 @@
-"""`archsearch discover --method M --budget B`: a pruner finds a genome at a budget."""
+"""Find a genome at a budget with a pruner (slimming, sss, ...).
+
+Train the base with the pruner's sparsity term (slimming, sss; uniform and l1norm need no
+training), derive a genome meeting the budget within 1%, and write genome.json, the sparse
+checkpoint (sparse.pt), widths.png and scales.png, and result.json to the run folder. FLOPs
+means multiply-accumulates (MACs).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ from typing import Any
 from rich.table import Table
 
 from archsearch.cli._args import (
-    add_command,
     add_fields,
     add_pruner_options,
     add_shared,
@@ -104,16 +109,9 @@ def subset(value: float | None) -> int | float | None:
     return int(value)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from archsearch.pipeline import DiscoverConfig
 
-    p = add_command(
-        sub, "discover", run, help="find a genome at a budget with a pruner (slimming, sss, ...)",
-        description="Train the base with the pruner's sparsity term (slimming, sss; uniform "
-                    "and l1norm need no training), derive a genome meeting the budget within "
-                    "1%, and write genome.json, the sparse checkpoint (sparse.pt), widths.png "
-                    "and scales.png, and result.json to the run folder. FLOPs means "
-                    "multiply-accumulates (MACs).")
     add_common(p, DiscoverConfig)
 
 

@@ -1,8 +1,10 @@
-"""`archsearch search --budget B`: an Optuna search over genomes, trained from scratch.
+"""Search genomes at a budget (Optuna, guided by pruner genomes).
 
-Multi-fidelity by default: `--screen` candidates scored by a cheap `--evaluator`
-(supernet or adaptive-bn), the best `--trials` of them proxy-trained, the best `--final`
-of those trained from scratch for longer; `--evaluator proxy` skips the screen.
+Search layer widths (and kept residual blocks) at a fixed budget: every candidate is scaled
+onto the budget and scored on a validation split carved from the training set, at three
+fidelities: many candidates screened by a cheap evaluator (a one-shot supernet, or adaptive
+BatchNorm on a trained base), the best trained from scratch on a short proxy schedule, the
+best of those trained longer (--final). FLOPs means multiply-accumulates (MACs).
 
 One worker runs in this process; with `--workers N` this process starts N worker
 processes on the same study and shows their trials in a live table. Rerunning the same
@@ -26,7 +28,7 @@ from typing import Any
 
 from rich.live import Live
 
-from archsearch.cli._args import add_command, add_fields, add_shared, field_values
+from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli.cmd_report import trials_table
@@ -37,18 +39,9 @@ MAX_WORKERS = 256
 LIVE_ROWS = 15
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from archsearch.search import SearchConfig
 
-    p = add_command(
-        sub, "search", run, help="search genomes at a budget (Optuna, guided by pruner genomes)",
-        description="Search layer widths (and kept residual blocks) at a fixed budget: every "
-                    "candidate is scaled onto the budget and scored on a validation split "
-                    "carved from the training set, at three fidelities: many candidates "
-                    "screened by a cheap evaluator (a one-shot supernet, or adaptive "
-                    "BatchNorm on a trained base), the best trained from scratch on a short "
-                    "proxy schedule, the best of those trained longer (--final). "
-                    "FLOPs means multiply-accumulates (MACs).")
     p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs")
     add_shared(p, "dataset", "data_root")
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",

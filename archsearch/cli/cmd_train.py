@@ -1,4 +1,11 @@
-"""`archsearch train GENOME.json`: train a found architecture (scratch-E/B or fine-tune)."""
+"""Train a genome from scratch (scratch-e, scratch-b) or fine-tune it.
+
+Train the architecture of GENOME.json on its dataset. scratch-e: the base epochs; scratch-b:
+epochs × base MACs / genome MACs (the same compute as the base; FLOPs means multiply-
+accumulates); finetune: inherited weights from --from at a small constant lr; base: the
+paper's base recipe. Writes config.json, genome.json, metrics.jsonl, checkpoint.pt (every
+epoch) and result.json to --out.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,9 @@ from typing import Any
 
 from rich.table import Table
 
-from archsearch.cli._args import add_command, add_fields, add_shared, field_values
+from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, human, print_json
+from archsearch.cli._common import console, emit, human
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
@@ -31,16 +38,7 @@ FIELD_HELP = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "train", run,
-        help="train a genome from scratch (scratch-e, scratch-b) or fine-tune it",
-        description="Train the architecture of GENOME.json on its dataset. scratch-e: the base "
-                    "epochs; scratch-b: epochs × base MACs / genome MACs (the same compute as "
-                    "the base; FLOPs means multiply-accumulates); finetune: inherited weights "
-                    "from --from at a small constant lr; base: the paper's base recipe. Writes "
-                    "config.json, genome.json, metrics.jsonl, checkpoint.pt (every epoch) and "
-                    "result.json to --out.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("genome", metavar="GENOME.json")
     add_fields(p, TrainConfig, FIELD_HELP, choices={"schedule": SCHEDULES, "amp": AMP_MODES})
     add_shared(p, "dataset", "data_root", "input_size")
@@ -113,11 +111,7 @@ def run(args: argparse.Namespace) -> int:
            "dataset": bound.info.name, "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
            "run_dir": str(out)}
-    if args.json:
-        print_json(doc)
-    else:
-        _table(doc)
-    return 0
+    return emit(doc, args.json, _table)
 
 
 def _table(doc: dict[str, Any]) -> None:

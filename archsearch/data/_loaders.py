@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from archsearch.data._folder import FolderSet, scan_folder
+from archsearch.data._folder import FolderSet, scan_folder, subset_indices
 from archsearch.data._formats import check_labelled, cifar_arrays, read_cifar_batch, read_idx
 from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
@@ -45,15 +45,9 @@ class ImageSet:
 
     def subset(self, size: int | float | None, seed: int = 0) -> ImageSet:
         """A fixed random subset: `size` images (int) or a fraction of them (float)."""
-        if size is None:
+        idx = subset_indices(len(self), size, seed, self.name)
+        if idx is None:
             return self
-        n = round(size * len(self)) if isinstance(size, float) else int(size)
-        if not 0 < n:
-            raise ArchsearchError(f"a subset of {size} images of {self.name} is empty")
-        if n >= len(self):
-            return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        idx, _ = idx.sort()
         return ImageSet(self.images[idx], self.labels[idx], self.name)
 
 
