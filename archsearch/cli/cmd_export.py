@@ -17,7 +17,7 @@ from archsearch.cli._common import console, print_json
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_shared(p, "run")
-    p.add_argument("--top", type=int, default=3, metavar="K", help="how many (default 3)")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="how many (default %(default)s)")
     add_shared(p, "out", "json", out="where to write them (default RUN/export)")
 
 

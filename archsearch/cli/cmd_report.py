@@ -21,7 +21,7 @@ from archsearch.cli._common import console, fit_columns, human, print_json
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_shared(p, "run")
-    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    p.add_argument("--top", type=int, default=20, help="rows to print (default %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="only the table")
     add_shared(p, "out", "json", out="where to write the plots (default RUN/report)")
 
