@@ -12,11 +12,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
+from archsearch.data import DATASETS
 from archsearch.errors import ArchsearchError
 
 SHARED: dict[str, dict[str, Any]] = {
-    "dataset": {"help": "dataset whose images and shapes to use (fashion-mnist, cifar10, "
-                        "cifar100, imagenet, synthetic); default: the genome's, else the space's"},
+    "dataset": {"help": f"dataset whose images and shapes to use ({', '.join(DATASETS)}); "
+                        "default: the genome's, else the space's"},
     "data_root": {"help": "where the dataset files are (else $ARCHSEARCH_DATA, then "
                           "/usr/share/datasets)"},
     "input_size": {"type": int, "metavar": "PIXELS",
