@@ -167,7 +167,9 @@ def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
         return float(cfg.sparsity)
     if cfg.sparsity == "paper":
         return paper_sparsity(cfg.method, family)
-    return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64)
+    gates = {k: v for k, v in cfg.pruner_options.items() if k in ("gate_lr", "momentum")}
+    return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64,
+                        **(gates if cfg.method == "sss" else {}))  # sss: --gate-lr, --momentum
 
 
 def _sparsity_methods() -> list[str]:

@@ -187,6 +187,19 @@ def test_a_default_given_as_text_builds_the_same_pruner(method, option):
     assert pruner.options().get(option.name, default) == default
 
 
+def test_auto_sparsity_of_sss_follows_its_gate_options():
+    """A user's --gate-lr reaches the rule that sizes sss's λ to the schedule (a 5x larger
+    step needs a 5x smaller λ for the same travel of a gate, when the anchor is too weak)."""
+    from archsearch.pipeline import DiscoverConfig, resolve_sparsity
+
+    def sized(**opts: float) -> float:
+        cfg = DiscoverConfig("sss", "50%FLOPs", epochs=1, pruner_options=opts)
+        return resolve_sparsity(cfg, "resnet_cifar", 256)
+
+    assert sized(gate_lr=0.5) == pytest.approx(sized() / 5, rel=0.01)
+    assert sized(gate_lr=0.1) == sized()
+
+
 # -- datasets: every dataset with files says, when they are missing, what to install/pass --
 
 FILE_DATASETS = [name for name, info in DATASETS.items() if info.files.reader != "generated"]
