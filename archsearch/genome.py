@@ -48,56 +48,19 @@ class Genome:
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "genome") -> Genome:
-        if not isinstance(doc, Mapping):
-            raise ArchsearchError(f"{source}: a genome is a JSON object, but got "
-                                  f"{type(doc).__name__}")
-        if doc.get("format") != FORMAT:
-            raise ArchsearchError(f"{source}: not an archsearch genome (format="
-                                  f"{_short(doc.get('format'))}, expected {FORMAT!r})")
-        version = doc.get("version")
-        if type(version) is not int or version != VERSION:
-            raise ArchsearchError(f"{source}: unsupported genome version "
-                                  f"{_short(version)} (this archsearch reads {VERSION})")
-        unknown = set(doc) - _KEYS
-        if unknown:
-            raise ArchsearchError(f"{source}: unknown genome field(s) {sorted(unknown)}")
-        if not isinstance(doc.get("space"), str) or not doc["space"]:
-            raise ArchsearchError(f"{source}: 'space' must be a space name")
+        check_header(doc, source, "genome", FORMAT, VERSION, _KEYS)
         widths = _typed_map(doc.get("widths"), int, "widths", source)
         blocks = _typed_map(doc.get("blocks", {}), bool, "blocks", source)
         for group, width in widths.items():
             if width < 1:
                 raise ArchsearchError(f"{source}: width of group {_short(group)} must be >= 1, "
                                       f"but got {width}")
-        dataset = doc.get("dataset")
-        if dataset is not None and not isinstance(dataset, str):
-            raise ArchsearchError(f"{source}: 'dataset' must be a string or null")
-        return cls(doc["space"], widths, blocks, dataset, _provenance(doc, source),
+        return cls(doc["space"], widths, blocks, doc.get("dataset"), _provenance(doc, source),
                    _cost(doc, source))
 
     @classmethod
     def load(cls, path: str | Path) -> Genome:
-        path = Path(path)
-        try:
-            with open(path, "rb") as fh:  # a bounded read: /dev/zero is not a genome
-                raw = fh.read(MAX_BYTES + 1)
-            if len(raw) > MAX_BYTES:
-                raise ArchsearchError(f"{path}: larger than {MAX_BYTES >> 20} MiB, which no "
-                                      "genome is")
-            text = raw.decode("utf-8")
-        except FileNotFoundError:
-            raise ArchsearchError(f"genome file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchsearchError(f"cannot read genome file {path}: {exc}") from exc
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
-                                  f"column {exc.colno})") from None
-        except ValueError as exc:  # e.g. an integer of more than 4300 digits
-            raise ArchsearchError(f"{path}: unreadable JSON ({exc})") from None
-        except RecursionError:
-            raise ArchsearchError(f"{path}: JSON nested too deeply to be a genome") from None
+        doc = read_json(path, "genome")
         return cls.from_dict(doc, source=str(path))
 
     def save(self, path: str | Path) -> Path:
@@ -105,6 +68,57 @@ class Genome:
 
     def removed_blocks(self) -> set[str]:
         return {name for name, kept in self.blocks.items() if not kept}
+
+
+def check_header(doc: Any, source: str, kind: str, fmt: str, version: int,
+                 keys: set[str]) -> None:
+    """What every versioned JSON document of archsearch (a genome, a sparsity genome) checks
+    first: an object of format `fmt` at `version`, no unknown keys, a space name, a dataset
+    name or null. One line naming `source` and the `kind` of document when it is not."""
+    if not isinstance(doc, Mapping):
+        raise ArchsearchError(f"{source}: a {kind} is a JSON object, but got "
+                              f"{type(doc).__name__}")
+    if doc.get("format") != fmt:
+        raise ArchsearchError(f"{source}: not an archsearch {kind} (format="
+                              f"{_short(doc.get('format'))}, expected {fmt!r})")
+    found = doc.get("version")
+    if type(found) is not int or found != version:
+        raise ArchsearchError(f"{source}: unsupported {kind} version {_short(found)} (this "
+                              f"archsearch reads {version})")
+    unknown = set(doc) - keys
+    if unknown:
+        raise ArchsearchError(f"{source}: unknown {kind} field(s) {sorted(unknown)}")
+    if not isinstance(doc.get("space"), str) or not doc["space"]:
+        raise ArchsearchError(f"{source}: 'space' must be a space name")
+    dataset = doc.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise ArchsearchError(f"{source}: 'dataset' must be a string or null")
+
+
+def read_json(path: str | Path, kind: str) -> Any:
+    """The JSON document of a `kind` file (a bounded read: /dev/zero is not a genome), or
+    one line saying why it cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ArchsearchError(f"{path}: larger than {MAX_BYTES >> 20} MiB, which no "
+                                  f"{kind} is")
+        text = raw.decode("utf-8")
+    except FileNotFoundError:
+        raise ArchsearchError(f"{kind} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchsearchError(f"cannot read {kind} file {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
+                              f"column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ArchsearchError(f"{path}: unreadable JSON ({exc})") from None
+    except RecursionError:
+        raise ArchsearchError(f"{path}: JSON nested too deeply to be a {kind}") from None
 
 
 def _typed_map(value: Any, kind: type, what: str, source: str) -> dict[str, Any]:

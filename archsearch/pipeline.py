@@ -50,6 +50,7 @@ class DiscoverConfig:
     space: str = DEFAULT_SPACE
     dataset: str | None = None
     data_root: str | None = None
+    input_size: int | None = None  # the image size (None: the space's, else the dataset's)
     preset: str = DEFAULT_PRESET
     epochs: int = _QUICK.epochs
     subset: int | float | None = _QUICK.subset  # images, or a fraction of the train split
@@ -126,7 +127,7 @@ def plan(cfg: DiscoverConfig) -> Plan:
     options, space, dataset, budget (against the narrowest genome), run folder, data files."""
     _check_counts(cfg)
     get_preset(cfg.preset)
-    bound = bind(cfg.space, cfg.dataset)
+    bound = bind(cfg.space, cfg.dataset, input_size=cfg.input_size)
     budget = parse_budget(cfg.budget)
     methods = {**PRUNERS, **SPARSIFIERS}
     takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
@@ -166,7 +167,9 @@ def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
         return float(cfg.sparsity)
     if cfg.sparsity == "paper":
         return paper_sparsity(cfg.method, family)
-    return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64)
+    gates = {k: v for k, v in cfg.pruner_options.items() if k in ("gate_lr", "momentum")}
+    return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64,
+                        **(gates if cfg.method == "sss" else {}))  # sss: --gate-lr, --momentum
 
 
 def _sparsity_methods() -> list[str]:

@@ -16,7 +16,6 @@ multiply-accumulates of the kept weights plus the rest of the base's MACs. A bud
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from archsearch.budget import Budget, BudgetError
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
+from archsearch.genome import check_header, read_json
 from archsearch.io import atomic_write_json
 
 FORMAT = "archsearch.sparsity"
@@ -52,21 +52,7 @@ class SparsityGenome:
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "sparsity genome") -> SparsityGenome:
-        if not isinstance(doc, Mapping):
-            raise ArchsearchError(f"{source}: a sparsity genome is a JSON object, but got "
-                                  f"{type(doc).__name__}")
-        if doc.get("format") != FORMAT:
-            raise ArchsearchError(f"{source}: not an archsearch sparsity genome (format="
-                                  f"{doc.get('format')!r}, expected {FORMAT!r})")
-        if doc.get("version") != VERSION:
-            raise ArchsearchError(f"{source}: unsupported sparsity genome version "
-                                  f"{doc.get('version')!r} (this archsearch reads {VERSION})")
-        unknown = set(doc) - _KEYS
-        if unknown:
-            raise ArchsearchError(f"{source}: unknown sparsity genome field(s) "
-                                  f"{sorted(unknown)}")
-        if not isinstance(doc.get("space"), str) or not doc["space"]:
-            raise ArchsearchError(f"{source}: 'space' must be a space name")
+        check_header(doc, source, "sparsity genome", FORMAT, VERSION, _KEYS)
         density = doc.get("density")
         if not isinstance(density, Mapping):
             raise ArchsearchError(f"{source}: 'density' must be an object mapping layers to "
@@ -76,24 +62,12 @@ class SparsityGenome:
             if not ok or not 0 < value <= 1:
                 raise ArchsearchError(f"{source}: density[{layer!r}] must be a fraction in "
                                       f"(0, 1], but got {value!r}")
-        dataset = doc.get("dataset")
-        if dataset is not None and not isinstance(dataset, str):
-            raise ArchsearchError(f"{source}: 'dataset' must be a string or null")
-        return cls(doc["space"], {str(k): float(v) for k, v in density.items()}, dataset,
+        return cls(doc["space"], {str(k): float(v) for k, v in density.items()}, doc.get("dataset"),
                    dict(doc.get("provenance") or {}), dict(doc.get("cost") or {}))
 
     @classmethod
     def load(cls, path: str | Path) -> SparsityGenome:
-        path = Path(path)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArchsearchError(f"sparsity genome file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchsearchError(f"cannot read sparsity genome file {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
-                                  f"column {exc.colno})") from None
+        doc = read_json(path, "sparsity genome")
         return cls.from_dict(doc, source=str(path))
 
     def save(self, path: str | Path) -> Path:

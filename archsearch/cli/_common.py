@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,15 @@ def human(n: float) -> str:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def emit(doc: Any, as_json: bool, render: Callable[[Any], None]) -> int:
+    """A command's result: JSON on stdout (--json), else rendered for a person; exit 0."""
+    if as_json:
+        print_json(doc)
+    else:
+        render(doc)
+    return 0
 
 
 def fit_columns(columns: Sequence[str], rows: Sequence[Mapping[str, str]], width: int,

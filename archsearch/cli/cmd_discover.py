@@ -1,67 +1,70 @@
-"""`archsearch discover --method M --budget B`: a pruner finds a genome at a budget."""
+"""Find a genome at a budget with a pruner (slimming, sss, ...).
+
+Train the base with the pruner's sparsity term (slimming, sss; uniform and l1norm need no
+training), derive a genome meeting the budget within 1%, and write genome.json, the sparse
+checkpoint (sparse.pt), widths.png and scales.png, and result.json to the run folder. FLOPs
+means multiply-accumulates (MACs).
+"""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._args import (
+    add_fields,
+    add_pruner_options,
+    add_shared,
+    field_values,
+    pruner_options,
+)
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, err_console, human, print_json
 from archsearch.cli._progress import progress_bar
-from archsearch.discover import DEFAULT_SPACE
 from archsearch.errors import ArchsearchError, SeparationError
-from archsearch.presets import DEFAULT_PRESET, PRESETS
-from archsearch.pruners import METHODS, PRUNERS
+from archsearch.presets import PRESETS
+from archsearch.pruners import METHODS, PRUNERS, SPARSIFIERS
 from archsearch.rethink import images_label
 from archsearch.viz import FLAG_BELOW
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """The options `discover` and `rethink` share; unset ones come from the preset."""
+def add_common(p: argparse.ArgumentParser, config: type) -> None:
+    """The options `discover` and `rethink` share, and every pruner's declared options;
+    unset ones come from the preset (or the pruner)."""
     p.add_argument("--method", required=True, metavar="M",
                    help=f"pruning method: {', '.join(METHODS)}")
     p.add_argument("--budget", required=True, metavar="B",
                    help="e.g. 50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams (FLOPs = MACs)")
-    p.add_argument("--space", default=DEFAULT_SPACE,
-                   help=f"search space (default {DEFAULT_SPACE}; see `archsearch spaces`)")
-    p.add_argument("--dataset", help="default: the space's (fashion-mnist)")
-    p.add_argument("--data-root", help="where the dataset files are (else $ARCHSEARCH_DATA, "
-                   "then /usr/share/datasets)")
-    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
-                   help="; ".join(f"{n}: {r.summary}" for n, r in PRESETS.items())
-                   + f" (default {DEFAULT_PRESET}); the flags below override it")
-    p.add_argument("--epochs", type=int, help="base training epochs (default: the preset's)")
-    p.add_argument("--subset", type=float,
-                   help="train on a subset: a number of images or a fraction <= 1 (1 = all; "
-                        "default: the preset's)")
-    p.add_argument("--sparsity", type=sparsity_arg, metavar="auto|paper|X",
-                   help="strength of the sparsity term (slimming: L1 on BN scales; sss: L1 "
-                        "on block factors): auto sizes the paper's λ to the schedule that "
-                        "runs (the quick preset's default), paper is the paper's λ per family "
-                        "(the paper preset's), or a number")
-    p.add_argument("--min-keep", type=float, metavar="SHARE",
-                   help="slimming, taylor: no group below this share of its base width unless its "
-                        "scores are zeros (default 0.1)")
-    p.add_argument("--require-separation", action="store_true",
-                   help="exit 2 (and write no genome) when the pruner's scores did not "
-                        "separate at the budget")
-    p.add_argument("--stage-ratios", metavar="R1,R2,...",
-                   help="l1norm, thinet, sfp: relative keep ratio per stage (e.g. "
-                        "0.5,0.75,1), scaled together onto the budget (default: uniform)")
-    p.add_argument("--scope", choices=("global", "layer"),
-                   help="magnitude: one threshold over all layers (global, the default) or "
-                        "the same density in every layer")
-    p.add_argument("--guide", action="append", metavar="SPARSITY.json",
-                   help="guided-sparsity: a found sparsity genome to follow (any space; "
-                        "repeat for several, averaged by relative depth)")
-    p.add_argument("--batch-size", type=int, help="default: the preset's (64)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run folder (default runs/<command>-<method>-<space>-...)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    add_shared(p, "dataset", "data_root", "input_size")
+    add_fields(p, config, COMMON_HELP, choices={"preset": PRESETS},
+               types={"subset": float, "sparsity": sparsity_arg},
+               metavars={"sparsity": "auto|paper|X"}, unset=PRESET_FIELDS)
+    add_shared(p, "out", "resume", "json")
+    add_pruner_options(p.add_argument_group(
+        "pruner options", "each applies to the methods it names; unset: the method's default"),
+        METHOD_CLASSES)
+
+
+PRESET_FIELDS = ("epochs", "subset", "sparsity", "batch_size")  # unset: the preset's
+COMMON_HELP = {
+    "space": "search space (see `archsearch spaces`)",
+    "preset": "; ".join(f"{n}: {r.summary}" for n, r in PRESETS.items())
+              + "; the flags below override it",
+    "epochs": "base training epochs (default: the preset's)",
+    "subset": "train on a subset: a number of images or a fraction <= 1 (1 = all; default: the "
+              "preset's)",
+    "sparsity": "strength of the sparsity term (slimming: L1 on BN scales; sss: L1 on block "
+                "factors): auto sizes the paper's λ to the schedule that runs (the quick "
+                "preset's default), paper is the paper's λ per family (the paper preset's), or "
+                "a number",
+    "batch_size": "training batch size (default: the preset's)",
+    "seed": "random seed",
+    "require_separation": "exit 2 (and write no genome) when the pruner's scores did not "
+                          "separate at the budget",
+}
+METHOD_CLASSES = {**PRUNERS, **SPARSIFIERS}
 
 
 def sparsity_arg(text: str) -> float | str:
@@ -76,12 +79,12 @@ def sparsity_arg(text: str) -> float | str:
 
 def common_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config values the user gave (None: the preset's)."""
-    return {"method": args.method, "budget": args.budget, "space": args.space,
-            "dataset": args.dataset, "data_root": args.data_root, "epochs": args.epochs,
-            "subset": subset(args.subset), "sparsity": args.sparsity,
-            "batch_size": args.batch_size, "seed": args.seed, "out": args.out,
-            "resume": args.resume, "require_separation": args.require_separation,
-            "pruner_options": pruner_options(args)}
+    return {"method": args.method, "budget": args.budget, "dataset": args.dataset,
+            "data_root": args.data_root, "input_size": args.input_size, "out": args.out,
+            "resume": args.resume,
+            **field_values(args, (n for n in COMMON_HELP if n != "preset")),
+            "subset": subset(args.subset),
+            "pruner_options": pruner_options(args, args.method, METHOD_CLASSES)}
 
 
 def preset_line(cfg: Any, needs_training: bool = True) -> str:
@@ -91,42 +94,6 @@ def preset_line(cfg: Any, needs_training: bool = True) -> str:
             f"sparsity {cfg.sparsity}" if needs_training else "no training needed")
     return (f"preset {cfg.preset} ({what}); --preset {' | '.join(other)} for the other "
             "recipe, or override single flags")
-
-
-def pruner_options(args: argparse.Namespace) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    if args.scope is not None:
-        if args.method != "magnitude":
-            raise ArchsearchError(f"--scope applies to magnitude, not {args.method!r}")
-        opts["scope"] = args.scope
-    if args.guide:
-        if args.method != "guided-sparsity":
-            raise ArchsearchError(f"--guide applies to guided-sparsity, not {args.method!r}")
-        opts["guides"] = list(args.guide)
-    if args.min_keep is not None:
-        takes = _taking("min_keep")
-        if args.method not in takes:
-            raise ArchsearchError(f"--min-keep applies to {', '.join(takes)}, not "
-                                  f"{args.method!r}")
-        opts["min_keep"] = args.min_keep
-    if args.stage_ratios is None:
-        return opts
-    takes = _taking("stage_ratios")
-    if args.method not in takes:
-        raise ArchsearchError(f"--stage-ratios applies to {', '.join(takes)}, not "
-                              f"{args.method!r}")
-    try:
-        ratios = [float(r) for r in args.stage_ratios.split(",")]
-    except ValueError:
-        raise ArchsearchError(f"--stage-ratios takes numbers separated by commas, but got "
-                              f"{args.stage_ratios!r}") from None
-    return {**opts, "stage_ratios": ratios}
-
-
-def _taking(option: str) -> list[str]:
-    """The width pruners whose constructor takes `option`."""
-    return [m for m, cls in PRUNERS.items()
-            if option in inspect.signature(cls.__init__).parameters]
 
 
 def subset(value: float | None) -> int | float | None:
@@ -142,16 +109,10 @@ def subset(value: float | None) -> int | float | None:
     return int(value)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "discover", help="find a genome at a budget with a pruner (slimming, sss, ...)",
-        description="Train the base with the pruner's sparsity term (slimming, sss; uniform "
-                    "and l1norm need no training), derive a genome meeting the budget within "
-                    "1%, and write genome.json, the sparse checkpoint (sparse.pt), widths.png "
-                    "and scales.png, and result.json to the run folder. FLOPs means "
-                    "multiply-accumulates (MACs).")
-    add_common(p)
-    p.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from archsearch.pipeline import DiscoverConfig
+
+    add_common(p, DiscoverConfig)
 
 
 def run(args: argparse.Namespace) -> int:

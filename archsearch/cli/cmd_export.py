@@ -1,25 +1,24 @@
-"""`archsearch export RUN --top K`: the best genomes of a search as genome files."""
+"""Write the best genomes of a search as JSON files.
+
+Write the K best genomes of a search (by validation accuracy; with --objectives
+accuracy,macs the Pareto front) as genome files, ready for `archsearch train GENOME.json
+--schedule scratch-b`.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, print_json
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", help="write the best genomes of a search as JSON files",
-        description="Write the K best genomes of a search (by validation accuracy; with "
-                    "--objectives accuracy,macs the Pareto front) as genome files, ready for "
-                    "`archsearch train GENOME.json --schedule scratch-b`.")
-    p.add_argument("run", metavar="RUN", help="a search run folder (the --out of search)")
-    p.add_argument("--top", type=int, default=3, metavar="K", help="how many (default 3)")
-    p.add_argument("--out", metavar="DIR", help="where to write them (default RUN/export)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_shared(p, "run")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="how many (default %(default)s)")
+    add_shared(p, "out", "json", out="where to write them (default RUN/export)")
 
 
 def run(args: argparse.Namespace) -> int:

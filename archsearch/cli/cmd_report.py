@@ -1,4 +1,9 @@
-"""`archsearch report RUN`: the leaderboard of a search and its plots."""
+"""Leaderboard and plots of a search run.
+
+Print the leaderboard of a search (validation accuracy after proxy training, cost, kind of
+genome) and write plots into RUN/report/: optimisation history, accuracy vs MACs and params
+(uniform and guide genomes marked), channels per stage and per group of the best genome.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,16 @@ from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, fit_columns, human, print_json
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report", help="leaderboard and plots of a search run",
-        description="Print the leaderboard of a search (validation accuracy after proxy "
-                    "training, cost, kind of genome) and write plots into RUN/report/: "
-                    "optimisation history, accuracy vs MACs and params (uniform and guide "
-                    "genomes marked), channels per stage and per group of the best genome.")
-    p.add_argument("run", metavar="RUN", help="a search run folder (the --out of search)")
-    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
-    p.add_argument("--out", metavar="DIR", help="where to write the plots (default RUN/report)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_shared(p, "run")
+    p.add_argument("--top", type=int, default=20, help="rows to print (default %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="only the table")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    add_shared(p, "out", "json", out="where to write the plots (default RUN/report)")
 
 
 def _pct(x: float | None) -> str:

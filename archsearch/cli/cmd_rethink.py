@@ -1,4 +1,12 @@
-"""`archsearch rethink --method M --budget B --seeds K`: fine-tune vs Scratch-E/B vs uniform."""
+"""The paper's experiment: fine-tune vs Scratch-E/B vs uniform.
+
+Liu et al. 2019 in one command. Per seed: train the base (with the pruner's sparsity term),
+prune it to the budget, then (a) fine-tune with the inherited weights, (b) Scratch-E (the
+base epochs), (c) Scratch-B (epochs x base MACs / pruned MACs), (d) the uniform genome at
+the same budget, Scratch-B. Prints test accuracy mean ± std over seeds, MACs, params and
+wall time; writes rethink.md and rethink.json to the run folder. Finished legs are recorded
+and not re-run with --resume. FLOPs means multiply-accumulates (MACs).
+"""
 
 from __future__ import annotations
 
@@ -7,44 +15,33 @@ from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._args import add_fields, field_values
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, human, print_json
+from archsearch.cli._common import console, emit, human
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import add_common, common_options, preset_line
 
-DEFAULT_SEEDS = 3
+FIELD_HELP = {
+    "seeds": "number of seeds: --seed, --seed+1, ...",
+    "finetune_epochs": "fine-tune epochs at lr 1e-3 (default: the preset's)",
+    "max_scale": "Scratch-B: cap the epoch scale factor",
+    "test_subset": "evaluate on this many test images (default: the whole test split)",
+}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "rethink", help="the paper's experiment: fine-tune vs Scratch-E/B vs uniform",
-        description="Liu et al. 2019 in one command. Per seed: train the base (with the "
-                    "pruner's sparsity term), prune it to the budget, then (a) fine-tune with "
-                    "the inherited weights, (b) Scratch-E (the base epochs), (c) Scratch-B "
-                    "(epochs x base MACs / pruned MACs), (d) the uniform genome at the same "
-                    "budget, Scratch-B. Prints test accuracy mean ± std over seeds, MACs, "
-                    "params and wall time; writes rethink.md and rethink.json to the run "
-                    "folder. Finished legs are recorded and not re-run with --resume. "
-                    "FLOPs means multiply-accumulates (MACs).")
-    add_common(p)
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
-                   help=f"number of seeds: --seed, --seed+1, ... (default {DEFAULT_SEEDS})")
-    p.add_argument("--finetune-epochs", type=int,
-                   help="fine-tune epochs at lr 1e-3 (default: the preset's: quick 1, paper "
-                        "40)")
-    p.add_argument("--max-scale", type=float, help="Scratch-B: cap the epoch scale factor")
-    p.add_argument("--test-subset", type=int,
-                   help="evaluate on this many test images (default: the whole test split)")
-    p.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from archsearch.pipeline import RethinkConfig
+
+    add_common(p, RethinkConfig)
+    add_fields(p, RethinkConfig, FIELD_HELP, unset=("finetune_epochs",))
 
 
 def run(args: argparse.Namespace) -> int:
     from archsearch.discover import RethinkConfig, is_sparse, plan
     from archsearch.rethink import LEG_TITLES, Rethink
 
-    cfg = RethinkConfig.from_preset(args.preset, **common_options(args), seeds=args.seeds,
-                                    finetune_epochs=args.finetune_epochs,
-                                    max_scale=args.max_scale, test_subset=args.test_subset)
+    cfg = RethinkConfig.from_preset(args.preset, **common_options(args),
+                                    **field_values(args, FIELD_HELP))
     the_plan = plan(cfg)
     check_out_dir(the_plan.run_dir)  # writable before anything is trained
 
@@ -69,11 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if is_sparse(the_plan.pruner):  # magnitude: masks instead of narrower models
         from archsearch.unstructured import SparseRethink as runner
     doc = runner(the_plan, on_leg=on_leg, progress=progress_bar(not args.json)).run()
-    if args.json:
-        print_json(doc)
-    else:
-        print_table(doc)
-    return 0
+    return emit(doc, args.json, print_table)
 
 
 def print_table(doc: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
-"""`archsearch search --budget B`: an Optuna search over genomes, trained from scratch.
+"""Search genomes at a budget (Optuna, guided by pruner genomes).
 
-Multi-fidelity by default: `--screen` candidates scored by a cheap `--evaluator`
-(supernet or adaptive-bn), the best `--trials` of them proxy-trained, the best `--final`
-of those trained from scratch for longer; `--evaluator proxy` skips the screen.
+Search layer widths (and kept residual blocks) at a fixed budget: every candidate is scaled
+onto the budget and scored on a validation split carved from the training set, at three
+fidelities: many candidates screened by a cheap evaluator (a one-shot supernet, or adaptive
+BatchNorm on a trained base), the best trained from scratch on a short proxy schedule, the
+best of those trained longer (--final). FLOPs means multiply-accumulates (MACs).
 
 One worker runs in this process; with `--workers N` this process starts N worker
 processes on the same study and shows their trials in a live table. Rerunning the same
@@ -22,11 +24,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from rich.live import Live
 
+from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli.cmd_report import trials_table
@@ -37,84 +39,52 @@ MAX_WORKERS = 256
 LIVE_ROWS = 15
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "search", help="search genomes at a budget (Optuna, guided by pruner genomes)",
-        description="Search layer widths (and kept residual blocks) at a fixed budget: every "
-                    "candidate is scaled onto the budget and scored on a validation split "
-                    "carved from the training set, at three fidelities: many candidates "
-                    "screened by a cheap evaluator (a one-shot supernet, or adaptive "
-                    "BatchNorm on a trained base), the best trained from scratch on a short "
-                    "proxy schedule, the best of those trained longer (--final). "
-                    "FLOPs means multiply-accumulates (MACs).")
-    p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs")
-    p.add_argument("--space", default="resnet20", help="search space (default resnet20)")
-    p.add_argument("--dataset", help="dataset (default: the space's)")
-    p.add_argument("--data-root", help="folder with the dataset files")
-    p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
-                   help="pruner-found genomes to search around (any space or dataset)")
-    d = _defaults()
-    p.add_argument("--evaluator", default=d.evaluator, help="the screen's evaluator: supernet "
-                   "(default), adaptive-bn, or proxy (no screen: every trial proxy-trained)")
-    p.add_argument("--screen", type=int, default=d.screen,
-                   help=f"candidates screened by the cheap evaluator (default {d.screen})")
-    p.add_argument("--trials", type=int, default=d.trials,
-                   help=f"proxy-trained trials: the best screened (default {d.trials})")
-    p.add_argument("--final", type=int, default=d.final, help="the best proxy-trained "
-                   f"genomes trained from scratch on the final schedule (default {d.final})")
-    p.add_argument("--proxy-epochs", type=int, default=d.proxy_epochs,
-                   help=f"epochs per proxy trial (default {d.proxy_epochs})")
-    p.add_argument("--proxy-subset", type=_subset, default=d.proxy_subset,
-                   help="training images per trial: a fraction (0.2) or a count (5000)")
-    p.add_argument("--proxy-val", type=_subset, default=d.proxy_val,
-                   help="validation images scored per trial: a fraction or a count (default all)")
-    p.add_argument("--final-epochs", type=int, default=d.final_epochs,
-                   help=f"epochs of a final trial (default {d.final_epochs})")
-    p.add_argument("--final-subset", type=_subset, default=d.final_subset,
-                   help=f"training images of a final trial (default {d.final_subset})")
-    p.add_argument("--base", metavar="CHECKPOINT", help="adaptive-bn: the trained base to "
-                   "inherit from (discover's sparse.pt or a train checkpoint; default: train "
-                   "one in the run folder)")
-    p.add_argument("--base-epochs", type=int, default=d.base_epochs, help="epochs of the "
-                   f"supernet (or adaptive-bn's own base) (default {d.base_epochs})")
-    p.add_argument("--base-subset", type=_subset, default=d.base_subset,
-                   help=f"its training images (default {d.base_subset})")
-    p.add_argument("--calib-images", type=int, default=d.calib_images, help="training images "
-                   f"re-estimating BatchNorm per screened genome (default {d.calib_images})")
-    p.add_argument("--screen-val", type=int, default=d.screen_val,
-                   help=f"validation images per screened genome (default {d.screen_val})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--granularity", default="group", help="group (default) or stage")
-    p.add_argument("--early-stop", default="hyperband", help="hyperband (default), median, none")
-    p.add_argument("--objectives", default="accuracy",
-                   help="accuracy (default) or accuracy,macs (NSGA-II over a budget range)")
-    p.add_argument("--budget-low", help="with accuracy,macs: the low end of the budget range "
-                   "(default a quarter of --budget)")
-    p.add_argument("--storage", help="Optuna storage URL (postgresql://user:pw@host/db); "
-                   "default: a journal file in the run folder")
-    p.add_argument("--study", help="study name (workers with the same name join one study)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run folder (default runs/search-SPACE-BUDGET-sSEED)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
-
-
-def _defaults() -> Any:
-    """The defaults of a search (the dataclass's, so they are written once)."""
-    import dataclasses
-
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from archsearch.search import SearchConfig
 
-    return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(SearchConfig)
-                              if f.default is not dataclasses.MISSING})
+    p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs")
+    add_shared(p, "dataset", "data_root")
+    p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
+                   help="pruner-found genomes to search around (any space or dataset)")
+    add_fields(p, SearchConfig, FIELD_HELP, metavars={"base": "CHECKPOINT"},
+               types={"objectives": _objectives})
+    add_shared(p, "out", "json")
 
 
-def _subset(text: str) -> float | int:
-    try:
-        return int(text) if re.fullmatch(r"\d+", text) else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a fraction or a count: {text!r}") from None
+FIELD_HELP = {
+    "space": "search space",
+    "evaluator": "the screen's evaluator: supernet, adaptive-bn, or proxy (no screen: every "
+                 "trial proxy-trained)",
+    "screen": "candidates screened by the cheap evaluator",
+    "trials": "proxy-trained trials: the best screened",
+    "final": "the best proxy-trained genomes trained from scratch on the final schedule",
+    "proxy_epochs": "epochs per proxy trial",
+    "proxy_subset": "training images per trial: a fraction (0.2) or a count (5000)",
+    "proxy_val": "validation images scored per trial: a fraction or a count (default all)",
+    "final_epochs": "epochs of a final trial",
+    "final_subset": "training images of a final trial",
+    "base": "adaptive-bn: the trained base to inherit from (discover's sparse.pt or a train "
+            "checkpoint; default: train one in the run folder)",
+    "base_epochs": "epochs of the supernet (or adaptive-bn's own base)",
+    "base_subset": "its training images",
+    "calib_images": "training images re-estimating BatchNorm per screened genome",
+    "screen_val": "validation images per screened genome",
+    "batch_size": "training batch size",
+    "granularity": "group or stage",
+    "early_stop": "hyperband, median or none",
+    "objectives": "accuracy, or accuracy,macs (NSGA-II over a budget range)",
+    "budget_low": "with accuracy,macs: the low end of the budget range (default a quarter of "
+                  "--budget)",
+    "storage": "Optuna storage URL (postgresql://user:pw@host/db); default: a journal file in "
+               "the run folder",
+    "study": "study name (workers with the same name join one study)",
+    "workers": "worker processes",
+    "seed": "random seed",
+}
+
+
+def _objectives(text: str) -> tuple[str, ...]:
+    return tuple(o.strip().lower() for o in text.split(",") if o.strip())
 
 
 def _slug(text: str) -> str:
@@ -129,18 +99,9 @@ def make_config(args: argparse.Namespace) -> Any:
     bound = bind(args.space, args.dataset)
     out = args.out or str(Path("runs") / f"search-{bound.space.name}-{_slug(args.budget)}"
                                           f"-s{args.seed}")
-    objectives = tuple(o.strip().lower() for o in args.objectives.split(",") if o.strip())
-    return SearchConfig(
-        budget=args.budget, out=out, space=args.space, dataset=bound.info.name,
-        data_root=args.data_root, guides=list(args.guide), trials=args.trials,
-        proxy_epochs=args.proxy_epochs, proxy_subset=args.proxy_subset, proxy_val=args.proxy_val,
-        evaluator=args.evaluator, screen=args.screen, final=args.final,
-        final_epochs=args.final_epochs, final_subset=args.final_subset, base=args.base,
-        base_epochs=args.base_epochs, base_subset=args.base_subset,
-        calib_images=args.calib_images, screen_val=args.screen_val,
-        batch_size=args.batch_size, storage=args.storage, study=args.study,
-        workers=args.workers, granularity=args.granularity, early_stop=args.early_stop,
-        objectives=objectives, budget_low=args.budget_low, seed=args.seed)
+    return SearchConfig(budget=args.budget, out=out, dataset=bound.info.name,
+                        data_root=args.data_root, guides=list(args.guide),
+                        **field_values(args, FIELD_HELP))
 
 
 def run(args: argparse.Namespace) -> int:

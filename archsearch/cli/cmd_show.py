@@ -1,4 +1,8 @@
-"""`archsearch show SPACE|GENOME.json`: per-group widths and cost."""
+"""Show a space or a genome: widths per group, MACs, params.
+
+Show a space (its full-width genome, or the uniform genome at --budget) or a genome file: a
+per-group table with MACs and params. FLOPs means multiply-accumulates (MACs).
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,19 @@ import argparse
 from rich.table import Table
 
 from archsearch.budget import parse_budget
+from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_file
 from archsearch.cli._common import console, human, load_target, print_json
 from archsearch.viz import plot_widths, width_rows
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "show", help="show a space or a genome: widths per group, MACs, params",
-        description="Show a space (its full-width genome, or the uniform genome at --budget) or "
-                    "a genome file: a per-group table with MACs and params. FLOPs means "
-                    "multiply-accumulates (MACs).")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="SPACE|GENOME.json")
-    p.add_argument("--dataset", help="dataset whose shapes to use (fashion-mnist, cifar10, "
-                   "cifar100, imagenet, synthetic); default: the genome's, else the space's")
-    p.add_argument("--input-size", type=int, metavar="PIXELS",
-                   help="image size to cost the model at (default: the space's [dataset] size, "
-                        "else the dataset's)")
+    add_shared(p, "dataset", "input_size")
     p.add_argument("--budget", help="with a space: the uniform genome at this budget, e.g. "
                    "50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", metavar="FILE.png", help="draw base vs genome widths per group")
-    p.set_defaults(func=run)
+    add_shared(p, "json")
 
 
 def run(args: argparse.Namespace) -> int:

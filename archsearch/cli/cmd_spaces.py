@@ -1,4 +1,8 @@
-"""`archsearch spaces`: what can be searched."""
+"""List the search spaces.
+
+List the search spaces (search_spaces/*.toml) with their base cost at each space's default
+dataset. FLOPs = multiply-accumulates.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,13 @@ import argparse
 from rich.table import Table
 
 from archsearch.build import bind
+from archsearch.cli._args import add_shared
 from archsearch.cli._common import console, fit_columns, human, print_json
 from archsearch.spaces import list_spaces
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("spaces", help="list the search spaces",
-                       description="List the search spaces (search_spaces/*.toml) with their "
-                                   "base cost at each space's default dataset. "
-                                   "FLOPs = multiply-accumulates.")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_shared(p, "json")
 
 
 def run(args: argparse.Namespace) -> int:

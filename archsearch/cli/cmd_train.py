@@ -1,4 +1,11 @@
-"""`archsearch train GENOME.json`: train a found architecture (scratch-E/B or fine-tune)."""
+"""Train a genome from scratch (scratch-e, scratch-b) or fine-tune it.
+
+Train the architecture of GENOME.json on its dataset. scratch-e: the base epochs; scratch-b:
+epochs × base MACs / genome MACs (the same compute as the base; FLOPs means multiply-
+accumulates); finetune: inherited weights from --from at a small constant lr; base: the
+paper's base recipe. Writes config.json, genome.json, metrics.jsonl, checkpoint.pt (every
+epoch) and result.json to --out.
+"""
 
 from __future__ import annotations
 
@@ -9,48 +16,38 @@ from typing import Any
 
 from rich.table import Table
 
+from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, human, print_json
+from archsearch.cli._common import console, emit, human
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
 from archsearch.train import SCHEDULES, TrainConfig
+from archsearch.train._config import AMP_MODES
 
-DEFAULT_EPOCHS = 160
+FIELD_HELP = {
+    "schedule": "the training recipe (see above)",
+    "epochs": "base epochs (scratch-b scales them)",
+    "max_scale": "scratch-b: cap the epoch scale factor",
+    "batch_size": "training batch size",
+    "lr": "initial lr (default: the schedule's)",
+    "seed": "random seed",
+    "device": "auto, cpu, cuda, cuda:N",
+    "amp": "mixed precision",
+    "compile": "torch.compile the model",
+}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train", help="train a genome from scratch (scratch-e, scratch-b) or fine-tune it",
-        description="Train the architecture of GENOME.json on its dataset. scratch-e: the base "
-                    "epochs; scratch-b: epochs × base MACs / genome MACs (the same compute as "
-                    "the base; FLOPs means multiply-accumulates); finetune: inherited weights "
-                    "from --from at a small constant lr; base: the paper's base recipe. Writes "
-                    "config.json, genome.json, metrics.jsonl, checkpoint.pt (every epoch) and "
-                    "result.json to --out.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("genome", metavar="GENOME.json")
-    p.add_argument("--schedule", default="scratch-e", choices=SCHEDULES)
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                   help=f"base epochs (default {DEFAULT_EPOCHS}; scratch-b scales them)")
-    p.add_argument("--max-scale", type=float, help="scratch-b: cap the epoch scale factor")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, help="initial lr (default 0.1; finetune 1e-3)")
-    p.add_argument("--dataset", help="default: the genome's dataset")
-    p.add_argument("--data-root", help="where the dataset files are (else $ARCHSEARCH_DATA, "
-                   "then /usr/share/datasets)")
+    add_fields(p, TrainConfig, FIELD_HELP, choices={"schedule": SCHEDULES, "amp": AMP_MODES})
+    add_shared(p, "dataset", "data_root", "input_size")
     p.add_argument("--subset", type=float,
                    help="train on a subset: a fraction (<= 1) or a number of images")
     p.add_argument("--from", dest="source", metavar="CKPT",
                    help="finetune: checkpoint of the trained base (discover's sparse.pt, or a "
                         "checkpoint.pt of a base run) whose surviving weights are inherited")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"))
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--out", help="run folder (default runs/train-<space>-<schedule>-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--json", action="store_true", help="print result.json to stdout")
-    p.set_defaults(func=run)
+    add_shared(p, "out", "resume", "json")
 
 
 def _restartable(out: Path) -> bool:
@@ -81,13 +78,10 @@ def run(args: argparse.Namespace) -> int:
         console.quiet = True
     # every input is checked before anything is written
     genome = Genome.load(args.genome)
-    bound = bind(genome.space, args.dataset or genome.dataset)
+    bound = bind(genome.space, args.dataset or genome.dataset, input_size=args.input_size)
     bound.validate(genome)
     genome = bound.with_cost(genome)
-    config = TrainConfig(schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, device=args.device,
-                         train_subset=subset(args.subset), max_scale=args.max_scale,
-                         compile=args.compile, amp=args.amp)
+    config = TrainConfig(train_subset=subset(args.subset), **field_values(args, FIELD_HELP))
     if (args.schedule == "finetune") != (args.source is not None):
         raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "
                               "--schedule finetune, and only then")
@@ -117,11 +111,7 @@ def run(args: argparse.Namespace) -> int:
            "dataset": bound.info.name, "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
            "run_dir": str(out)}
-    if args.json:
-        print_json(doc)
-    else:
-        _table(doc)
-    return 0
+    return emit(doc, args.json, _table)
 
 
 def _table(doc: dict[str, Any]) -> None:

@@ -1,9 +1,11 @@
 """The `archsearch` command line: one sub-command per module in COMMANDS.
 
-Each command module exposes `add_parser(subparsers)` (which sets `func`) and the
-function itself returns an exit code. Library errors become exit codes only here: bad
-input and a broken environment (an unwritable path, a full disk) print one line and exit
-2; anything else is an internal error (one line, exit 1); `--debug` shows the traceback.
+Each command module `cmd_NAME` is documented by its docstring (the first line is the short
+help, the rest `archsearch NAME --help`'s description), adds its flags in
+`add_arguments(parser)`, and `run(args)` returns an exit code. Library errors become exit
+codes only here: bad input and a broken environment (an unwritable path, a full disk) print
+one line and exit 2; anything else is an internal error (one line, exit 1); `--debug` shows
+the traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import traceback
 import warnings
 
 from archsearch import __version__
+from archsearch.cli._args import add_command
 from archsearch.cli._checks import check_numbers, join_negative_values, os_error_line
 from archsearch.errors import ArchsearchError, DivergenceError
 
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an error, show the Python traceback (and warnings)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(name).add_parser(sub)
+        add_command(sub, importlib.import_module(name))
     return parser
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
-from archsearch.data._loaders import MEAN_STD, ImageSet, Splits, load_data
+from archsearch.data._info import DATASETS, DatasetInfo, Files, dataset_info
+from archsearch.data._loaders import ImageSet, Splits, load_data
 
-__all__ = ["DATASETS", "MEAN_STD", "DatasetInfo", "ImageSet", "Splits", "dataset_info",
+__all__ = ["DATASETS", "DatasetInfo", "Files", "ImageSet", "Splits", "dataset_info",
            "load_data"]

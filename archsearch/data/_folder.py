@@ -52,16 +52,11 @@ class FolderSet:
         return len(self.samples)
 
     def subset(self, size: int | float | None, seed: int = 0) -> FolderSet:
-        if size is None:
+        idx = subset_indices(len(self), size, seed, self.name)
+        if idx is None:
             return self
-        n = round(size * len(self)) if isinstance(size, float) else int(size)
-        if n < 1:
-            raise ArchsearchError(f"a subset of {size} images of {self.name} is empty")
-        if n >= len(self):
-            return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return FolderSet([self.samples[i] for i in idx.sort()[0].tolist()], self.size,
-                         self.train, self.name, self.workers)
+        return FolderSet([self.samples[i] for i in idx.tolist()], self.size, self.train,
+                         self.name, self.workers)
 
     def batches(self, order: torch.Tensor, batch_size: int, seed: int
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -74,6 +69,20 @@ class FolderSet:
                             generator=torch.Generator().manual_seed(seed),
                             worker_init_fn=_seed_worker, persistent_workers=False)
         yield from loader
+
+
+def subset_indices(length: int, size: int | float | None, seed: int, name: str
+                   ) -> torch.Tensor | None:
+    """The sorted indices of a fixed random subset of `size` images (int) or a fraction of
+    them (float); None when it is all of them."""
+    if size is None:
+        return None
+    n = round(size * length) if isinstance(size, float) else int(size)
+    if n < 1:
+        raise ArchsearchError(f"a subset of {size} images of {name} is empty")
+    if n >= length:
+        return None
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:n].sort()[0]
 
 
 def _seed_worker(worker_id: int) -> None:

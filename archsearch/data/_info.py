@@ -1,4 +1,5 @@
-"""Dataset shapes, known by name even when the files are absent."""
+"""Every fact about a dataset, in one place: its shapes, its normalisation and augmentation,
+and where its files are. Known by name even when the files are absent."""
 
 from __future__ import annotations
 
@@ -6,34 +7,96 @@ from dataclasses import dataclass
 
 from archsearch.errors import ArchsearchError
 
+NO_DOWNLOAD = "archsearch never downloads"
+
+
+@dataclass(frozen=True)
+class Files:
+    """Where a dataset's files are and how they are read. `reader` names the loader
+    ("idx", "cifar", "folder", or "generated": made up, no files); `folder` is looked for
+    below each root; `train`/`test` are the file names; `missing` says, when the files are
+    not found, what to install or which --data-root to pass."""
+
+    reader: str = "generated"
+    folder: str = ""
+    train: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+    label_key: str = ""  # cifar: the pickle's key of the labels
+    system_root: str | None = None  # where a system package installs them
+    missing: str = ""
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model needs to know about a dataset to be built: input shape and classes."""
+    """A dataset: the input shape and classes a model is built for (`size` is the size the
+    model sees; the loaders resize the images of the files, `stored_size`, to it), the
+    per-channel statistics of its training images (in [0, 1] units), the training
+    augmentation (pad-crop margin `pad`, horizontal `flip`) and its files."""
 
     name: str
     channels: int
     size: int
     num_classes: int
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    pad: int = 0
+    flip: bool = False
+    files: Files = Files()
+    stored_size: int | None = None  # None: the files hold `size`-sized images
+    aliases: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.size, self.size)
 
+    @property
+    def file_size(self) -> int:
+        """The image size in the files."""
+        return self.size if self.stored_size is None else self.stored_size
+
+
+_CIFAR_MISSING = ("{name} not found: pass --data-root DIR (or set $ARCHSEARCH_DATA) where "
+                  "DIR/{folder} is torchvision's on-disk format (the python version of the "
+                  f"dataset); {NO_DOWNLOAD}")
+
+
+def _cifar(name: str, classes: int, folder: str, train: tuple[str, ...], test: tuple[str, ...],
+           key: str, mean: tuple[float, ...], std: tuple[float, ...]) -> DatasetInfo:
+    return DatasetInfo(name, 3, 32, classes, mean, std, pad=4, flip=True, stored_size=32,
+                       aliases=(name.replace("cifar", "cifar-"),),
+                       files=Files("cifar", folder, train, test, key,
+                                   missing=_CIFAR_MISSING.format(name=name, folder=folder)))
+
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("fashion-mnist", 1, 28, 10),
-        DatasetInfo("cifar10", 3, 32, 10),
-        DatasetInfo("cifar100", 3, 32, 100),
-        DatasetInfo("imagenet", 3, 224, 1000),
-        DatasetInfo("synthetic", 3, 32, 10),
+        DatasetInfo(
+            "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), pad=2, flip=True,
+            stored_size=28, aliases=("fashion_mnist", "fmnist"),
+            files=Files("idx", "", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+                        system_root="/usr/share/datasets/fashion-mnist", missing=(
+                "Fashion-MNIST not found (looked in --data-root, $ARCHSEARCH_DATA and "
+                "/usr/share/datasets/fashion-mnist): install Debian's package "
+                "dataset-fashion-mnist (apt install dataset-fashion-mnist) or pass "
+                f"--data-root DIR holding the IDX files; {NO_DOWNLOAD}"))),
+        _cifar("cifar10", 10, "cifar-10-batches-py",
+               tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels",
+               (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        _cifar("cifar100", 100, "cifar-100-python", ("train",), ("test",), "fine_labels",
+               (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+        DatasetInfo(
+            "imagenet", 3, 224, 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+            files=Files("folder", "", ("train",), ("val",), missing=(
+                "imagenet not found: pass --data-root DIR (or set $ARCHSEARCH_DATA) where "
+                "DIR/train and DIR/val are image folders (<class>/<image>), as torchvision's "
+                f"ImageFolder reads them; {NO_DOWNLOAD}"))),
+        DatasetInfo("synthetic", 3, 32, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), pad=4),
     )
 }
 
-_ALIASES = {"fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10",
-            "cifar-100": "cifar100"}
+_ALIASES = {alias: info.name for info in DATASETS.values() for alias in info.aliases}
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -15,21 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from archsearch.data._folder import FolderSet, scan_folder
+from archsearch.data._folder import FolderSet, scan_folder, subset_indices
 from archsearch.data._formats import check_labelled, cifar_arrays, read_cifar_batch, read_idx
-from archsearch.data._info import DatasetInfo, dataset_info
+from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
 
-SYSTEM_ROOTS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
-MEAN_STD = {  # per-channel statistics of the training images, in [0, 1] units
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-}
-PAD = {"fashion-mnist": 2, "cifar10": 4, "cifar100": 4, "synthetic": 4}  # pad-crop margin
-FLIP = {"fashion-mnist": True, "cifar10": True, "cifar100": True, "synthetic": False}
+# where a system package installs a dataset (the facts live on DatasetInfo.files)
+SYSTEM_ROOTS = {info.name: Path(info.files.system_root) for info in DATASETS.values()
+                if info.files.system_root}
+RESIZE_CHUNK = 4096  # images resized at a time (bounds the float copy)
 
 
 @dataclass
@@ -51,15 +45,9 @@ class ImageSet:
 
     def subset(self, size: int | float | None, seed: int = 0) -> ImageSet:
         """A fixed random subset: `size` images (int) or a fraction of them (float)."""
-        if size is None:
+        idx = subset_indices(len(self), size, seed, self.name)
+        if idx is None:
             return self
-        n = round(size * len(self)) if isinstance(size, float) else int(size)
-        if not 0 < n:
-            raise ArchsearchError(f"a subset of {size} images of {self.name} is empty")
-        if n >= len(self):
-            return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        idx, _ = idx.sort()
         return ImageSet(self.images[idx], self.labels[idx], self.name)
 
 
@@ -85,30 +73,40 @@ class Splits:
 def load_data(name: str | DatasetInfo, root: str | Path | None = None, *,
               val_fraction: float = 0.1, split_seed: int = 0, size: int | None = None
               ) -> Splits:
-    """Load a dataset by name into memory, with a seeded validation split.
+    """Load a dataset by name into memory, with a seeded validation split, its images at
+    `info.size` (resized from the files' size when a space or --input-size asks for another).
 
     `size` (synthetic only) is the number of training images to generate.
     """
     info = name if isinstance(name, DatasetInfo) else dataset_info(name)
     if not 0 <= val_fraction < 1:
         raise ArchsearchError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if info.name == "fashion-mnist":
-        train, test = _fashion_mnist(root)
-    elif info.name in ("cifar10", "cifar100"):
-        train, test = _cifar(info.name, root)
-    elif info.name == "synthetic":
+    if info.files.reader == "folder":
+        return _imagenet(info, root, val_fraction, split_seed)
+    if info.files.reader == "generated":
         train, test = _synthetic(info, size or 2048)
     else:
-        return _imagenet(info, root, val_fraction, split_seed)
+        train, test = _READERS[info.files.reader](info, root)
+        train, test = resized(train, info.size), resized(test, info.size)
     n_val = round(val_fraction * len(train))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:n_val].sort()[0], order[n_val:].sort()[0]
-    mean, std = MEAN_STD[info.name]
     return Splits(
         info,
         ImageSet(train.images[train_idx], train.labels[train_idx], f"{info.name}/train"),
         ImageSet(train.images[val_idx], train.labels[val_idx], f"{info.name}/val"),
-        test, mean, std, PAD.get(info.name, 0), FLIP.get(info.name, False))
+        test, info.mean, info.std, info.pad, info.flip)
+
+
+def resized(images: ImageSet, size: int) -> ImageSet:
+    """The images at `size`×`size` (bilinear, antialiased; unchanged when already so)."""
+    if images.images.shape[-1] == size and images.images.shape[-2] == size:
+        return images
+    out = [torch.nn.functional.interpolate(
+        chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+        align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+        for chunk in images.images.split(RESIZE_CHUNK)]
+    return ImageSet(torch.cat(out), images.labels, images.name)
 
 
 def _roots(root: str | Path | None, name: str) -> list[Path]:
@@ -123,31 +121,23 @@ def _roots(root: str | Path | None, name: str) -> list[Path]:
     return out
 
 
-# -- Fashion-MNIST: IDX files, gzipped or not ---------------------------------------------
+# -- IDX files (Fashion-MNIST), gzipped or not --------------------------------------------
 
-_FMNIST = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def _fashion_mnist(root: str | Path | None) -> tuple[ImageSet, ImageSet]:
-    info = dataset_info("fashion-mnist")
-    for base in _roots(root, "fashion-mnist"):
+def _idx(info: DatasetInfo, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
+    names = {"train": info.files.train, "test": info.files.test}
+    for base in _roots(root, info.name):
         for folder in (base, base / "FashionMNIST" / "raw"):  # torchvision's layout too
-            files = {k: [_find_idx(folder, f) for f in v] for k, v in _FMNIST.items()}
+            files = {k: [_find_idx(folder, f) for f in v] for k, v in names.items()}
             if all(p is not None for v in files.values() for p in v):
                 return tuple(  # type: ignore[return-value]
-                    _idx_set(img, lab, info, f"fashion-mnist/{split}")
+                    _idx_set(img, lab, info, f"{info.name}/{split}")
                     for split, (img, lab) in files.items())
-    raise ArchsearchError(
-        "Fashion-MNIST not found (looked in --data-root, $ARCHSEARCH_DATA and "
-        "/usr/share/datasets/fashion-mnist): install Debian's package dataset-fashion-mnist "
-        "(apt install dataset-fashion-mnist) or pass --data-root DIR holding the IDX files; "
-        "archsearch never downloads")
+    raise ArchsearchError(info.files.missing)
 
 
 def _idx_set(img: Path, lab: Path, info: DatasetInfo, name: str) -> ImageSet:
     images, labels = read_idx(img, 3), read_idx(lab, 1)
-    check_labelled(images, labels, (info.size, info.size), info.num_classes,
+    check_labelled(images, labels, (info.file_size, info.file_size), info.num_classes,
                    f"{img.parent} ({img.name}, {lab.name})")
     return ImageSet(torch.from_numpy(images).unsqueeze(1),
                     torch.from_numpy(labels.astype(np.int64)), name)
@@ -162,34 +152,29 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 # -- CIFAR: torchvision's python pickles ---------------------------------------------------
 
-_CIFAR = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
-                      ["test_batch"], b"labels"),
-          "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels")}
+def _cifar(info: DatasetInfo, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
+    files = info.files
+    for base in _roots(root, info.name):
+        d = base / files.folder
+        if all((d / f).is_file() for f in files.train + files.test):
+            return (_cifar_files(d, info, files.train, f"{info.name}/train"),
+                    _cifar_files(d, info, files.test, f"{info.name}/test"))
+    raise ArchsearchError(files.missing)
 
 
-def _cifar(name: str, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
-    folder, train_files, test_files, key = _CIFAR[name]
-    for base in _roots(root, name):
-        d = base / folder
-        if all((d / f).is_file() for f in train_files + test_files):
-            return (_cifar_files(d, train_files, key, f"{name}/train"),
-                    _cifar_files(d, test_files, key, f"{name}/test"))
-    raise ArchsearchError(
-        f"{name} not found: pass --data-root DIR (or set $ARCHSEARCH_DATA) where DIR/{folder} "
-        "is torchvision's on-disk format (the python version of the dataset); archsearch "
-        "never downloads")
-
-
-def _cifar_files(d: Path, files: list[str], key: bytes, name: str) -> ImageSet:
+def _cifar_files(d: Path, info: DatasetInfo, files: tuple[str, ...], name: str) -> ImageSet:
     images, labels = [], []
     for f in files:
-        data, labs = cifar_arrays(read_cifar_batch(d / f), key, d / f)
+        data, labs = cifar_arrays(read_cifar_batch(d / f), info.files.label_key.encode(), d / f)
         images.append(data)
         labels.append(labs)
-    info = dataset_info(name.split("/")[0])
     all_images, all_labels = np.concatenate(images), np.concatenate(labels)
-    check_labelled(all_images, all_labels, (3, 32, 32), info.num_classes, f"{d} ({name})")
+    check_labelled(all_images, all_labels, (info.channels, info.file_size, info.file_size),
+                   info.num_classes, f"{d} ({name})")
     return ImageSet(torch.from_numpy(all_images), torch.from_numpy(all_labels), name)
+
+
+_READERS = {"idx": _idx, "cifar": _cifar}
 
 
 # -- synthetic: learnable class prototypes plus noise --------------------------------------
@@ -214,11 +199,12 @@ def _synthetic(info: DatasetInfo, size: int) -> tuple[ImageSet, ImageSet]:
 
 def _imagenet(info: DatasetInfo, root: str | Path | None, val_fraction: float,
               split_seed: int) -> Splits:
+    (train_dir,), (test_dir,) = info.files.train, info.files.test
     for base in _roots(root, info.name):
-        if (base / "train").is_dir() and (base / "val").is_dir():
-            train = scan_folder(base / "train", info.size, True, f"{info.name}/train")
-            classes = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
-            test = scan_folder(base / "val", info.size, False, f"{info.name}/test", classes)
+        if (base / train_dir).is_dir() and (base / test_dir).is_dir():
+            train = scan_folder(base / train_dir, info.size, True, f"{info.name}/train")
+            classes = sorted(d.name for d in (base / train_dir).iterdir() if d.is_dir())
+            test = scan_folder(base / test_dir, info.size, False, f"{info.name}/test", classes)
             n_val = round(val_fraction * len(train))
             order = torch.randperm(len(train),
                                    generator=torch.Generator().manual_seed(split_seed)).tolist()
@@ -226,9 +212,5 @@ def _imagenet(info: DatasetInfo, root: str | Path | None, val_fraction: float,
                             False, f"{info.name}/val")
             train = FolderSet([train.samples[i] for i in sorted(order[n_val:])], info.size,
                               True, f"{info.name}/train")
-            mean, std = MEAN_STD[info.name]
-            return Splits(info, train, val, test, mean, std)
-    raise ArchsearchError(
-        f"{info.name} not found: pass --data-root DIR (or set $ARCHSEARCH_DATA) where DIR/train "
-        "and DIR/val are image folders (<class>/<image>), as torchvision's ImageFolder reads "
-        "them; archsearch never downloads")
+            return Splits(info, train, val, test, info.mean, info.std)
+    raise ArchsearchError(info.files.missing)

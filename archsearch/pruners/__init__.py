@@ -10,14 +10,14 @@ from typing import Any
 
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
-from archsearch.pruners._base import Pruner, filter_l1, top_channels
+from archsearch.pruners._base import Pruner, top_channels
 from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
+from archsearch.pruners._options import Option, option_defaults
 from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
-from archsearch.pruners._report import plot_scales, scale_distribution
 from archsearch.pruners._sfp import SFPPruner
-from archsearch.pruners._slimming import SlimmingPruner, threshold_shape
-from archsearch.pruners._sss import BlockGate, SSSPruner, drop_blocks
+from archsearch.pruners._slimming import SlimmingPruner
+from archsearch.pruners._sss import SSSPruner
 from archsearch.pruners._taylor import TaylorPruner
 from archsearch.pruners._thinet import ThiNetPruner
 
@@ -35,24 +35,30 @@ METHODS = [*PRUNERS, *SPARSIFIERS]
 
 def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudePruner:
     """The pruner `name` for a bound space; `opts` (None values dropped) go to its class."""
+    cls = method_class(name)
+    opts = {k: v for k, v in opts.items() if v is not None}
+    try:
+        return cls(bound, **opts)
+    except TypeError as exc:
+        raise ArchsearchError(f"method {name!r}: {exc}") from None
+
+
+def method_class(name: str) -> type:
+    """The class of a pruning method (width pruner or sparsifier)."""
     classes: dict[str, type] = {**PRUNERS, **SPARSIFIERS}
     if name not in classes:
         raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}")
-    opts = {k: v for k, v in opts.items() if v is not None}
-    try:
-        return classes[name](bound, **opts)
-    except TypeError as exc:
-        raise ArchsearchError(f"method {name!r}: {exc}") from None
+    return classes[name]
 
 
 __all__ = [
     "METHODS",
     "PRUNERS",
     "SPARSIFIERS",
-    "BlockGate",
     "GuidedSparsityPruner",
     "L1NormPruner",
     "MagnitudePruner",
+    "Option",
     "PFAPruner",
     "Pruner",
     "SFPPruner",
@@ -61,11 +67,8 @@ __all__ = [
     "TaylorPruner",
     "ThiNetPruner",
     "UniformPruner",
-    "drop_blocks",
-    "filter_l1",
     "get_pruner",
-    "plot_scales",
-    "scale_distribution",
-    "threshold_shape",
+    "method_class",
+    "option_defaults",
     "top_channels",
 ]

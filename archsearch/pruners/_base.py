@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from archsearch.budget import Budget, parse_budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
+from archsearch.pruners._options import Option
 
 
 class Pruner(abc.ABC):
@@ -28,6 +30,7 @@ class Pruner(abc.ABC):
 
     name: str = ""
     needs_training: bool = True  # whether `genome` depends on trained weights
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()  # the settings a user may give
 
     def __init__(self, bound: BoundSpace):
         self.bound = bound

@@ -13,6 +13,7 @@ from archsearch.budget import TOLERANCE, Budget, BudgetError
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import as_budget
+from archsearch.pruners._options import Option
 from archsearch.sparsity import (
     SparsityGenome,
     check_reachable,
@@ -28,6 +29,8 @@ from archsearch.sparsity import (
 
 SCOPES = ("global", "layer")
 LAYERS = ("conv", "all")
+LAYERS_OPTION = Option("layers", "which layers are sparsified: conv, or all (conv and linear)",
+                       str, choices=LAYERS)
 
 
 class MagnitudePruner:
@@ -43,6 +46,9 @@ class MagnitudePruner:
     """
 
     name = "magnitude"
+    OPTIONS: tuple[Option, ...] = (
+        Option("scope", "one threshold over all layers (global) or the same density in every "
+               "layer (layer)", str, choices=SCOPES), LAYERS_OPTION)
     needs_training = True
     genome_kind = "sparsity"
 
@@ -134,6 +140,9 @@ class GuidedSparsityPruner(MagnitudePruner):
     weights. Masks for fine-tuning are each layer's largest weights, as magnitude's."""
 
     name = "guided-sparsity"
+    OPTIONS = (Option("guides", "a found sparsity genome to follow (any space; repeat for "
+                      "several, averaged by relative depth)", str, metavar="SPARSITY.json",
+                      repeat=True, flag="--guide"), LAYERS_OPTION)
     needs_training = False
 
     def __init__(self, bound: BoundSpace, guides: Sequence[str | Path | SparsityGenome] = (),

@@ -15,6 +15,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.pruners._base import as_budget
+from archsearch.pruners._options import DECAY_OPTION, Option, count
 from archsearch.pruners._probe import ProbePruner, ProbeStats, probe_points
 
 _log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class PFAPruner(ProbePruner):
     channels (no variance) go first."""
 
     name = "pfa"
+    OPTIONS = (DECAY_OPTION, Option("rows", "responses kept per layer and step for the "
+                                    "covariance (an integer >= 2)", count))
     stats_name = "pfa_stats"
     score_kind = "PFA rank (greedy correlation removal order)"
 

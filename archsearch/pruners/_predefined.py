@@ -13,6 +13,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.pruners._base import Pruner, as_budget, filter_l1
+from archsearch.pruners._options import STAGE_RATIOS_OPTION
 
 
 class UniformPruner(Pruner):
@@ -38,6 +39,7 @@ class L1NormPruner(Pruner):
     together onto the budget). The genome does not depend on the weights; `keep` does."""
 
     name = "l1norm"
+    OPTIONS = (STAGE_RATIOS_OPTION,)
     needs_training = False
 
     def __init__(self, bound: BoundSpace, stage_ratios: Sequence[float] | None = None):

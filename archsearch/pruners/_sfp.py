@@ -15,6 +15,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.pruners._base import Pruner, as_budget, filter_norms
+from archsearch.pruners._options import STAGE_RATIOS_OPTION
 from archsearch.pruners._predefined import check_stage_ratios, predefined_widths
 
 _log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class SFPPruner(Pruner):
     """
 
     name = "sfp"
+    OPTIONS = (STAGE_RATIOS_OPTION,)
     score_kind = "filter L2 norm"
 
     def __init__(self, bound: BoundSpace, stage_ratios: Sequence[float] | None = None):

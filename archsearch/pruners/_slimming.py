@@ -20,6 +20,7 @@ from archsearch.pruners._evidence import (
     natural_cut,
     separation,
 )
+from archsearch.pruners._options import MIN_KEEP_OPTION, Option, boolean
 
 _log = logging.getLogger(__name__)
 # Default floor: no group below 10% of its base width unless its scores are zeros (see
@@ -44,6 +45,8 @@ class SlimmingPruner(Pruner):
     """
 
     name = "slimming"
+    OPTIONS = (Option("include_bn1d", "also threshold the classifier's BatchNorm1d scales",
+                      boolean, metavar="BOOL"), MIN_KEEP_OPTION)
 
     def __init__(self, bound: BoundSpace, sparsity: float | None = None,
                  include_bn1d: bool = False, min_keep: float = MIN_KEEP):

@@ -16,6 +16,7 @@ from archsearch.genome import Genome
 from archsearch.presets import paper_sparsity
 from archsearch.pruners._base import Pruner, as_budget, check_nonnegative, check_positive, filter_l1
 from archsearch.pruners._evidence import separation
+from archsearch.pruners._options import Option, number
 
 _log = logging.getLogger(__name__)
 GATES = "sss_gates"
@@ -62,6 +63,8 @@ class SSSPruner(Pruner):
     """
 
     name = "sss"
+    OPTIONS = (Option("gate_lr", "step size of the block gates' proximal updates", number),
+               Option("momentum", "momentum of the block gates' updates, in [0, 1)", number))
 
     def __init__(self, bound: BoundSpace, sparsity: float | None = None, gate_lr: float = 0.1,
                  momentum: float = 0.9):

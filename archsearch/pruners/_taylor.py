@@ -13,6 +13,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.pruners._base import as_budget, check_nonnegative
+from archsearch.pruners._options import DECAY_OPTION, MIN_KEEP_OPTION
 from archsearch.pruners._probe import ProbePruner, ProbeStats, probe_points
 from archsearch.pruners._slimming import MIN_KEEP, ranked_genome
 
@@ -57,6 +58,7 @@ class TaylorPruner(ProbePruner):
     """
 
     name = "taylor"
+    OPTIONS = (DECAY_OPTION, MIN_KEEP_OPTION)
     stats_name = "taylor_stats"
     score_kind = "Taylor |a * dL/da| (L2-normalised per group)"
 

@@ -15,6 +15,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.pruners._base import as_budget, filter_l1
+from archsearch.pruners._options import STAGE_RATIOS_OPTION, Option, count
 from archsearch.pruners._predefined import check_stage_ratios, predefined_widths
 from archsearch.pruners._probe import ProbePruner, ProbeStats, buffer_key
 
@@ -108,6 +109,9 @@ class ThiNetPruner(ProbePruner):
     follows). Groups read by no dense layer fall back to filter L1 norms."""
 
     name = "thinet"
+    OPTIONS = (STAGE_RATIOS_OPTION,
+               Option("samples", "input windows kept per layer (an integer >= 1)", count),
+               Option("per_step", "windows sampled per layer and step (an integer >= 1)", count))
     stats_name = "thinet_stats"
     needs_training = False  # the widths are predefined; the channel choice needs a trained base
     score_kind = "ThiNet rank (greedy reconstruction removal order)"
