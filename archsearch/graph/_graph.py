@@ -9,7 +9,8 @@ import networkx as nx
 import torch
 from torch import fx, nn
 
-from archsearch.graph._trace import ADDS, Call, ChannelTracer, Seg, trace
+from archsearch.graph._state import Call, Seg
+from archsearch.graph._trace import ADDS, ChannelTracer, trace
 
 
 @dataclass(frozen=True)
