@@ -19,7 +19,7 @@ from torch import fx, nn
 
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.graph import ChannelGraph, LayerCall, Segment, symbolic_trace
+from archsearch.graph import ChannelGraph, LayerCall, Segment, slice_attention, symbolic_trace
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor]
 
@@ -118,6 +118,16 @@ def _slice_param(gm: fx.GraphModule, call: LayerCall, idx: Mapping[str, torch.Te
         owner.register_buffer(attr, sliced)
 
 
+def _slice_attention(gm: fx.GraphModule, graph: ChannelGraph, call: LayerCall,
+                     idx: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Self-attention keeping whole heads: q/k/v and the output projection sliced as one."""
+    out = next(c for c in graph.calls if c.module == call.module and c.kind == "attn_out")
+    module = gm.get_submodule(call.module)
+    i, inner, o = (_feature_index(s, idx).to(_device(module))
+                   for s in (call.inputs, call.outputs, out.outputs))
+    return slice_attention(module, i, inner, o)
+
+
 def _device(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
@@ -166,6 +176,9 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
     for call in graph.calls:
         if call.kind == "param" and call.module in live and call.module not in done:
             _slice_param(gm, call, idx)
+            done.add(call.module)
+        if call.kind == "attn_in" and call.module in live and call.module not in done:
+            gm.set_submodule(call.module, _slice_attention(gm, graph, call, idx))
             done.add(call.module)
         sliceable = call.kind in ("conv", "linear", "bn", "ln")
         if sliceable and call.module in live and call.module not in done:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archsearch.errors import GraphError
+from archsearch.graph._attention import AttentionOps
 from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
 from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
 from archsearch.graph._state import Call, Seg, TraceState, node_shape
@@ -41,13 +42,14 @@ ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 FLATTENS = {torch.flatten, "flatten", "view", "reshape"}
 
 
-class ChannelTracer(LayoutOps):
+class ChannelTracer(LayoutOps, AttentionOps):
     """Walks a shape-propagated GraphModule and fills a TraceState."""
 
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self.st = TraceState()
+        self.attention_nodes: set[str] = set()
 
     def run(self) -> TraceState:
         for node in self.gm.graph.nodes:
@@ -91,6 +93,11 @@ class ChannelTracer(LayoutOps):
             return None
         if node.op == "get_attr":  # parameters: sliced where they broadcast over channels
             return None
+        if node.op == "call_module" and isinstance(self.modules[node.target],
+                                                   nn.MultiheadAttention):
+            return self._attention(node, self.modules[node.target])
+        if self._is_attention_item(node):
+            return self._attention_item(node)
         if node_shape(node) is None:  # sizes, tuples and other non-tensors
             for arg in self._tensor_args(node):
                 if node.op == "call_method" and node.target in ("size", "dim"):
