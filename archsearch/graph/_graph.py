@@ -89,12 +89,17 @@ class ChannelGraph:
     def _name_groups(self, st) -> dict[int, str]:
         roots: dict[int, list[str]] = {}
         for v in range(len(st.parent)):
-            roots.setdefault(st.find(v), []).extend(st.producer.get(v, []))
+            if v not in st.dead:
+                roots.setdefault(st.find(v), []).extend(st.producer.get(v, []))
         self._state = st
         names: dict[int, str] = {}
         used: set[str] = set()
         for root, producers in roots.items():
             name = _group_name(producers, used) if producers else f"input{len(used)}"
+            base, k = name, 1
+            while name in used:  # pieces of one conv's channels (a split by a chunk)
+                k += 1
+                name = f"{base}.{k}"
             used.add(name)
             names[root] = name
         return names
@@ -118,6 +123,8 @@ class ChannelGraph:
         producers: dict[int, list[str]] = {}
         resolution: dict[int, int] = {}
         for v in range(len(st.parent)):
+            if v in st.dead:
+                continue
             root = st.find(v)
             producers.setdefault(root, []).extend(st.producer.get(v, []))
             if v in st.resolution:

@@ -47,6 +47,8 @@ class TraceState:
     leaves: dict[str, type] = field(default_factory=dict)  # every leaf module called
     unit: dict[int, int] = field(default_factory=dict)  # root -> channels pruned as one block
     cdim: dict[str, int] = field(default_factory=dict)  # node -> its channel axis (default 1)
+    parts: dict[str, list[list[Seg]]] = field(default_factory=dict)  # chunk node -> its items
+    dead: set[int] = field(default_factory=set)  # variables replaced by `refine`
 
     def new(self, size: int, fixed: bool = False) -> int:
         self.parent.append(len(self.parent))
@@ -87,6 +89,44 @@ class TraceState:
             return False
         for (va, _, _), (vb, _, _) in zip(a, b, strict=True):
             self.union(va, vb)
+        return True
+
+
+    def refine(self, v: int, sizes: list[int], factor: int = 1) -> bool:
+        """Replace every variable of v's class by variables of `sizes` channels, each channel
+        `factor` old channels wide (a split where factor is 1; a coarsening where `sizes` is
+        one entry), and rewrite every segment that holds them. False if v cannot be refined."""
+        root = self.find(v)
+        if self.unit.get(root, 1) > 1 or sum(sizes) * factor != self.size[root] or min(
+                sizes) < 1:
+            return False
+        members = [u for u in range(len(self.parent))
+                   if u not in self.dead and self.find(u) == root]
+        new: dict[int, list[int]] = {}
+        for u in members:
+            new[u] = [self.new(size, self.fixed[root]) for size in sizes]
+            for w in new[u]:
+                if u in self.producer:
+                    self.producer[w] = list(self.producer[u])
+                if u in self.resolution:
+                    self.resolution[w] = self.resolution[u]
+            self.producer.pop(u, None)
+            self.dead.add(u)
+        for u in members[1:]:
+            for a, b in zip(new[members[0]], new[u], strict=True):
+                self.union(a, b)
+
+        def sub(segs: list[Seg]) -> list[Seg]:
+            out: list[Seg] = []
+            for w, n, r in segs:
+                out.extend([(x, size, r * factor) for x, size in zip(new[w], sizes, strict=True)]
+                           if w in new else [(w, n, r)])
+            return out
+
+        self.segs = {k: None if segs is None else sub(segs) for k, segs in self.segs.items()}
+        self.parts = {k: [sub(p) for p in parts] for k, parts in self.parts.items()}
+        for call in self.calls:
+            call.inputs, call.outputs = sub(call.inputs), sub(call.outputs)
         return True
 
 

@@ -21,6 +21,7 @@ from archsearch.errors import GraphError
 from archsearch.graph._attention import AttentionOps
 from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
 from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
+from archsearch.graph._shuffle import CHUNKS, VIEWS, ShuffleOps
 from archsearch.graph._state import Call, Seg, TraceState, node_shape
 
 PASSTHROUGH_MODULES = (
@@ -42,7 +43,7 @@ ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 FLATTENS = {torch.flatten, "flatten", "view", "reshape"}
 
 
-class ChannelTracer(LayoutOps, AttentionOps):
+class ChannelTracer(LayoutOps, AttentionOps, ShuffleOps):
     """Walks a shape-propagated GraphModule and fills a TraceState."""
 
     def __init__(self, gm: fx.GraphModule):
@@ -50,6 +51,8 @@ class ChannelTracer(LayoutOps, AttentionOps):
         self.modules = dict(gm.named_modules())
         self.st = TraceState()
         self.attention_nodes: set[str] = set()
+        self.shuffle_out: set[str] = set()
+        self.shuffle_inner: set[str] = set()
 
     def run(self) -> TraceState:
         for node in self.gm.graph.nodes:
@@ -98,6 +101,16 @@ class ChannelTracer(LayoutOps, AttentionOps):
             return self._attention(node, self.modules[node.target])
         if self._is_attention_item(node):
             return self._attention_item(node)
+        if node.name in self.shuffle_inner:
+            return None
+        if node.name in self.shuffle_out:
+            return self._shuffled(node)
+        if node.op in ("call_method", "call_function") and node.target in CHUNKS:
+            return self._chunk(node)
+        if self._is_chunk_item(node):
+            return self._chunk_item(node)
+        if node.op == "call_method" and node.target in VIEWS and self._shuffle(node):
+            return None
         if node_shape(node) is None:  # sizes, tuples and other non-tensors
             for arg in self._tensor_args(node):
                 if node.op == "call_method" and node.target in ("size", "dim"):
