@@ -128,6 +128,18 @@ def _slice_attention(gm: fx.GraphModule, graph: ChannelGraph, call: LayerCall,
     return slice_attention(module, i, inner, o)
 
 
+def _rewrite_view(node: fx.Node, channels: int) -> None:
+    """`x.view(n, C, h * w)` → `x.view(n, channels, h * w)`; also with the sizes as a tuple."""
+    args = list(node.args)
+    if len(args) == 2 and isinstance(args[1], (tuple, list)):
+        dims = list(args[1])
+        dims[1] = channels
+        args[1] = type(args[1])(dims)
+    else:
+        args[2] = channels
+    node.args = tuple(args)
+
+
 def _device(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
@@ -172,6 +184,10 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     live = {n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
+    for node in gm.graph.nodes:  # views that write the channel count as a constant
+        call = graph.views.get(node.name)
+        if call is not None:
+            _rewrite_view(node, len(_feature_index(call.outputs, idx)))
     done: set[str] = set()
     for call in graph.calls:
         if call.kind == "param" and call.module in live and call.module not in done:

@@ -131,3 +131,26 @@ def test_attention_the_graph_does_not_model_is_refused_not_undercounted():
     assert not any(c.kind.startswith("attn") for c in graph.calls)
     with pytest.raises(GraphError, match=r"cannot count the cost of attn"):
         CostModel(graph)
+
+
+def test_the_vit_residual_stream_is_prunable_through_its_layer_norms():
+    """The stream runs from the patch embedding (a reshape writing the width as a constant,
+    then a permute) past the class token and the position embedding, through every
+    LayerNorm, attention and MLP, to the class-token read by the head."""
+    model = _vit()
+    graph = ChannelGraph(model, torch.zeros(1, *SIZE))
+    (stream,) = [g for g in graph.prunable if "conv_proj" in graph.groups[g].producers]
+    assert graph.groups[stream].size == 16
+    normed = {s.group for c in graph.calls if c.kind == "ln" for s in c.inputs}
+    assert normed == {stream}
+    heads = _heads(graph)
+    widths = {stream: 10, heads[0]: 8}
+    small = shrink(model, Genome("t", widths, {}), graph=graph)
+    assert small.class_token.shape == (1, 1, 10)
+    assert small.encoder.pos_embedding.shape[-1] == 10
+    assert small.get_submodule("heads.head").in_features == 10
+    attn = small.get_submodule("encoder.layers.encoder_layer_0.self_attention")
+    assert attn.in_proj_weight.shape == (3 * 8, 10) and attn.out_proj.weight.shape == (10, 8)
+    assert CostModel(graph).cost(widths) == thop_cost(small, SIZE)
+    small.train()
+    small(torch.randn(2, *SIZE)).sum().backward()

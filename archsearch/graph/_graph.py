@@ -83,6 +83,8 @@ class ChannelGraph:
         self.nx = self._nx_graph()
         self.blocks = self._blocks()
         self.calls = self._calls(state)
+        # views writing their channel count as a constant (`shrink` rewrites it), by node
+        self.views = {c.module: c for c in self.calls if c.kind == "reshape"}
         self.leaves = dict(state.leaves)  # every leaf module the forward pass calls: its type
 
     # -- construction -------------------------------------------------------------------
@@ -114,6 +116,8 @@ class ChannelGraph:
         members: dict[str, set[str]] = {}
         norms: dict[str, list[str]] = {}
         for call in st.calls:
+            if call.kind == "reshape":  # a view's constant, not a module
+                continue
             for v, _, _ in [*call.inputs, *call.outputs]:
                 members.setdefault(self._group_of(v), set()).add(call.module)
             if call.kind == "bn":

@@ -136,6 +136,54 @@ class LayoutOps:
         self.st.first_call[attr.target] = call
         self.st.calls.append(call)
 
+    def _index(self, node: fx.Node) -> list[Seg] | None:
+        """`x[:, 0]`, `x[..., ::2, :]`: integers and slices on other axes; the channel axis
+        whole. The channels keep their segments; integers before them move their axis."""
+        src, index = node.args
+        segs, shape = self.st.segs.get(src.name), node_shape(src)
+        index = index if isinstance(index, tuple) else (index,)
+        if segs is None or shape is None or sum(i is Ellipsis for i in index) > 1 or not all(
+                isinstance(i, (int, slice)) or i is Ellipsis for i in index):
+            return self._opaque(node)
+        if Ellipsis in index:
+            at = index.index(Ellipsis)
+            index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1:]
+        cd = self._cd(src)
+        whole = slice(None)
+        if len(index) > len(shape) or (cd < len(index) and index[cd] != whole):
+            return self._opaque(node)
+        self.st.cdim[node.name] = cd - sum(isinstance(i, int) for i in index[:cd])
+        return segs
+
+    def _expand_param(self, node: fx.Node) -> list[Seg] | None:
+        """`param.expand(n, -1, -1)` (ViT's class token): its last axis joins whatever it is
+        combined with, and the parameter is sliced with it."""
+        attr, shape = node.args[0], node_shape(node)
+        if not (isinstance(attr, fx.Node) and attr.op == "get_attr" and shape
+                and len(shape) >= 2 and node_shape(attr) and node_shape(attr)[-1] == shape[-1]):
+            return self._opaque(node)
+        segs = [(self.st.new(shape[-1]), shape[-1], 1)]
+        self._param(attr, segs, len(node_shape(attr)) - 1)
+        self.st.cdim[node.name] = len(shape) - 1
+        return segs
+
+    def _merge_view(self, node: fx.Node) -> list[Seg] | None:
+        """`x.reshape(n, c, h * w)`: trailing axes merged, the channels (dim 1) untouched. A
+        channel count written as a constant is recorded, for `shrink` to rewrite."""
+        src = node.args[0]
+        a, b, segs = node_shape(src), node_shape(node), self.st.segs.get(src.name)
+        dims = node.args[1:]
+        packed = len(dims) == 1 and isinstance(dims[0], (tuple, list))
+        dims = tuple(dims[0]) if packed else dims
+        if (segs is None or a is None or b is None or self._cd(src) != 1 or len(a) < 3
+                or len(b) < 3 or b[:2] != a[:2] or len(dims) != len(b)):
+            return self._opaque(node)
+        if isinstance(dims[1], int) and dims[1] != -1:  # a constant: shrink rewrites it
+            self.st.calls.append(Call(node.name, "reshape", node.name, segs, segs, 0, 0))
+        elif not isinstance(dims[1], fx.Node) and dims[1] != -1:
+            return self._opaque(node)
+        return segs
+
     # provided by ChannelTracer
     def _opaque(self, node: fx.Node) -> list[Seg] | None:  # pragma: no cover
         raise NotImplementedError

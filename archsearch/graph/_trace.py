@@ -215,7 +215,13 @@ class ChannelTracer(LayoutOps, AttentionOps, ShuffleOps):
             return self._opaque(node)
         if target in PERMUTES:
             return self._permute(node)
+        if target is operator.getitem and self._in(node) is not None:
+            return self._index(node)
+        if node.op == "call_method" and target == "expand":
+            return self._expand_param(node)
         if target in FLATTENS and self._in(node) is not None and self._cd(node.args[0]) == 1:
+            if target in ("view", "reshape") and len(node_shape(node)) >= 3:
+                return self._merge_view(node)
             if target in ("view", "reshape") and not self._flat_view(node):
                 return self._opaque(node)
             return self._flatten(node, self._in(node))
