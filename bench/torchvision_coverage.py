@@ -55,11 +55,19 @@ def random_genome(bound: BoundSpace, seed: int):
 
 
 def coverage(bound: BoundSpace) -> tuple[float, int]:
-    """(share of channels in prunable groups, removable blocks)."""
+    """(share of the output channels of convs, linears and attention that lie in prunable
+    groups, removable blocks). Counted in features: a channel the shuffle widened counts as
+    the features it covers."""
     graph = bound.graph
-    produced = [g for g in graph.groups.values() if g.producers]
-    total = sum(g.size for g in produced)
-    prunable = sum(g.size for g in produced if g.prunable)
+    seen, total, prunable = set(), 0, 0
+    for call in graph.calls:
+        if call.kind not in ("conv", "linear", "attn_in", "attn_out") or call.depthwise or (
+                call.module, call.kind) in seen:
+            continue
+        seen.add((call.module, call.kind))
+        for seg in call.outputs:
+            total += seg.size * seg.repeat
+            prunable += seg.size * seg.repeat * graph.groups[seg.group].prunable
     return (prunable / total if total else 0.0), len(graph.blocks)
 
 
