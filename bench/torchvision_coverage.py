@@ -71,6 +71,17 @@ def coverage(bound: BoundSpace) -> tuple[float, int]:
     return (prunable / total if total else 0.0), len(graph.blocks)
 
 
+def heads(bound: BoundSpace, genome) -> tuple[int, int]:
+    """Attention heads of the base, and those the genome keeps."""
+    graph, total, kept = bound.graph, 0, 0
+    for call in graph.calls:
+        group = graph.groups[call.outputs[0].group] if call.kind == "attn_in" else None
+        if group is not None and group.prunable:
+            total += group.size // group.unit
+            kept += genome.widths.get(group.name, group.size) // group.unit
+    return total, kept
+
+
 def exercise(bound: BoundSpace, genome) -> None:
     """Build, forward + backward in train mode, forward in eval mode, cost == thop."""
     model = bound.build(genome)
@@ -109,7 +120,9 @@ def check(name: str) -> dict:
             raise AssertionError(f"base cost {(base.macs, base.params)} != thop "
                                  f"{(ref.macs, ref.params)}")
         stage = "50% genome"
-        exercise(bound, bound.uniform(parse_budget("50%FLOPs")))
+        half = bound.uniform(parse_budget("50%FLOPs"))
+        row["heads"], row["heads_50"] = heads(bound, half)
+        exercise(bound, half)
         stage = "random genome"
         exercise(bound, random_genome(bound, seed=len(name)))
         row["ok"] = True
