@@ -154,3 +154,19 @@ def test_the_vit_residual_stream_is_prunable_through_its_layer_norms():
     assert CostModel(graph).cost(widths) == thop_cost(small, SIZE)
     small.train()
     small(torch.randn(2, *SIZE)).sum().backward()
+
+
+def test_a_shrunk_vit_traces_and_shrinks_again():
+    model = _vit()
+    graph = ChannelGraph(model, torch.zeros(1, *SIZE))
+    first, second = _heads(graph)
+    small = shrink(model, Genome("t", {first: 8, second: 12}, {}), graph=graph).eval()
+    again = ChannelGraph(small, torch.zeros(1, *SIZE))
+    assert sorted(again.groups[g].size for g in _heads(again)) == [8, 12]
+    costs = CostModel(again)
+    assert costs.cost({}) == thop_cost(small, SIZE)
+    (head,) = [g for g in _heads(again) if again.groups[g].size == 12]
+    smaller = shrink(small, Genome("t", {head: 4}, {}), graph=again)
+    assert costs.cost({head: 4}) == thop_cost(smaller, SIZE)
+    smaller.train()
+    smaller(torch.randn(2, *SIZE)).sum().backward()

@@ -29,7 +29,7 @@ class AttentionOps:
     st: TraceState
     modules: dict[str, nn.Module]
 
-    def _attention(self, node: fx.Node, mod: nn.MultiheadAttention) -> list[Seg] | None:
+    def _attention(self, node: fx.Node, mod: nn.Module) -> list[Seg] | None:
         self.st.leaves.setdefault(node.target, type(mod))
         x = node.args[0] if node.args else node.kwargs.get("query")
         shape = node_shape(x)
@@ -90,7 +90,7 @@ class AttentionOps:
         raise NotImplementedError  # pragma: no cover
 
 
-def _self_attention(node: fx.Node, mod: nn.MultiheadAttention) -> bool:
+def _self_attention(node: fx.Node, mod: nn.Module) -> bool:
     """q, k and v are one tensor, and nothing the sliced module does not model is used."""
     names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
              "average_attn_weights", "is_causal")
@@ -108,14 +108,19 @@ class SlicedMultiheadAttention(nn.Module):
     """Self-attention with any number of heads and any input/output width: what
     nn.MultiheadAttention computes for `attn(x, x, x)`, where the inner width (heads ×
     head_dim) need not equal the embedding width. Same parameter names (`in_proj_weight`,
-    `in_proj_bias`, `out_proj`)."""
+    `in_proj_bias`, `out_proj`) and the attributes the channel graph reads, so a shrunk model
+    traces, and shrinks, again."""
+
+    bias_k = None
+    add_zero_attn = False
+    _qkv_same_embed_dim = True
 
     def __init__(self, embed_in: int, heads: int, head_dim: int, embed_out: int, bias: bool,
                  dropout: float, batch_first: bool):
         super().__init__()
         self.num_heads, self.head_dim = heads, head_dim
         self.dropout, self.batch_first = dropout, batch_first
-        inner = heads * head_dim
+        inner = self.embed_dim = heads * head_dim
         self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_in))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner)) if bias else None
         self.out_proj = nn.Linear(inner, embed_out, bias=bias)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archsearch.errors import GraphError
-from archsearch.graph._attention import AttentionOps
+from archsearch.graph._attention import ATTENTION_TYPES, AttentionOps
 from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
 from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
 from archsearch.graph._shuffle import CHUNKS, VIEWS, ShuffleOps
@@ -96,8 +96,7 @@ class ChannelTracer(LayoutOps, AttentionOps, ShuffleOps):
             return None
         if node.op == "get_attr":  # parameters: sliced where they broadcast over channels
             return None
-        if node.op == "call_module" and isinstance(self.modules[node.target],
-                                                   nn.MultiheadAttention):
+        if node.op == "call_module" and isinstance(self.modules[node.target], ATTENTION_TYPES):
             return self._attention(node, self.modules[node.target])
         if self._is_attention_item(node):
             return self._attention_item(node)
