@@ -1,6 +1,6 @@
 """Every torchvision classification builder through archsearch: trace, prune, build, cost.
 
-    python bench/torchvision_coverage.py [--models resnet18,vit_b_16] [--max-params 200]
+    python bench/torchvision_coverage.py [--models resnet18,vit_b_16] [--resume]
 
 For each builder of `torchvision.models.list_models(module=torchvision.models)` (random
 init, 10 classes, at a small input size): trace the channel graph, fit a 50%FLOPs genome
@@ -12,6 +12,7 @@ bench/results/torchvision_coverage.json and .md (the README's coverage table).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -153,23 +154,33 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torchvision
 
+    from archsearch.io import atomic_write_json, atomic_write_text
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", help="comma-separated builders (default: all)")
     p.add_argument("--out", default=str(RESULTS / "torchvision_coverage"),
                    help="output path without extension")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in OUT.json and check only the other builders")
     args = p.parse_args(argv)
     names = args.models.split(",") if args.models else torchvision.models.list_models(
         module=torchvision.models)
-    torch.manual_seed(0)
+    out = Path(args.out + ".json")
+    done = {r["model"]: r for r in json.loads(out.read_text())} if args.resume and \
+        out.exists() else {}
     rows = []
     for name in names:
+        if name in done:
+            rows.append(done[name])
+            continue
+        torch.manual_seed(0)
         row = check(name)
         rows.append(row)
         print(f"{name:22s} {row['stage']:14s} {row.get('share', 0):5.0%} "
               f"{row['seconds']:6.1f}s {row.get('error', '')}", flush=True)
-    from archsearch.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(Path(args.out + ".json"), rows)
+        atomic_write_json(out, rows + [done[n] for n in names if n in done and n not in {
+            r["model"] for r in rows}])  # each row as it comes: a cut-short run keeps them
+    atomic_write_json(out, rows)
     atomic_write_text(Path(args.out + ".md"), markdown(rows))
     print(markdown(rows).splitlines()[0])
     return 0
