@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from archsearch.errors import GraphError
-from archsearch.graph import ATTENTION_TYPES, ChannelGraph, LayerCall, count_attention
+from archsearch.graph import ChannelGraph, LayerCall
+from archsearch.graph._attention import ATTENTION_TYPES, count_attention
 
 COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool", "attn_in",
                 "attn_out")

@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['seconds']:6.1f}s {row.get('error', '')}", flush=True)
         atomic_write_json(out, rows + [done[n] for n in names if n in done and n not in {
             r["model"] for r in rows}])  # each row as it comes: a cut-short run keeps them
+    rows.sort(key=lambda r: r["model"])
     atomic_write_json(out, rows)
     atomic_write_text(Path(args.out + ".md"), markdown(rows))
     print(markdown(rows).splitlines()[0])
