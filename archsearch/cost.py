@@ -5,9 +5,13 @@ modules it touches) and is the reference. `CostModel` is the fast path: per-laye
 × group widths, from the channel graph, reproducing thop's counting rules exactly
 (conv: out_hw·k²·cin/g·cout; linear: in·out; BatchNorm: 4·numel (2 without affine);
 avg-pool: out numel; adaptive avg-pool: ⌊(in area / out area + 1)·out numel⌋; activations,
-max-pools: 0). Like thop, it counts leaf modules of the exact types thop has a rule for and
-nothing else (functional ops such as attention's matmuls, parameters held by non-leaf modules);
-a module thop counts that the analytic counter cannot is refused, never silently skipped.
+max-pools: 0). thop 0.1.1 has no rule for attention, so `thop_cost` adds one for
+self-attention (nn.MultiheadAttention and its sliced form): L·E·3I for the q/k/v projection,
+2·L²·I for the scores and the weighted sum, L·I·E' for the output projection (L tokens, E in,
+I = heads·head_dim, E' out), and every parameter of the module. Like thop, the analytic
+counter counts leaf modules of the exact types thop has a rule for and nothing else
+(functional ops such as Swin's window attention, parameters held by non-leaf modules); a
+module thop counts that the analytic counter cannot is refused, never silently skipped.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from torch import nn
 
 from archsearch.errors import GraphError
 from archsearch.graph import ChannelGraph, LayerCall
+from archsearch.graph._attention import ATTENTION_TYPES, count_attention
 
-COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool")
+COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool", "attn_in",
+                "attn_out")
+CUSTOM_RULES = {t: count_attention for t in ATTENTION_TYPES}  # what thop 0.1.1 lacks
 _ZERO_RULES = ("zero_ops", "count_relu")  # thop rules that always count 0 MACs
 
 
@@ -46,7 +53,8 @@ def thop_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     example = torch.zeros(1, *input_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        macs, params = thop.profile(clone, inputs=(example,), verbose=False)
+        macs, params = thop.profile(clone, inputs=(example,), custom_ops=CUSTOM_RULES,
+                                    verbose=False)
     return Cost(int(round(macs)), int(round(params)))
 
 
@@ -86,9 +94,9 @@ class CostModel:
             for blk in call.blocks:
                 self.in_block[i, self.block_names.index(blk)] = True
             self.macs_terms[i], params = _terms(call)
-            if call.module not in seen:  # parameters count once per module, MACs per call
+            if (call.module, call.kind) not in seen:  # params once per module, MACs per call
                 self.param_terms[i] = params
-                seen.add(call.module)
+                seen.add((call.module, call.kind))
 
     def widths_vector(self, widths: Mapping[str, int]) -> np.ndarray:
         vec = self.base_widths.copy()
@@ -129,6 +137,10 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
         return [s * k / g, 0, 0, 0], [k / g, 0, bias, 0]
     if call.kind == "linear":  # s: tokens (positions) it is applied at
         return [float(s), 0, 0, 0], [1.0, 0, bias, 0]
+    if call.kind == "attn_in":  # s: tokens; in: embedding, out: heads·head_dim
+        return [3.0 * s, 0, 0, 0], [3.0, 0, 3.0 * bias, 0]
+    if call.kind == "attn_out":  # in: heads·head_dim (scores and weighted sum), out: embedding
+        return [float(s), 2.0 * s * s, 0, 0], [1.0, 0, bias, 0]
     if call.kind == "ln":
         return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, (1 + bias) * call.affine, 0, 0]
     if call.kind == "param":  # a parameter of a non-leaf module: thop counts none
@@ -148,7 +160,7 @@ def _thop_rules() -> dict[type, object]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from thop.profile import register_hooks
-    return dict(register_hooks)
+    return dict(register_hooks) | CUSTOM_RULES
 
 
 def _refuse_uncounted(graph: ChannelGraph) -> None:

@@ -20,6 +20,7 @@ from torch import fx, nn
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph, LayerCall, Segment, symbolic_trace
+from archsearch.graph._attention import slice_attention
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor]
 
@@ -118,6 +119,28 @@ def _slice_param(gm: fx.GraphModule, call: LayerCall, idx: Mapping[str, torch.Te
         owner.register_buffer(attr, sliced)
 
 
+def _slice_attention(gm: fx.GraphModule, graph: ChannelGraph, call: LayerCall,
+                     idx: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Self-attention keeping whole heads: q/k/v and the output projection sliced as one."""
+    out = next(c for c in graph.calls if c.module == call.module and c.kind == "attn_out")
+    module = gm.get_submodule(call.module)
+    i, inner, o = (_feature_index(s, idx).to(_device(module))
+                   for s in (call.inputs, call.outputs, out.outputs))
+    return slice_attention(module, i, inner, o)
+
+
+def _rewrite_view(node: fx.Node, channels: int) -> None:
+    """`x.view(n, C, h * w)` → `x.view(n, channels, h * w)`; also with the sizes as a tuple."""
+    args = list(node.args)
+    if len(args) == 2 and isinstance(args[1], (tuple, list)):
+        dims = list(args[1])
+        dims[1] = channels
+        args[1] = type(args[1])(dims)
+    else:
+        args[2] = channels
+    node.args = tuple(args)
+
+
 def _device(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
@@ -162,10 +185,17 @@ def shrink(base: nn.Module, genome: Genome, keep: Keep | None = None, *,
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     live = {n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
+    for node in gm.graph.nodes:  # views that write the channel count as a constant
+        call = graph.views.get(node.name)
+        if call is not None:
+            _rewrite_view(node, len(_feature_index(call.outputs, idx)))
     done: set[str] = set()
     for call in graph.calls:
         if call.kind == "param" and call.module in live and call.module not in done:
             _slice_param(gm, call, idx)
+            done.add(call.module)
+        if call.kind == "attn_in" and call.module in live and call.module not in done:
+            gm.set_submodule(call.module, _slice_attention(gm, graph, call, idx))
             done.add(call.module)
         sliceable = call.kind in ("conv", "linear", "bn", "ln")
         if sliceable and call.module in live and call.module not in done:

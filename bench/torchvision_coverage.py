@@ -1,6 +1,6 @@
 """Every torchvision classification builder through archsearch: trace, prune, build, cost.
 
-    python bench/torchvision_coverage.py [--models resnet18,vit_b_16] [--max-params 200]
+    python bench/torchvision_coverage.py [--models resnet18,vit_b_16] [--resume]
 
 For each builder of `torchvision.models.list_models(module=torchvision.models)` (random
 init, 10 classes, at a small input size): trace the channel graph, fit a 50%FLOPs genome
@@ -12,6 +12,7 @@ bench/results/torchvision_coverage.json and .md (the README's coverage table).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -55,12 +56,31 @@ def random_genome(bound: BoundSpace, seed: int):
 
 
 def coverage(bound: BoundSpace) -> tuple[float, int]:
-    """(share of channels in prunable groups, removable blocks)."""
+    """(share of the output channels of convs, linears and attention that lie in prunable
+    groups, removable blocks). Counted in features: a channel the shuffle widened counts as
+    the features it covers."""
     graph = bound.graph
-    produced = [g for g in graph.groups.values() if g.producers]
-    total = sum(g.size for g in produced)
-    prunable = sum(g.size for g in produced if g.prunable)
+    seen, total, prunable = set(), 0, 0
+    for call in graph.calls:
+        if call.kind not in ("conv", "linear", "attn_in", "attn_out") or call.depthwise or (
+                call.module, call.kind) in seen:
+            continue
+        seen.add((call.module, call.kind))
+        for seg in call.outputs:
+            total += seg.size * seg.repeat
+            prunable += seg.size * seg.repeat * graph.groups[seg.group].prunable
     return (prunable / total if total else 0.0), len(graph.blocks)
+
+
+def heads(bound: BoundSpace, genome) -> tuple[int, int]:
+    """Attention heads of the base, and those the genome keeps."""
+    graph, total, kept = bound.graph, 0, 0
+    for call in graph.calls:
+        group = graph.groups[call.outputs[0].group] if call.kind == "attn_in" else None
+        if group is not None and group.prunable:
+            total += group.size // group.unit
+            kept += genome.widths.get(group.name, group.size) // group.unit
+    return total, kept
 
 
 def exercise(bound: BoundSpace, genome) -> None:
@@ -101,7 +121,9 @@ def check(name: str) -> dict:
             raise AssertionError(f"base cost {(base.macs, base.params)} != thop "
                                  f"{(ref.macs, ref.params)}")
         stage = "50% genome"
-        exercise(bound, bound.uniform(parse_budget("50%FLOPs")))
+        half = bound.uniform(parse_budget("50%FLOPs"))
+        row["heads"], row["heads_50"] = heads(bound, half)
+        exercise(bound, half)
         stage = "random genome"
         exercise(bound, random_genome(bound, seed=len(name)))
         row["ok"] = True
@@ -132,23 +154,34 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torchvision
 
+    from archsearch.io import atomic_write_json, atomic_write_text
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", help="comma-separated builders (default: all)")
     p.add_argument("--out", default=str(RESULTS / "torchvision_coverage"),
                    help="output path without extension")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in OUT.json and check only the other builders")
     args = p.parse_args(argv)
     names = args.models.split(",") if args.models else torchvision.models.list_models(
         module=torchvision.models)
-    torch.manual_seed(0)
+    out = Path(args.out + ".json")
+    done = {r["model"]: r for r in json.loads(out.read_text())} if args.resume and \
+        out.exists() else {}
     rows = []
     for name in names:
+        if name in done:
+            rows.append(done[name])
+            continue
+        torch.manual_seed(0)
         row = check(name)
         rows.append(row)
         print(f"{name:22s} {row['stage']:14s} {row.get('share', 0):5.0%} "
               f"{row['seconds']:6.1f}s {row.get('error', '')}", flush=True)
-    from archsearch.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(Path(args.out + ".json"), rows)
+        atomic_write_json(out, rows + [done[n] for n in names if n in done and n not in {
+            r["model"] for r in rows}])  # each row as it comes: a cut-short run keeps them
+    rows.sort(key=lambda r: r["model"])
+    atomic_write_json(out, rows)
     atomic_write_text(Path(args.out + ".md"), markdown(rows))
     print(markdown(rows).splitlines()[0])
     return 0

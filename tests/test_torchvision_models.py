@@ -229,14 +229,16 @@ def test_transformer_blocks_prune_their_mlps_exactly(name):
     assert mlp, graph.prunable
     normed = {s.group for c in graph.calls if c.kind == "ln" for s in c.inputs}
     rng = random.Random(1)
-    widths = {g: rng.randint(1, graph.groups[g].size) for g in graph.prunable}
+    units = {g: graph.groups[g].unit for g in graph.prunable}  # attention: whole heads
+    widths = {g: units[g] * rng.randint(1, graph.groups[g].size // units[g])
+              for g in graph.prunable}
     small = shrink(model, Genome("t", widths, {}), graph=graph)
     assert CostModel(graph).cost(widths) == thop_cost(small, (3, 16, 16))
     small.train()
     small(torch.randn(2, 3, 16, 16)).sum().backward()
     # channels of MLP hidden widths (no LayerNorm over them) can be cut exactly
     keep = {g: sorted(rng.sample(range(graph.groups[g].size), widths[g]))
-            for g in mlp if g not in normed}
+            for g in mlp if g not in normed and units[g] == 1}
     assert keep
     modules = dict(model.named_modules())
     with torch.no_grad():

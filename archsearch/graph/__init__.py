@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from archsearch.graph._attention import SlicedMultiheadAttention
 from archsearch.graph._fx import symbolic_trace
 from archsearch.graph._graph import Block, ChannelGraph, ChannelGroup, LayerCall, Segment
 
-__all__ = ["Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment", "symbolic_trace"]
+__all__ = ["Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment",
+           "SlicedMultiheadAttention", "symbolic_trace"]

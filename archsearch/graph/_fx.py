@@ -21,7 +21,7 @@ from archsearch.errors import GraphError
 # non-torch.nn modules that must stay leaves (their forward branches on self.training)
 RUNTIME_MODE_LEAVES = ("StochasticDepth",)
 # and those kept whole so that `shrink` can slice them (a LayerNorm over dim 1)
-SLICED_LEAVES = ("LayerNorm2d",)
+SLICED_LEAVES = ("LayerNorm2d", "SlicedMultiheadAttention")
 
 
 @dataclass(frozen=True)

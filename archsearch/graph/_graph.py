@@ -9,7 +9,8 @@ import networkx as nx
 import torch
 from torch import fx, nn
 
-from archsearch.graph._trace import ADDS, Call, ChannelTracer, Seg, trace
+from archsearch.graph._state import Call, Seg
+from archsearch.graph._trace import ADDS, ChannelTracer, trace
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,25 @@ class ChannelGraph:
         self.nx = self._nx_graph()
         self.blocks = self._blocks()
         self.calls = self._calls(state)
+        # views writing their channel count as a constant (`shrink` rewrites it), by node
+        self.views = {c.module: c for c in self.calls if c.kind == "reshape"}
         self.leaves = dict(state.leaves)  # every leaf module the forward pass calls: its type
 
     # -- construction -------------------------------------------------------------------
     def _name_groups(self, st) -> dict[int, str]:
         roots: dict[int, list[str]] = {}
         for v in range(len(st.parent)):
-            roots.setdefault(st.find(v), []).extend(st.producer.get(v, []))
+            if v not in st.dead:
+                roots.setdefault(st.find(v), []).extend(st.producer.get(v, []))
         self._state = st
         names: dict[int, str] = {}
         used: set[str] = set()
         for root, producers in roots.items():
             name = _group_name(producers, used) if producers else f"input{len(used)}"
+            base, k = name, 1
+            while name in used:  # pieces of one conv's channels (a split by a chunk)
+                k += 1
+                name = f"{base}.{k}"
             used.add(name)
             names[root] = name
         return names
@@ -108,6 +116,8 @@ class ChannelGraph:
         members: dict[str, set[str]] = {}
         norms: dict[str, list[str]] = {}
         for call in st.calls:
+            if call.kind == "reshape":  # a view's constant, not a module
+                continue
             for v, _, _ in [*call.inputs, *call.outputs]:
                 members.setdefault(self._group_of(v), set()).add(call.module)
             if call.kind == "bn":
@@ -117,6 +127,8 @@ class ChannelGraph:
         producers: dict[int, list[str]] = {}
         resolution: dict[int, int] = {}
         for v in range(len(st.parent)):
+            if v in st.dead:
+                continue
             root = st.find(v)
             producers.setdefault(root, []).extend(st.producer.get(v, []))
             if v in st.resolution:

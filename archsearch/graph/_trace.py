@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,11 +18,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archsearch.errors import GraphError
+from archsearch.graph._attention import ATTENTION_TYPES, AttentionOps
 from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
 from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
-
-# (variable, base size, repeat)
-Seg = tuple[int, int, int]
+from archsearch.graph._shuffle import CHUNKS, VIEWS, ShuffleOps
+from archsearch.graph._state import Call, Seg, TraceState, node_shape
 
 PASSTHROUGH_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
@@ -44,93 +43,16 @@ ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 FLATTENS = {torch.flatten, "flatten", "view", "reshape"}
 
 
-@dataclass
-class Call:
-    """One call of a leaf module that the cost model and `shrink` need to know about."""
-
-    module: str
-    kind: str  # conv | linear | bn | avgpool | adaptive_avgpool
-    node: str
-    inputs: list[Seg]
-    outputs: list[Seg]
-    spatial: int  # output H*W (1 for 2D outputs)
-    kernel: float  # conv: kh*kw; adaptive pool: input area / output area
-    depthwise: bool = False  # per-group conv, in = out channels (depthwise or whole groups)
-    groups: int = 1
-    bias: bool = False
-    affine: bool = True
-    module_type: type = nn.Module
-    axis: int = 0  # param: the parameter's dimension that holds the channels
-
-
-@dataclass
-class TraceState:
-    parent: list[int] = field(default_factory=list)
-    size: list[int] = field(default_factory=list)
-    fixed: list[bool] = field(default_factory=list)
-    producer: dict[int, list[str]] = field(default_factory=dict)
-    resolution: dict[int, int] = field(default_factory=dict)
-    segs: dict[str, list[Seg] | None] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    first_call: dict[str, Call] = field(default_factory=dict)
-    leaves: dict[str, type] = field(default_factory=dict)  # every leaf module called
-    unit: dict[int, int] = field(default_factory=dict)  # root -> channels pruned as one block
-    cdim: dict[str, int] = field(default_factory=dict)  # node -> its channel axis (default 1)
-
-    def new(self, size: int, fixed: bool = False) -> int:
-        self.parent.append(len(self.parent))
-        self.size.append(size)
-        self.fixed.append(fixed)
-        return len(self.parent) - 1
-
-    def find(self, v: int) -> int:
-        while self.parent[v] != v:
-            self.parent[v] = self.parent[self.parent[v]]
-            v = self.parent[v]
-        return v
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if self.size[ra] != self.size[rb]:
-            raise GraphError(
-                f"channel mismatch: {self.size[ra]} vs {self.size[rb]} channels joined")
-        self.parent[rb] = ra
-        self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
-        if rb in self.unit:
-            self.set_unit(ra, self.unit.pop(rb))
-
-    def set_unit(self, v: int, unit: int) -> None:
-        """The variable's channels are kept and removed in aligned blocks of `unit`."""
-        r = self.find(v)
-        self.unit[r] = math.lcm(self.unit.get(r, 1), unit)
-
-    def fix(self, segs: list[Seg] | None) -> None:
-        for v, _, _ in segs or []:
-            r = self.find(v)
-            self.fixed[r] = True
-
-    def unite_segs(self, a: list[Seg], b: list[Seg]) -> bool:
-        if [(s, r) for _, s, r in a] != [(s, r) for _, s, r in b]:
-            return False
-        for (va, _, _), (vb, _, _) in zip(a, b, strict=True):
-            self.union(va, vb)
-        return True
-
-
-def _shape(node: Any) -> tuple[int, ...] | None:
-    meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
-class ChannelTracer(LayoutOps):
+class ChannelTracer(LayoutOps, AttentionOps, ShuffleOps):
     """Walks a shape-propagated GraphModule and fills a TraceState."""
 
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self.st = TraceState()
+        self.attention_nodes: set[str] = set()
+        self.shuffle_out: set[str] = set()
+        self.shuffle_inner: set[str] = set()
 
     def run(self) -> TraceState:
         for node in self.gm.graph.nodes:
@@ -147,7 +69,7 @@ class ChannelTracer(LayoutOps):
         return [n for n in flat if self.st.segs.get(n.name) is not None]
 
     def _fresh(self, node: fx.Node, fixed: bool, dim: int = 1) -> list[Seg] | None:
-        shape = _shape(node)
+        shape = node_shape(node)
         if shape is None or len(shape) < 2:
             return None
         v = self.st.new(shape[dim], fixed)
@@ -160,8 +82,8 @@ class ChannelTracer(LayoutOps):
         args = self._tensor_args(node)
         for arg in args:
             self.st.fix(self.st.segs[arg.name])
-        shape = _shape(node)
-        dim = self._cd(args[0]) if args and shape and len(_shape(args[0]) or ()) == len(
+        shape = node_shape(node)
+        dim = self._cd(args[0]) if args and shape and len(node_shape(args[0]) or ()) == len(
             shape) else 1
         return self._fresh(node, fixed=True, dim=dim)
 
@@ -174,7 +96,21 @@ class ChannelTracer(LayoutOps):
             return None
         if node.op == "get_attr":  # parameters: sliced where they broadcast over channels
             return None
-        if _shape(node) is None:  # sizes, tuples and other non-tensors
+        if node.op == "call_module" and isinstance(self.modules[node.target], ATTENTION_TYPES):
+            return self._attention(node, self.modules[node.target])
+        if self._is_attention_item(node):
+            return self._attention_item(node)
+        if node.name in self.shuffle_inner:
+            return None
+        if node.name in self.shuffle_out:
+            return self._shuffled(node)
+        if node.op in ("call_method", "call_function") and node.target in CHUNKS:
+            return self._chunk(node)
+        if self._is_chunk_item(node):
+            return self._chunk_item(node)
+        if node.op == "call_method" and node.target in VIEWS and self._shuffle(node):
+            return None
+        if node_shape(node) is None:  # sizes, tuples and other non-tensors
             for arg in self._tensor_args(node):
                 if node.op == "call_method" and node.target in ("size", "dim"):
                     continue
@@ -202,7 +138,7 @@ class ChannelTracer(LayoutOps):
         if isinstance(mod, nn.LayerNorm):
             return self._layer_norm(node, mod, segs)
         if isinstance(mod, ANY_AXIS_MODULES) or type(mod).__name__ in RUNTIME_MODE_LEAVES:
-            return segs if _shape(node) == _shape(node.args[0]) else self._opaque(node)
+            return segs if node_shape(node) == node_shape(node.args[0]) else self._opaque(node)
         if self._cd(node.args[0]) != 1:  # everything below works on channels at dim 1
             return self._opaque(node)
         if isinstance(mod, nn.Conv2d):
@@ -225,7 +161,7 @@ class ChannelTracer(LayoutOps):
             out = self._fresh(node, fixed=False)
             assert out is not None
             self.st.producer.setdefault(out[0][0], []).append(node.target)
-            shape = _shape(node)
+            shape = node_shape(node)
             self.st.resolution[out[0][0]] = shape[2] if shape and len(shape) == 4 else 1
             self._record(node, "conv", segs, out, bias=mod.bias is not None)
             return out
@@ -246,7 +182,7 @@ class ChannelTracer(LayoutOps):
 
     def _linear(self, node: fx.Node, mod: nn.Linear, segs: list[Seg]) -> list[Seg] | None:
         """A linear layer over the last dimension (the classifier, or a transformer's MLP)."""
-        shape = _shape(node)
+        shape = node_shape(node)
         if shape is None or len(shape) < 2:
             return self._opaque(node)
         last = len(shape) - 1
@@ -259,7 +195,7 @@ class ChannelTracer(LayoutOps):
 
     def _flatten(self, node: fx.Node, segs: list[Seg]) -> list[Seg] | None:
         src = node.args[0]
-        in_shape, out_shape = _shape(src), _shape(node)
+        in_shape, out_shape = node_shape(src), node_shape(node)
         if in_shape is None or out_shape is None or len(out_shape) != 2:
             return self._opaque(node)
         if out_shape[0] != in_shape[0] or out_shape[1] != math.prod(in_shape[1:]):
@@ -278,7 +214,13 @@ class ChannelTracer(LayoutOps):
             return self._opaque(node)
         if target in PERMUTES:
             return self._permute(node)
+        if target is operator.getitem and self._in(node) is not None:
+            return self._index(node)
+        if node.op == "call_method" and target == "expand":
+            return self._expand_param(node)
         if target in FLATTENS and self._in(node) is not None and self._cd(node.args[0]) == 1:
+            if target in ("view", "reshape") and len(node_shape(node)) >= 3:
+                return self._merge_view(node)
             if target in ("view", "reshape") and not self._flat_view(node):
                 return self._opaque(node)
             return self._flatten(node, self._in(node))
@@ -298,7 +240,7 @@ class ChannelTracer(LayoutOps):
         return len(dims) == 2 and dims[1] == -1
 
     def _spatial_mean(self, node: fx.Node) -> bool:
-        in_shape, out_shape = _shape(node.args[0]), _shape(node)
+        in_shape, out_shape = node_shape(node.args[0]), node_shape(node)
         return bool(in_shape and out_shape and len(in_shape) == 4 and out_shape[:2] == in_shape[:2]
                     and self._cd(node.args[0]) == 1)
 
@@ -306,12 +248,12 @@ class ChannelTracer(LayoutOps):
         tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         parts = [self.st.segs.get(t.name) if isinstance(t, fx.Node) else None for t in tensors]
-        ndim = len(_shape(node))
+        ndim = len(node_shape(node))
         if not isinstance(dim, int) or any(p is None for p in parts) or ndim < 2:
             return self._opaque(node)
         dim = dim % ndim
         cds = {self._cd(t) for t in tensors}
-        if len(cds) != 1 or any(len(_shape(t)) != ndim for t in tensors):
+        if len(cds) != 1 or any(len(node_shape(t)) != ndim for t in tensors):
             return self._opaque(node)
         self.st.cdim[node.name] = cd = cds.pop()
         if cd != dim:  # joined along another axis (tokens): every part has the same channels
@@ -323,7 +265,7 @@ class ChannelTracer(LayoutOps):
 
     def _record(self, node: fx.Node, kind: str, inputs: list[Seg], outputs: list[Seg],
                 **flags: Any) -> None:
-        shape = _shape(node)
+        shape = node_shape(node)
         cd = self.st.cdim.get(node.name, self._cd(node.args[0]))
         spatial = math.prod(shape[1:]) // shape[cd] if shape and len(shape) > 1 else 1
         kernel = 1
@@ -331,7 +273,7 @@ class ChannelTracer(LayoutOps):
         if kind == "conv":
             kernel = math.prod(mod.kernel_size)
         elif kind == "adaptive_avgpool":  # thop: the true area ratio, not a whole kernel
-            in_shape = _shape(node.args[0])
+            in_shape = node_shape(node.args[0])
             kernel = 1.0
             for i, o in zip(in_shape[2:], shape[2:], strict=True):
                 kernel *= i / o
