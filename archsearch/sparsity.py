@@ -28,6 +28,7 @@ from torch import nn
 from archsearch.budget import Budget, BudgetError
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
+from archsearch.genome import MAX_BYTES, Genome
 from archsearch.io import atomic_write_json
 
 FORMAT = "archsearch.sparsity"
@@ -84,17 +85,7 @@ class SparsityGenome:
 
     @classmethod
     def load(cls, path: str | Path) -> SparsityGenome:
-        path = Path(path)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArchsearchError(f"sparsity genome file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchsearchError(f"cannot read sparsity genome file {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
-                                  f"column {exc.colno})") from None
-        return cls.from_dict(doc, source=str(path))
+        return cls.from_dict(read_doc(path, "sparsity genome"), source=str(path))
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_dict())
@@ -261,11 +252,10 @@ def density_curve(genome: SparsityGenome) -> tuple[list[float], list[float]]:
     return [i / (len(values) - 1) for i in range(len(values))], values
 
 
-def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: Budget,
-                   layers: Sequence[str]) -> dict[str, float]:
-    """The paper's guided sparsification: the guides' per-layer densities, averaged by
-    relative depth (so a guide from another space transfers), set on `layers` of this space
-    and scaled by one multiplier (bisection) so the genome costs the budget."""
+def guide_shape(guides: Sequence[SparsityGenome], layers: Sequence[str]) -> dict[str, float]:
+    """The guides' density curves averaged by relative depth and read at `layers` (in network
+    order): the per-layer pattern of guided sparsification, before any scaling. A guide from
+    another space transfers (its curve is interpolated at this space's depths)."""
     import numpy as np
 
     if not guides:
@@ -277,13 +267,24 @@ def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: 
         xs, ys = density_curve(guide)
         curves.append(np.interp(depth, xs, ys) if len(xs) > 1 else np.full(len(names), ys[0]))
     shape = np.mean(np.asarray(curves), axis=0)
+    return {n: float(s) for n, s in zip(names, shape, strict=True)}
+
+
+def fit_density(bound: BoundSpace, shape: Mapping[str, float],
+                budget: Budget) -> dict[str, float]:
+    """Densities proportional to `shape` (layer -> relative density > 0), scaled by one
+    multiplier (bisection) so the genome costs the budget; a layer saturates at 1. Layers
+    not in `shape` keep all their weights. Raises BudgetError when even one weight per
+    shaped layer costs more than the budget."""
+    if not shape or min(shape.values()) <= 0:
+        raise ArchsearchError("a density shape needs a positive value for every layer")
     target = budget.target(bound.base_cost)
     metric = "macs" if budget.metric == "macs" else "params"
 
     def at(m: float) -> dict[str, float]:
-        return {n: float(min(1.0, max(m * s, 1e-9))) for n, s in zip(names, shape, strict=True)}
+        return {n: float(min(1.0, max(m * s, 1e-9))) for n, s in shape.items()}
 
-    lo, hi = 0.0, 1.0 / float(shape.min())
+    lo, hi = 0.0, 1.0 / min(shape.values())
     check_reachable(bound, budget, target - sparse_cost(bound, at(lo))[metric])
     if sparse_cost(bound, at(hi))[metric] <= target:
         return at(hi)
@@ -291,3 +292,46 @@ def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if sparse_cost(bound, at(mid))[metric] <= target else (lo, mid)
     return at(lo)
+
+
+def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: Budget,
+                   layers: Sequence[str]) -> dict[str, float]:
+    """The paper's guided sparsification: the guides' per-layer densities, averaged by
+    relative depth (so a guide from another space transfers), set on `layers` of this space
+    and scaled by one multiplier (bisection) so the genome costs the budget."""
+    return fit_density(bound, guide_shape(guides, layers), budget)
+
+
+# -- either kind of genome -----------------------------------------------------------------
+
+def any_genome_from_dict(doc: Any, source: str = "genome") -> Genome | SparsityGenome:
+    """A width genome or a sparsity genome, by the document's `format`."""
+    if isinstance(doc, Mapping) and doc.get("format") == FORMAT:
+        return SparsityGenome.from_dict(doc, source)
+    return Genome.from_dict(doc, source)
+
+
+def load_any_genome(path: str | Path) -> Genome | SparsityGenome:
+    """A width or sparsity genome file, by its `format`."""
+    return any_genome_from_dict(read_doc(path, "genome"), source=str(path))
+
+
+def read_doc(path: str | Path, what: str) -> Any:
+    """The JSON document of a genome file (a bounded read); ArchsearchError in one line."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:  # /dev/zero is not a genome
+            raw = fh.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ArchsearchError(f"{path}: larger than {MAX_BYTES >> 20} MiB, which no {what} "
+                                  "is")
+        return json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise ArchsearchError(f"{what} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchsearchError(f"cannot read {what} file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
+                              f"column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # 4300-digit integers, deep nesting
+        raise ArchsearchError(f"{path}: unreadable JSON ({type(exc).__name__})") from None
