@@ -105,8 +105,8 @@ class SparseLayout:
 
 
 def layout(bound: BoundSpace) -> SparseLayout:
-    """The space's prunable weights (cached per space file and dataset)."""
-    key = (bound.space.path or bound.space.name, bound.info.name)
+    """The space's prunable weights (cached per space file, dataset and input shape)."""
+    key = (bound.space.path or bound.space.name, bound.info.name, bound.info.input_shape)
     if key not in _LAYOUTS:
         _LAYOUTS[key] = _layout(bound)
     return _LAYOUTS[key]
@@ -125,6 +125,17 @@ def _layout(bound: BoundSpace) -> SparseLayout:
         numel[call.module] = model.get_submodule(call.module).weight.numel()
         macs[call.module] = macs.get(call.module, 0.0) + float(call.spatial)
     return SparseLayout(numel, macs)
+
+
+def density_rows(bound: BoundSpace, genome: SparsityGenome) -> list[dict[str, Any]]:
+    """One row per conv/linear layer in network order: weights, kept weights, density, and
+    the layer's MACs in the base and with only its kept weights."""
+    lay = layout(bound)
+    kept = lay.kept(genome.density)
+    return [{"layer": m, "weights": n, "kept": kept[m], "density": kept[m] / n,
+             "base_macs": int(round(lay.macs_per_weight[m] * n)),
+             "macs": int(round(lay.macs_per_weight[m] * kept[m]))}
+            for m, n in lay.numel.items()]
 
 
 def validate(bound: BoundSpace, genome: SparsityGenome) -> None:

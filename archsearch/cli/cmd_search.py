@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder with the dataset files")
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
                    help="pruner-found genomes to search around (any space or dataset)")
+    p.add_argument("--genome-kind", default="width", help="width (default): channel widths; "
+                   "sparsity: the fraction of weights kept per conv layer (guides: sparsity "
+                   "genomes, e.g. from discover --method magnitude; every trial trained from "
+                   "scratch with a random mask, no screen)")
     d = _defaults()
     p.add_argument("--evaluator", default=d.evaluator, help="the screen's evaluator: supernet "
                    "(default), adaptive-bn, or proxy (no screen: every trial proxy-trained)")
@@ -127,8 +131,9 @@ def make_config(args: argparse.Namespace) -> Any:
     from archsearch.search import SearchConfig
 
     bound = bind(args.space, args.dataset)
-    out = args.out or str(Path("runs") / f"search-{bound.space.name}-{_slug(args.budget)}"
-                                          f"-s{args.seed}")
+    kind = "" if args.genome_kind == "width" else f"{_slug(args.genome_kind)}-"
+    out = args.out or str(Path("runs") / f"search-{kind}{bound.space.name}-"
+                                          f"{_slug(args.budget)}-s{args.seed}")
     objectives = tuple(o.strip().lower() for o in args.objectives.split(",") if o.strip())
     return SearchConfig(
         budget=args.budget, out=out, space=args.space, dataset=bound.info.name,
@@ -140,13 +145,14 @@ def make_config(args: argparse.Namespace) -> Any:
         calib_images=args.calib_images, screen_val=args.screen_val,
         batch_size=args.batch_size, storage=args.storage, study=args.study,
         workers=args.workers, granularity=args.granularity, early_stop=args.early_stop,
-        objectives=objectives, budget_low=args.budget_low, seed=args.seed)
+        objectives=objectives, budget_low=args.budget_low, seed=args.seed,
+        genome_kind=args.genome_kind)
 
 
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from archsearch.search import Search, check_inputs, evaluators_for, open_run, write_results
+    from archsearch.search import check_inputs, evaluators_for, open_run, open_search, write_results
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = make_config(args)
@@ -160,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         evaluator = None  # the workers load their own copy of the data
     # the first worker of a fresh study seeds its sampler with --seed, later joiners with
     # their pid (so that hand-started workers do not propose the same candidates)
-    search = Search(config, evaluator, worker_index=None)
+    search = open_search(config, evaluator, worker_index=None)
     live = None if args.json or not console.is_terminal else Live(
         console=console, auto_refresh=False, transient=False)
     monitor = _Monitor(search, live)
@@ -275,12 +281,12 @@ def _worker_main(config: Any, index: int) -> None:
     """A worker process: dies with its parent, trains with its share of the CPU threads."""
     _die_with_parent()
     from archsearch.errors import ArchsearchError
-    from archsearch.search import Search, evaluators_for
+    from archsearch.search import evaluators_for, open_search
 
     logging.basicConfig(level=logging.WARNING)
     _set_threads(config.workers)
     try:
-        Search(config, evaluators_for(config), worker_index=index).work()
+        open_search(config, evaluators_for(config), worker_index=index).work()
     except ArchsearchError as exc:
         print(f"archsearch: error: worker {index}: {exc}", file=sys.stderr)
         sys.exit(2)

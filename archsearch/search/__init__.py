@@ -48,6 +48,13 @@ from archsearch.search._space import (
     map_stages,
     stage_ratios,
 )
+from archsearch.search._sparsity import (
+    GENOME_KINDS,
+    SparseParameterisation,
+    SparseProxyEvaluator,
+    SparseSearch,
+    open_search,
+)
 from archsearch.search._storage import open_storage, tally
 from archsearch.search._supernet import (
     Supernet,
@@ -61,6 +68,7 @@ __all__ = [
     "EARLY_STOPS",
     "EVALUATORS",
     "FIDELITIES",
+    "GENOME_KINDS",
     "GRANULARITIES",
     "AdaptiveBNEvaluator",
     "Diverged",
@@ -73,6 +81,9 @@ __all__ = [
     "SearchConfig",
     "Scoring",
     "SearchRun",
+    "SparseParameterisation",
+    "SparseProxyEvaluator",
+    "SparseSearch",
     "Supernet",
     "SupernetEvaluator",
     "SupernetSchedule",
@@ -93,6 +104,7 @@ __all__ = [
     "make_trial_pruner",
     "map_stages",
     "open_run",
+    "open_search",
     "open_storage",
     "recalibrate_bn",
     "stage_ratios",
