@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import Trial
+from torch import nn
 
 from archsearch.budget import Budget, parse_budget
 from archsearch.build import BoundSpace, bind
@@ -115,6 +116,11 @@ class SparseProxyEvaluator(ProxyEvaluator):
 
     def __call__(self, genome: SparsityGenome,  # type: ignore[override]
                  report: Callable[[int, float], None] | None) -> float:
+        return self.fit(genome, report)[0]
+
+    def fit(self, genome: SparsityGenome, report: Callable[[int, float], None] | None = None
+            ) -> tuple[float, nn.Module]:
+        """(validation accuracy, the trained masked model)."""
         from archsearch.train import seed_everything, train
 
         seed_everything(self.schedule.seed)
@@ -130,9 +136,9 @@ class SparseProxyEvaluator(ProxyEvaluator):
         result = train(model, self.splits, self.train_config(), epochs=self.schedule.epochs,
                        regularizer=keeper.regularize, on_epoch=on_epoch,
                        progress=self.progress)
-        if result.val_acc is not None:
-            return float(result.val_acc)
-        return float(result.history[-1]["eval_acc"])
+        score = result.val_acc if result.val_acc is not None else \
+            result.history[-1]["eval_acc"]
+        return float(score), result.model
 
 
 def check_sparse_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, SparsityGenome,
