@@ -11,6 +11,7 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, filter_l1, top_channels
+from archsearch.pruners._lasso import LassoPruner
 from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
 from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
@@ -23,7 +24,8 @@ from archsearch.pruners._thinet import ThiNetPruner
 
 PRUNERS: dict[str, type[Pruner]] = {
     cls.name: cls for cls in (SlimmingPruner, SSSPruner, TaylorPruner, PFAPruner,
-                               UniformPruner, L1NormPruner, ThiNetPruner, SFPPruner)
+                               UniformPruner, L1NormPruner, ThiNetPruner, LassoPruner,
+                               SFPPruner)
 }
 
 
@@ -52,6 +54,7 @@ __all__ = [
     "BlockGate",
     "GuidedSparsityPruner",
     "L1NormPruner",
+    "LassoPruner",
     "MagnitudePruner",
     "PFAPruner",
     "Pruner",
