@@ -91,3 +91,32 @@ def test_lasso_rescaling_reconstructs_the_base_output() -> None:
     scale = float(want.abs().max())
     assert float((got - want).abs().max()) < 1e-3 * scale
     assert float((plain - want).abs().max()) > 1e-2 * scale
+
+
+def test_rethink_finetunes_from_the_rescaled_lasso_model(tmp_path, monkeypatch) -> None:
+    from archsearch.discover import RethinkConfig, plan
+    from archsearch.rethink import LEGS, Rethink
+    from tests.test_rethink import TINY
+
+    space = tmp_path / "tiny.toml"
+    space.write_text(TINY)
+    the_plan = plan(RethinkConfig("lasso", "50%FLOPs", space=str(space), out=str(tmp_path / "r"),
+                                  epochs=1, subset=96, seeds=1, test_subset=64, batch_size=32))
+    pruner, seen = the_plan.pruner, []
+    real = pruner.pruned
+
+    def spy(model, genome):
+        start = real(model, genome)
+        seen.append((model, genome, {k: v.clone() for k, v in start.state_dict().items()}))
+        return start
+
+    monkeypatch.setattr(pruner, "pruned", spy)
+    doc = Rethink(the_plan, progress=False).run()
+    assert [r["leg"] for r in doc["rows"]] == list(LEGS)
+    ((model, genome, start),) = seen  # the fine-tune leg started from lasso's model, once
+    assert pruner.stats(model).recorded()
+    plain = the_plan.bound.build(genome, pruner.keep(model, genome),
+                                 pruner.restore(model).cpu()).state_dict()
+    changed = {k for k, v in start.items() if not torch.equal(v, plain[k])}
+    readers = {f"{m}.weight" for group in genome.widths for m, _ in pruner._readers[group]}
+    assert changed and changed <= readers  # only the layers reading a pruned group rescaled

@@ -49,7 +49,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="exit 2 (and write no genome) when the pruner's scores did not "
                         "separate at the budget")
     p.add_argument("--stage-ratios", metavar="R1,R2,...",
-                   help="l1norm, thinet, sfp: relative keep ratio per stage (e.g. "
+                   help="l1norm, thinet, lasso, sfp: relative keep ratio per stage (e.g. "
                         "0.5,0.75,1), scaled together onto the budget (default: uniform)")
     p.add_argument("--scope", choices=("global", "layer"),
                    help="magnitude: one threshold over all layers (global, the default) or "
