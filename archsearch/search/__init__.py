@@ -48,13 +48,8 @@ from archsearch.search._space import (
     map_stages,
     stage_ratios,
 )
-from archsearch.search._sparsity import (
-    GENOME_KINDS,
-    SparseParameterisation,
-    SparseProxyEvaluator,
-    SparseSearch,
-    open_search,
-)
+from archsearch.search._sparse_search import SparseSearch, open_search
+from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
 from archsearch.search._storage import open_storage, tally
 from archsearch.search._supernet import (
     Supernet,

@@ -32,6 +32,7 @@ from archsearch.search._evaluate import ProxySchedule
 from archsearch.search._evaluators import Scoring, check_evaluator
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._space import Parameterisation, group_ratios
+from archsearch.search._sparsity import check_genome_kind, check_sparse_inputs
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         self.objectives = tuple(self.objectives)
-        from archsearch.search._sparsity import check_genome_kind
-
         check_genome_kind(self)  # and what a sparsity search cannot do
         if self.trials < 1:
             raise ArchsearchError(f"--trials must be >= 1, but got {self.trials}")
@@ -357,8 +356,6 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
     uniform genome, guides, low end of the budget range or None); for a sparsity search
     `search._sparsity.check_sparse_inputs`."""
     if config.genome_kind == "sparsity":
-        from archsearch.search._sparsity import check_sparse_inputs
-
         return check_sparse_inputs(config)  # type: ignore[return-value]
     bound = bind(config.space, config.dataset)
     budget = parse_budget(config.budget)

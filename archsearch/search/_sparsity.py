@@ -20,9 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from optuna.trial import Trial
 from torch import nn
 
@@ -31,7 +30,6 @@ from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError
 from archsearch.search import _storage as st
 from archsearch.search._evaluate import ProxyEvaluator
-from archsearch.search._search import Evaluator, Search, SearchConfig
 from archsearch.sparsity import (
     MaskedTraining,
     SparsityGenome,
@@ -41,6 +39,9 @@ from archsearch.sparsity import (
     make_genome,
     random_masks,
 )
+
+if TYPE_CHECKING:
+    from archsearch.search._search import SearchConfig
 
 GENOME_KINDS = ("width", "sparsity")
 LOG_RANGE = 3.0  # a layer's ln density lies within ±3 of the geometric mean of the layers
@@ -155,44 +156,3 @@ def check_sparse_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Spars
     guides = [load_guide(p) for p in config.guides]
     st.check_storage_url(config.storage)
     return bound, budget, uniform, guides, None
-
-
-class SparseSearch(Search):
-    """A search over sparsity genomes (see the module docstring)."""
-
-    def _parameterisation(self) -> SparseParameterisation:  # type: ignore[override]
-        return SparseParameterisation(self.bound, self.budget, tuple(conv_layers(self.bound)))
-
-    def _enqueue_guides(self, study: optuna.Study) -> None:
-        """The guides' averaged pattern first (the paper's guided sparsification), then the
-        uniform density (the baseline), as far as the first stage's trials allow."""
-        first = self.stages[0][1]
-        queue = []
-        if self.guides:
-            shape = guide_shape(self.guides, self.param.layers)
-            queue.append((shape, {"guide": ",".join(self.config.guides)}))
-        if not queue or first > 1:
-            queue.append((self.uniform.density, {"baseline": "uniform"}))
-        for shape, label in queue[:first]:
-            study.enqueue_trial(self.param.guide_params(shape),
-                                user_attrs={**label, "guide_shape": dict(shape)})
-
-    def genome_for(self, trial: Trial) -> SparsityGenome:  # type: ignore[override]
-        """The trial's sparsity genome: sampled shape (or an enqueued one) on the budget."""
-        genome = self.param.suggest(trial)
-        shape = trial.user_attrs.get("guide_shape")
-        if shape is not None:
-            label = {k: trial.user_attrs[k] for k in ("guide", "baseline")
-                     if k in trial.user_attrs}
-            genome = self.param.project(shape, None, label)
-        genome.provenance.update({"trial": trial.number, "study": self.config.study_name,
-                                  "source_run": str(self.run_dir)})
-        return genome
-
-
-
-def open_search(config: SearchConfig, evaluator: Evaluator | Mapping[str, Evaluator] | None,
-                worker_index: int | None = None) -> Search:
-    """One worker's Search for the config's genome kind (width or sparsity)."""
-    kind = SparseSearch if config.genome_kind == "sparsity" else Search
-    return kind(config, evaluator, worker_index)
