@@ -217,12 +217,14 @@ def test_show_displays_a_sparsity_genome(tmp_path, capsys):
 @pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST files not installed "
                     "(apt-get install dataset-fashion-mnist)")
 def test_real_sparsity_search_on_fashion_mnist_runs_resumes_and_exports(tmp_path):
+    """Two worker processes, real masked proxy training; rerun (resume), export, show,
+    report."""
     guide = _profile("vgg11", 0.6, 0.1).save(tmp_path / "guide.json")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "archsearch", "search", "--genome-kind", "sparsity",
            "--space", "vgg11", "--budget", "10%params", "--guide", str(guide),
            "--trials", "2", "--final", "0", "--proxy-epochs", "1", "--proxy-subset", "128",
-           "--proxy-val", "128", "--out", str(out), "--json"]
+           "--proxy-val", "128", "--workers", "2", "--out", str(out), "--json"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads(done.stdout)
