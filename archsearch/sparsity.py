@@ -344,5 +344,7 @@ def read_doc(path: str | Path, what: str) -> Any:
     except json.JSONDecodeError as exc:
         raise ArchsearchError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
                               f"column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # 4300-digit integers, deep nesting
-        raise ArchsearchError(f"{path}: unreadable JSON ({type(exc).__name__})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ArchsearchError(f"{path}: unreadable JSON ({exc})") from None
+    except RecursionError:
+        raise ArchsearchError(f"{path}: JSON nested too deeply to be a {what}") from None
