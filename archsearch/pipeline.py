@@ -315,8 +315,7 @@ def inherit(bound: BoundSpace, genome: Genome, checkpoint: str | Path) -> nn.Mod
     the channels chosen by the method the checkpoint records."""
     pruner = get_pruner(recorded_method(checkpoint, bound), bound)
     prepared = load_base(checkpoint, pruner)
-    keep = pruner.keep(prepared, genome)
-    return bound.build(genome, keep=keep, base=pruner.restore(prepared))
+    return pruner.pruned(prepared, genome)  # lasso also rescales the kept channels
 
 
 def plain(obj: Any) -> Any:

@@ -111,8 +111,7 @@ class Rethink:
         target = self.uniform if leg.name == "uniform" else genome
         if leg.name == "finetune":
             assert base is not None
-            keep = plan.pruner.keep(base, genome)
-            model = bound.build(genome, keep, plan.pruner.restore(base).cpu())
+            model = plan.pruner.pruned(base, genome)
             cfg = train_config(plan, schedule, leg.seed, plan.config.finetune_epochs)
         else:
             seed_everything(leg.seed)

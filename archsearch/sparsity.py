@@ -27,7 +27,7 @@ from torch import nn
 from archsearch.budget import Budget, BudgetError
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
-from archsearch.genome import check_header, read_json
+from archsearch.genome import Genome, check_header, read_json
 from archsearch.io import atomic_write_json
 
 FORMAT = "archsearch.sparsity"
@@ -88,8 +88,8 @@ class SparseLayout:
 
 
 def layout(bound: BoundSpace) -> SparseLayout:
-    """The space's prunable weights (cached per space file and dataset)."""
-    key = (bound.space.path or bound.space.name, bound.info.name)
+    """The space's prunable weights (cached per space file, dataset and input shape)."""
+    key = (bound.space.path or bound.space.name, bound.info.name, bound.info.input_shape)
     if key not in _LAYOUTS:
         _LAYOUTS[key] = _layout(bound)
     return _LAYOUTS[key]
@@ -108,6 +108,17 @@ def _layout(bound: BoundSpace) -> SparseLayout:
         numel[call.module] = model.get_submodule(call.module).weight.numel()
         macs[call.module] = macs.get(call.module, 0.0) + float(call.spatial)
     return SparseLayout(numel, macs)
+
+
+def density_rows(bound: BoundSpace, genome: SparsityGenome) -> list[dict[str, Any]]:
+    """One row per conv/linear layer in network order: weights, kept weights, density, and
+    the layer's MACs in the base and with only its kept weights."""
+    lay = layout(bound)
+    kept = lay.kept(genome.density)
+    return [{"layer": m, "weights": n, "kept": kept[m], "density": kept[m] / n,
+             "base_macs": int(round(lay.macs_per_weight[m] * n)),
+             "macs": int(round(lay.macs_per_weight[m] * kept[m]))}
+            for m, n in lay.numel.items()]
 
 
 def validate(bound: BoundSpace, genome: SparsityGenome) -> None:
@@ -235,11 +246,10 @@ def density_curve(genome: SparsityGenome) -> tuple[list[float], list[float]]:
     return [i / (len(values) - 1) for i in range(len(values))], values
 
 
-def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: Budget,
-                   layers: Sequence[str]) -> dict[str, float]:
-    """The paper's guided sparsification: the guides' per-layer densities, averaged by
-    relative depth (so a guide from another space transfers), set on `layers` of this space
-    and scaled by one multiplier (bisection) so the genome costs the budget."""
+def guide_shape(guides: Sequence[SparsityGenome], layers: Sequence[str]) -> dict[str, float]:
+    """The guides' density curves averaged by relative depth and read at `layers` (in network
+    order): the per-layer pattern of guided sparsification, before any scaling. A guide from
+    another space transfers (its curve is interpolated at this space's depths)."""
     import numpy as np
 
     if not guides:
@@ -251,13 +261,24 @@ def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: 
         xs, ys = density_curve(guide)
         curves.append(np.interp(depth, xs, ys) if len(xs) > 1 else np.full(len(names), ys[0]))
     shape = np.mean(np.asarray(curves), axis=0)
+    return {n: float(s) for n, s in zip(names, shape, strict=True)}
+
+
+def fit_density(bound: BoundSpace, shape: Mapping[str, float],
+                budget: Budget) -> dict[str, float]:
+    """Densities proportional to `shape` (layer -> relative density > 0), scaled by one
+    multiplier (bisection) so the genome costs the budget; a layer saturates at 1. Layers
+    not in `shape` keep all their weights. Raises BudgetError when even one weight per
+    shaped layer costs more than the budget."""
+    if not shape or min(shape.values()) <= 0:
+        raise ArchsearchError("a density shape needs a positive value for every layer")
     target = budget.target(bound.base_cost)
     metric = "macs" if budget.metric == "macs" else "params"
 
     def at(m: float) -> dict[str, float]:
-        return {n: float(min(1.0, max(m * s, 1e-9))) for n, s in zip(names, shape, strict=True)}
+        return {n: float(min(1.0, max(m * s, 1e-9))) for n, s in shape.items()}
 
-    lo, hi = 0.0, 1.0 / float(shape.min())
+    lo, hi = 0.0, 1.0 / min(shape.values())
     check_reachable(bound, budget, target - sparse_cost(bound, at(lo))[metric])
     if sparse_cost(bound, at(hi))[metric] <= target:
         return at(hi)
@@ -265,3 +286,25 @@ def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if sparse_cost(bound, at(mid))[metric] <= target else (lo, mid)
     return at(lo)
+
+
+def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: Budget,
+                   layers: Sequence[str]) -> dict[str, float]:
+    """The paper's guided sparsification: the guides' per-layer densities, averaged by
+    relative depth (so a guide from another space transfers), set on `layers` of this space
+    and scaled by one multiplier (bisection) so the genome costs the budget."""
+    return fit_density(bound, guide_shape(guides, layers), budget)
+
+
+# -- either kind of genome -----------------------------------------------------------------
+
+def any_genome_from_dict(doc: Any, source: str = "genome") -> Genome | SparsityGenome:
+    """A width genome or a sparsity genome, by the document's `format`."""
+    if isinstance(doc, Mapping) and doc.get("format") == FORMAT:
+        return SparsityGenome.from_dict(doc, source)
+    return Genome.from_dict(doc, source)
+
+
+def load_any_genome(path: str | Path) -> Genome | SparsityGenome:
+    """A width or sparsity genome file, by its `format`."""
+    return any_genome_from_dict(read_json(path, "genome"), source=str(path))

@@ -25,6 +25,7 @@ from archsearch.sparsity import (
     MaskedTraining,
     SparsityGenome,
     density_of,
+    density_rows,
     layout,
     make_genome,
     random_masks,
@@ -61,19 +62,11 @@ def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | Non
               "budget": str(plan.budget), "config": plain(asdict(plan.config)),
               "cost": genome.cost, "base_cost": {"macs": plan.bound.base_cost.macs,
                                                  "params": plan.bound.base_cost.params},
-              "layers": density_rows(plan, genome),
+              "layers": density_rows(plan.bound, genome),
               "files": files,
               "train": train_info, "wall_s": time.perf_counter() - start}
     atomic_write_json(run / "result.json", result)
     return result
-
-
-def density_rows(plan: Plan, genome: SparsityGenome) -> list[dict[str, Any]]:
-    """One row per conv/linear layer: weights, kept weights, density."""
-    lay = layout(plan.bound)
-    kept = lay.kept(genome.density)
-    return [{"layer": m, "weights": n, "kept": kept[m], "density": kept[m] / n}
-            for m, n in lay.numel.items()]
 
 
 class SparseRethink(Rethink):

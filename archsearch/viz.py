@@ -65,3 +65,29 @@ def plot_widths(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
     fig.savefig(buf, format="png")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_densities(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Bars of the fraction of weights kept per conv/linear layer (`sparsity.density_rows`)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(rows) + 2), 3.6), dpi=120)
+    xs = range(len(rows))
+    ax.bar(xs, [1.0] * len(rows), color="#d0d7e2", label="base")
+    ax.bar(xs, [r["density"] for r in rows], color="#2f6db5", width=0.6, label="kept")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r["layer"] for r in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("fraction of weights kept")
+    ax.set_ylim(0, 1.25)
+    ax.set_title(title or "density per layer")
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

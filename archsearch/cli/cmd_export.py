@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from archsearch.errors import ArchsearchError
-    from archsearch.genome import Genome
     from archsearch.search import export_genomes, open_run
+    from archsearch.sparsity import load_any_genome
 
     if args.top < 1:
         raise ArchsearchError(f"--top must be >= 1, but got {args.top}")
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.out, "--out")
     search = open_run(args.run)
     paths = export_genomes(search, args.top, Path(args.out) if args.out else None)
-    genomes = [Genome.load(p) for p in paths]
+    genomes = [load_any_genome(p) for p in paths]  # width or sparsity
     if args.json:
         print_json({"run": str(search.run_dir), "genomes": [
             {"path": str(p), "trial": g.provenance["trial"],

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 FIELD_HELP = {
     "space": "search space",
+    "genome_kind": "width: channel widths; sparsity: the fraction of weights kept per conv "
+                   "layer (guides: sparsity genomes, e.g. from discover --method magnitude; "
+                   "every trial trained from scratch with a random mask, no screen)",
     "evaluator": "the screen's evaluator: supernet, adaptive-bn, or proxy (no screen: every "
                  "trial proxy-trained)",
     "screen": "candidates screened by the cheap evaluator",
@@ -107,7 +110,7 @@ def make_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from archsearch.search import Search, check_inputs, evaluators_for, open_run, write_results
+    from archsearch.search import check_inputs, evaluators_for, open_run, open_search, write_results
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = make_config(args)
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         evaluator = None  # the workers load their own copy of the data
     # the first worker of a fresh study seeds its sampler with --seed, later joiners with
     # their pid (so that hand-started workers do not propose the same candidates)
-    search = Search(config, evaluator, worker_index=None)
+    search = open_search(config, evaluator, worker_index=None)
     live = None if args.json or not console.is_terminal else Live(
         console=console, auto_refresh=False, transient=False)
     monitor = _Monitor(search, live)
@@ -236,12 +239,12 @@ def _worker_main(config: Any, index: int) -> None:
     """A worker process: dies with its parent, trains with its share of the CPU threads."""
     _die_with_parent()
     from archsearch.errors import ArchsearchError
-    from archsearch.search import Search, evaluators_for
+    from archsearch.search import evaluators_for, open_search
 
     logging.basicConfig(level=logging.WARNING)
     _set_threads(config.workers)
     try:
-        Search(config, evaluators_for(config), worker_index=index).work()
+        open_search(config, evaluators_for(config), worker_index=index).work()
     except ArchsearchError as exc:
         print(f"archsearch: error: worker {index}: {exc}", file=sys.stderr)
         sys.exit(2)

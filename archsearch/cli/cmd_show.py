@@ -1,20 +1,25 @@
-"""Show a space or a genome: widths per group, MACs, params.
+"""Show a space or a genome: widths per group (a sparsity genome: densities per layer), cost.
 
 Show a space (its full-width genome, or the uniform genome at --budget) or a genome file: a
-per-group table with MACs and params. FLOPs means multiply-accumulates (MACs).
+per-group table with MACs and params; for a sparsity genome, each layer's density and the
+non-zero params and MACs. FLOPs means multiply-accumulates (MACs).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from archsearch.budget import parse_budget
 from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_file
-from archsearch.cli._common import console, human, load_target, print_json
-from archsearch.viz import plot_widths, width_rows
+from archsearch.cli._common import console, human, load_target, looks_like_file, print_json
+from archsearch.viz import plot_densities, plot_widths, width_rows
+
+if TYPE_CHECKING:
+    from archsearch.sparsity import SparsityGenome
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_out_file(args.plot, "--plot")
+    if looks_like_file(args.target):
+        from archsearch.sparsity import SparsityGenome, load_any_genome
+
+        loaded = load_any_genome(args.target)
+        if isinstance(loaded, SparsityGenome):
+            return show_sparse(args, loaded)
     bound, genome = load_target(args.target, args.dataset, args.input_size)
     if args.budget is not None:
         budget = parse_budget(args.budget)
@@ -66,6 +77,44 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"MACs {human(genome.cost['macs'])} ({genome.cost['macs_ratio']:.1%} of "
                   f"{human(base.macs)})   params {human(genome.cost['params'])} "
                   f"({genome.cost['params_ratio']:.1%} of {human(base.params)})")
+    if args.plot:
+        console.print(f"plot: {args.plot}")
+    return 0
+
+
+def show_sparse(args: argparse.Namespace, genome: SparsityGenome) -> int:
+    """A sparsity genome: per conv/linear layer its weights, kept weights, density and MACs;
+    the non-zero params and MACs of the whole model."""
+    from archsearch.build import bind
+    from archsearch.errors import ArchsearchError
+    from archsearch.sparsity import density_rows, sparse_cost, validate
+
+    if args.budget is not None:
+        raise ArchsearchError("--budget applies to a space, not to a genome file")
+    bound = bind(genome.space, args.dataset or genome.dataset,
+                 input_size=args.input_size)
+    validate(bound, genome)
+    rows = density_rows(bound, genome)
+    cost, base = sparse_cost(bound, genome.density), bound.base_cost
+    if args.plot:
+        plot_densities(rows, args.plot, f"{bound.space.name} on {bound.info.name}: "
+                       f"{cost['params_ratio']:.1%} params kept")
+    if args.json:
+        print_json({"space": bound.space.name, "dataset": bound.info.name,
+                    "genome_kind": "sparsity", **cost, "base_macs": base.macs,
+                    "base_params": base.params, "layers": rows,
+                    "genome": genome.to_dict()})
+        return 0
+    table = Table(title=f"{bound.space.name} on {bound.info.name}: sparsity genome")
+    for col in ("layer", "weights", "kept", "density", "MACs"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for r in rows:
+        table.add_row(r["layer"], str(r["weights"]), str(r["kept"]), f"{r['density']:.1%}",
+                      human(r["macs"]))
+    console.print(table)
+    console.print(f"non-zero MACs {human(cost['macs'])} ({cost['macs_ratio']:.1%} of "
+                  f"{human(base.macs)})   non-zero params {human(cost['params'])} "
+                  f"({cost['params_ratio']:.1%} of {human(base.params)})")
     if args.plot:
         console.print(f"plot: {args.plot}")
     return 0

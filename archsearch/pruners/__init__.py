@@ -11,6 +11,7 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, top_channels
+from archsearch.pruners._lasso import LassoPruner
 from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
 from archsearch.pruners._options import Option, option_defaults
 from archsearch.pruners._pfa import PFAPruner
@@ -23,7 +24,8 @@ from archsearch.pruners._thinet import ThiNetPruner
 
 PRUNERS: dict[str, type[Pruner]] = {
     cls.name: cls for cls in (SlimmingPruner, SSSPruner, TaylorPruner, PFAPruner,
-                               UniformPruner, L1NormPruner, ThiNetPruner, SFPPruner)
+                               UniformPruner, L1NormPruner, ThiNetPruner, LassoPruner,
+                               SFPPruner)
 }
 
 
@@ -57,6 +59,7 @@ __all__ = [
     "SPARSIFIERS",
     "GuidedSparsityPruner",
     "L1NormPruner",
+    "LassoPruner",
     "MagnitudePruner",
     "Option",
     "PFAPruner",

@@ -65,6 +65,11 @@ class Pruner(abc.ABC):
         """The channel indices each prunable group keeps: the genome's width, by importance."""
         return top_channels(self.importance(model), genome, self.bound)
 
+    def pruned(self, model: nn.Module, genome: Genome) -> nn.Module:
+        """The genome's model inheriting `keep`'s channels from the trained `model` (where a
+        fine-tune starts); lasso also rescales them."""
+        return self.bound.build(genome, self.keep(model, genome), self.restore(model).cpu())
+
     def options(self) -> dict[str, object]:
         """The pruner's settings (recorded in the genome's provenance)."""
         return {}

@@ -49,6 +49,8 @@ from archsearch.search._space import (
     map_stages,
     stage_ratios,
 )
+from archsearch.search._sparse_search import SparseSearch, open_search
+from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
 from archsearch.search._storage import open_storage, tally
 from archsearch.search._supernet import (
     Supernet,
@@ -63,6 +65,7 @@ __all__ = [
     "EARLY_STOPS",
     "EVALUATORS",
     "FIDELITIES",
+    "GENOME_KINDS",
     "GRANULARITIES",
     "AdaptiveBNEvaluator",
     "Diverged",
@@ -75,6 +78,9 @@ __all__ = [
     "SearchConfig",
     "Scoring",
     "SearchRun",
+    "SparseParameterisation",
+    "SparseProxyEvaluator",
+    "SparseSearch",
     "Supernet",
     "SupernetEvaluator",
     "SupernetSchedule",
@@ -96,6 +102,7 @@ __all__ = [
     "make_trial_pruner",
     "map_stages",
     "open_run",
+    "open_search",
     "open_storage",
     "recalibrate_bn",
     "stage_ratios",

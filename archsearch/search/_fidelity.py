@@ -78,6 +78,8 @@ def ready(stages: Stages, trials: Sequence[FrozenTrial]) -> bool:
 
 
 def genome_key(doc: dict[str, Any]) -> str:
+    if "density" in doc:  # a sparsity genome
+        return json.dumps(sorted(doc["density"].items()))
     removed = sorted(b for b, kept in doc.get("blocks", {}).items() if not kept)
     return json.dumps([sorted(doc.get("widths", {}).items()), removed])
 
@@ -110,7 +112,10 @@ def promoted(trials: Sequence[FrozenTrial], fidelity: str, index: int) -> Frozen
 
 
 def promoted_genome(source: FrozenTrial) -> Genome:
-    return Genome.from_dict(source.user_attrs["genome"], source=f"trial {source.number}")
+    from archsearch.sparsity import any_genome_from_dict
+
+    return any_genome_from_dict(source.user_attrs["genome"],  # type: ignore[return-value]
+                                source=f"trial {source.number}")
 
 
 def lineage(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> dict[str, FrozenTrial]:
@@ -146,9 +151,12 @@ def evaluators_for(config: Any, splits: Any = None) -> dict[str, Any]:
     if splits is None:
         splits = load_data(config.dataset, root=config.data_root, val_fraction=VAL_FRACTION,
                            split_seed=0)
+    proxy = ProxyEvaluator
+    if config.genome_kind == "sparsity":  # a fresh base with a random mask per genome
+        from archsearch.search._sparsity import SparseProxyEvaluator as proxy  # noqa: N813
     out: dict[str, Any] = {
-        PROXY: ProxyEvaluator(config.dataset, config.schedule(), splits=splits),
-        FINAL: ProxyEvaluator(config.dataset, config.final_schedule(), splits=splits)}
+        PROXY: proxy(config.dataset, config.schedule(), splits=splits),
+        FINAL: proxy(config.dataset, config.final_schedule(), splits=splits)}
     if config.evaluator != "proxy":
         out[SCREEN] = LazyEvaluator(lambda: cheap_evaluator(config, splits), config.evaluator)
     return out

@@ -219,7 +219,7 @@ def write_plots(run: SearchRun, out: Path | None = None) -> list[Path]:
         paths.append(plot_cost(costs, out / "accuracy_vs_cost.png", f"{name}: accuracy vs cost"))
     best = best_trials(run, 1)
     genome = trial_genome(best[0]) if best else None
-    if genome is not None:
+    if isinstance(genome, Genome):  # widths to draw (a sparsity search has none)
         bound = bind(genome.space, genome.dataset)
         uniform = next((trial_genome(t) for t in run.trials() if trial_kind(t) == "uniform"
                         and t.user_attrs.get("genome")), None)

@@ -83,8 +83,11 @@ def _check_against_results(run: SearchRun) -> None:
 
 
 def trial_genome(trial: FrozenTrial) -> Genome | None:
+    """The trial's genome (a SparsityGenome in a sparsity search), None if it has none."""
+    from archsearch.sparsity import any_genome_from_dict
+
     doc = trial.user_attrs.get("genome")
-    return Genome.from_dict(doc, source=f"trial {trial.number}") if doc else None
+    return any_genome_from_dict(doc, source=f"trial {trial.number}") if doc else None  # type: ignore[return-value]
 
 
 def trial_kind(trial: FrozenTrial) -> str:

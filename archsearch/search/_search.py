@@ -32,6 +32,7 @@ from archsearch.search._evaluate import ProxySchedule
 from archsearch.search._evaluators import Scoring, check_evaluator
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._space import Parameterisation, group_ratios
+from archsearch.search._sparsity import check_genome_kind, check_sparse_inputs
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,11 @@ class SearchConfig:
     objectives: tuple[str, ...] = ("accuracy",)
     budget_low: str | None = None
     seed: int = 0
+    genome_kind: str = "width"  # or "sparsity": per-layer densities (search/_sparsity.py)
 
     def __post_init__(self) -> None:
         self.objectives = tuple(self.objectives)
+        check_genome_kind(self)  # and what a sparsity search cannot do
         if self.trials < 1:
             raise ArchsearchError(f"--trials must be >= 1, but got {self.trials}")
         for name in ("screen", "final"):
@@ -136,12 +139,15 @@ class SearchConfig:
 
     @property
     def study_name(self) -> str:
-        return self.study or f"search-{self.space}-{self.budget}"
+        kind = "" if self.genome_kind == "width" else f"{self.genome_kind}-"
+        return self.study or f"search-{kind}{self.space}-{self.budget}"
 
     def identity(self) -> dict[str, Any]:
         """What must match when a worker joins or resumes the study."""
         keys = ("budget", "space", "dataset", "granularity", "objectives", "budget_low", "trials",
                 "evaluator", "screen", "final")
+        if self.genome_kind != "width":  # width studies started before genome kinds match
+            keys += ("genome_kind",)
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k in keys}
 
@@ -172,7 +178,7 @@ class Search:
         self.run_dir = Path(config.out)
         # every input is checked before anything is written
         self.bound, self.budget, self.uniform, self.guides, self._low = check_inputs(config)
-        self.param = Parameterisation(self.bound, self.budget, config.granularity)
+        self.param = self._parameterisation()
         self._worker_index = worker_index
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.run_dir)
@@ -181,6 +187,9 @@ class Search:
         self.study = self._open_study()
 
     # -- set-up ----------------------------------------------------------------------------
+    def _parameterisation(self) -> Parameterisation:
+        return Parameterisation(self.bound, self.budget, self.config.granularity)
+
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -344,7 +353,10 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
                                                  Budget | None]:
     """Check a search's inputs without writing anything: space, dataset, budget (the uniform
     genome must fit), guides, budget range, storage URL. Returns (bound space, budget,
-    uniform genome, guides, low end of the budget range or None)."""
+    uniform genome, guides, low end of the budget range or None); for a sparsity search
+    `search._sparsity.check_sparse_inputs`."""
+    if config.genome_kind == "sparsity":
+        return check_sparse_inputs(config)  # type: ignore[return-value]
     bound = bind(config.space, config.dataset)
     budget = parse_budget(config.budget)
     Parameterisation(bound, budget, config.granularity)
