@@ -36,7 +36,7 @@ from archsearch.data import load_data
 from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.pruners import get_pruner
 from archsearch.search import ProxyEvaluator, Search, SearchConfig, best_trials, open_run
-from archsearch.search import trial_genome as _trial_genome
+from archsearch.search._results import trial_genome as _trial_genome
 from archsearch.train import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,24 +1,22 @@
-"""Architecture search with Optuna: parameterisation, guided sampling, workers, results."""
+"""Architecture search with Optuna: parameterisation, guided sampling, workers, results.
+
+The concepts: a `Search` (one Optuna study in a run folder, run by `SearchConfig`'s
+workers), its `Parameterisation` and `GuidedSampler`, the evaluators (`EVALUATORS`; the
+multi-fidelity plan's `FIDELITIES` and `evaluators_for`), and reading a run back
+(`open_run`, `best_trials`, `leaderboard`, `summary`, `export_genomes`, `write_results`,
+`write_plots`). Helpers (trial rows, storage tallies, plot data, stage ratios...) are
+imported from their private modules; the four imported `as` themselves below
+(check_inputs, fidelity_points, tally, trial_row) are re-exported only because
+archsearch/cli still imports them from here, and are not in `__all__`.
+"""
 
 from __future__ import annotations
 
-from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule, check_subset
-from archsearch.search._evaluators import (
-    EVALUATORS,
-    AdaptiveBNEvaluator,
-    Scoring,
-    load_base,
-    recalibrate_bn,
-)
-from archsearch.search._fidelity import FIDELITIES, evaluators_for, fidelity_of
-from archsearch.search._plots import (
-    cost_points,
-    fidelity_points,
-    history_points,
-    kendall_tau,
-    stage_rows,
-    write_plots,
-)
+from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
+from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator
+from archsearch.search._fidelity import FIDELITIES, evaluators_for
+from archsearch.search._plots import fidelity_points as fidelity_points
+from archsearch.search._plots import write_plots
 from archsearch.search._results import (
     SearchRun,
     best_trials,
@@ -26,44 +24,20 @@ from archsearch.search._results import (
     leaderboard,
     open_run,
     summary,
-    trial_genome,
-    trial_row,
     write_results,
 )
+from archsearch.search._results import trial_row as trial_row
 from archsearch.search._sampler import GuidedSampler
-from archsearch.search._search import (
-    EARLY_STOPS,
-    Diverged,
-    Evaluator,
-    Search,
-    SearchConfig,
-    check_inputs,
-    load_guide,
-    make_trial_pruner,
-)
-from archsearch.search._space import (
-    GRANULARITIES,
-    Parameterisation,
-    group_ratios,
-    map_stages,
-    stage_ratios,
-)
-from archsearch.search._storage import open_storage, tally
-from archsearch.search._supernet import (
-    Supernet,
-    SupernetEvaluator,
-    SupernetSchedule,
-    supernet_for,
-    train_supernet,
-)
+from archsearch.search._search import Evaluator, Search, SearchConfig
+from archsearch.search._search import check_inputs as check_inputs
+from archsearch.search._space import Parameterisation
+from archsearch.search._storage import tally as tally
+from archsearch.search._supernet import SupernetEvaluator, SupernetSchedule
 
 __all__ = [
-    "EARLY_STOPS",
     "EVALUATORS",
     "FIDELITIES",
-    "GRANULARITIES",
     "AdaptiveBNEvaluator",
-    "Diverged",
     "Evaluator",
     "GuidedSampler",
     "Parameterisation",
@@ -71,38 +45,15 @@ __all__ = [
     "ProxySchedule",
     "Search",
     "SearchConfig",
-    "Scoring",
     "SearchRun",
-    "Supernet",
     "SupernetEvaluator",
     "SupernetSchedule",
     "best_trials",
-    "check_inputs",
-    "check_subset",
-    "cost_points",
     "evaluators_for",
     "export_genomes",
-    "fidelity_points",
-    "fidelity_of",
-    "group_ratios",
-    "history_points",
-    "kendall_tau",
     "leaderboard",
-    "load_base",
-    "load_guide",
-    "make_trial_pruner",
-    "map_stages",
     "open_run",
-    "open_storage",
-    "recalibrate_bn",
-    "stage_ratios",
-    "stage_rows",
     "summary",
-    "supernet_for",
-    "tally",
-    "trial_genome",
-    "train_supernet",
-    "trial_row",
     "write_plots",
     "write_results",
 ]

@@ -33,7 +33,6 @@ from archsearch.genome import Genome
 log = logging.getLogger(__name__)
 
 EVALUATORS = ("proxy", "adaptive-bn", "supernet")
-CHEAP = ("adaptive-bn", "supernet")
 
 
 @dataclass(frozen=True)
