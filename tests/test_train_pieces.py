@@ -166,3 +166,30 @@ def test_the_step_lowers_the_loss_on_a_real_batch(synth, bound):
     mean, acc, seen = tally.totals(World())
     assert seen == 15 * len(y) and mean == pytest.approx(sum(losses) / 15, rel=1e-5)
     assert 0 < acc <= 1
+
+
+def test_under_a_grad_scaler_the_regularizer_sees_unscaled_gradients():
+    """fp16's GradScaler path (CUDA in training; its CPU twin here): the step unscales
+    before the regularizer, so an L1 penalty or a gate's gradient is at its true size."""
+    from torch import nn
+
+    from archsearch.train._device import Precision
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    x, y = torch.randn(32, 12, generator=torch.Generator().manual_seed(1)), torch.arange(32) % 3
+    config = TrainConfig(lr=0.1, channels_last=False, weight_decay=0.0)
+    grads = {}
+    for scaled in (False, True):
+        m = model()
+        seen = []
+        step = Step(m, sgd(m, config), config, CPU, Precision(torch.float16 if scaled else None,
+                                                               scaled), World(),
+                    lambda mm, seen=seen: seen.append(mm[1].weight.grad.abs().max().item()))
+        step.begin_epoch(0.1)
+        losses = [float(step(x, y)[0]) for _ in range(30)]
+        assert (step.scaler is not None) == scaled and losses[-1] < 0.5 * losses[0]
+        grads[scaled] = seen[0]
+    assert grads[True] == pytest.approx(grads[False], rel=0.05)  # not 65536 times larger
