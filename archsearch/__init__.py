@@ -16,7 +16,9 @@ pruners (`archsearch.pruners`), the trainer (`archsearch.train`) and the search
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -53,3 +55,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(ModuleType):
+    """Keeps a concept exported under its own module's name (`shrink`, in archsearch.shrink)
+    the concept: the first import of that module would rebind `archsearch.shrink` to the
+    module, and `from archsearch import shrink` would then give a module, not the function.
+    The module's own names import from it as usual (`from archsearch.shrink import ...`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, ModuleType) and _EXPORTS.get(name) == value.__name__ == \
+                f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -39,7 +39,8 @@ from archsearch.discover import DiscoverConfig, discover, load_sparse_checkpoint
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.pruners import PRUNERS
-from archsearch.train import TrainConfig, cpu_has_fast_bf16, evaluate, train
+from archsearch.train import TrainConfig, evaluate, train
+from archsearch.train._device import cpu_has_fast_bf16
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASET = "fashion-mnist"

@@ -10,15 +10,8 @@ import pytest
 from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.cli.main import main
-from archsearch.search import (
-    Search,
-    SearchConfig,
-    cost_points,
-    history_points,
-    leaderboard,
-    open_run,
-    stage_rows,
-)
+from archsearch.search import Search, SearchConfig, leaderboard, open_run
+from archsearch.search._plots import cost_points, history_points, stage_rows
 from tests.test_search_space import profiled_guide
 from tests.test_search_workers import FakeEvaluator
 

@@ -122,7 +122,8 @@ def test_fidelity_costs_count_candidates_outcomes_and_seconds_per_fidelity(tmp_p
 
 
 def test_a_promoted_stage_with_too_few_distinct_genomes_fails_its_extra_trials(tmp_path):
-    from archsearch.search import Search, open_run, tally
+    from archsearch.search import Search, open_run
+    from archsearch.search._storage import tally
 
     # a screen of 2 candidates has at most 2 distinct genomes for 3 proxy trials
     config = search_config(tmp_path / "run", 3, evaluator="supernet", screen=2, final=0,
@@ -166,7 +167,8 @@ def test_real_multi_fidelity_search_end_to_end(tmp_path, evaluator):
 
 
 def test_report_shows_the_evaluator_counts_and_finalists_scores(tmp_path, capsys):
-    from archsearch.search import Search, fidelity_points, kendall_tau, open_run
+    from archsearch.search import Search, open_run
+    from archsearch.search._plots import fidelity_points, kendall_tau
 
     config = search_config(tmp_path / "run", 3, evaluator="adaptive-bn", screen=8, final=2,
                            early_stop="none")

@@ -18,12 +18,11 @@ from archsearch.search import (
     Search,
     SearchConfig,
     best_trials,
-    make_trial_pruner,
-    map_stages,
     open_run,
-    stage_ratios,
     write_results,
 )
+from archsearch.search._search import make_trial_pruner
+from archsearch.search._space import map_stages, stage_ratios
 from tests.test_search_workers import FakeEvaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

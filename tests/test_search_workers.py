@@ -88,7 +88,7 @@ def _evaluated(log: Path) -> list[dict]:
 
 
 def _check_exactly(study, trials: int) -> None:
-    from archsearch.search import tally
+    from archsearch.search._storage import tally
 
     t = study.get_trials(deepcopy=False)
     n = tally(t)
@@ -240,7 +240,7 @@ def test_two_workers_on_postgresql(tmp_path):
         pytest.skip("no PostgreSQL: set ARCHSEARCH_TEST_POSTGRES=postgresql://... or run "
                     "`bash .ci/setup.sh` (which runs .ci/postgres.sh and writes .ci/.postgres-url)")
     from archsearch.errors import ArchsearchError
-    from archsearch.search import open_storage
+    from archsearch.search._storage import open_storage
 
     try:
         open_storage(url, tmp_path)

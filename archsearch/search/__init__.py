@@ -1,74 +1,97 @@
-"""Architecture search with Optuna: parameterisation, guided sampling, workers, results."""
+"""Architecture search with Optuna: parameterisation, guided sampling, workers, results.
+
+The concepts: a `Search` (one Optuna study in a run folder, run by `SearchConfig`'s
+workers), its `Parameterisation` and `GuidedSampler`, the evaluators (`EVALUATORS`; the
+multi-fidelity plan's `FIDELITIES` and `evaluators_for`), and reading a run back
+(`open_run`, `best_trials`, `leaderboard`, `summary`, `export_genomes`, `write_results`,
+`write_plots`). Helpers (trial rows, storage tallies, plot data, stage ratios...) are
+imported from their private modules; those imported `as` themselves below are re-exported
+only because archsearch/cli, tests or benches still import them from here; they are not in
+`__all__`.
+"""
 
 from __future__ import annotations
 
-from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule, check_subset
-from archsearch.search._evaluators import (
-    EVALUATORS,
-    AdaptiveBNEvaluator,
-    Scoring,
-    load_base,
-    recalibrate_bn,
-)
-from archsearch.search._fidelity import FIDELITIES, evaluators_for, fidelity_of
-from archsearch.search._plots import (
-    cost_points,
-    fidelity_points,
-    history_points,
-    kendall_tau,
-    stage_rows,
-    write_plots,
-)
+from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
+from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator
+from archsearch.search._fidelity import FIDELITIES, evaluators_for
+from archsearch.search._plots import fidelity_points as fidelity_points
+from archsearch.search._plots import write_plots
 from archsearch.search._results import (
     SearchRun,
     best_trials,
     export_genomes,
-    fidelity_costs,
     leaderboard,
     open_run,
     summary,
-    trial_genome,
-    trial_row,
     write_results,
 )
+from archsearch.search._results import (
+    fidelity_costs as fidelity_costs,
+)
+from archsearch.search._results import trial_row as trial_row
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._search import (
-    EARLY_STOPS,
-    Diverged,
+    EARLY_STOPS as EARLY_STOPS,
+)
+from archsearch.search._search import (
+    Diverged as Diverged,
+)
+from archsearch.search._search import (
     Evaluator,
     Search,
     SearchConfig,
-    check_inputs,
-    load_guide,
-    make_trial_pruner,
+)
+from archsearch.search._search import (
+    check_inputs as check_inputs,
+)
+from archsearch.search._search import (
+    load_guide as load_guide,
+)
+from archsearch.search._search import (
+    make_trial_pruner as make_trial_pruner,
 )
 from archsearch.search._space import (
-    GRANULARITIES,
+    GRANULARITIES as GRANULARITIES,
+)
+from archsearch.search._space import (
     Parameterisation,
-    group_ratios,
-    map_stages,
-    stage_ratios,
+)
+from archsearch.search._space import (
+    group_ratios as group_ratios,
+)
+from archsearch.search._space import (
+    map_stages as map_stages,
+)
+from archsearch.search._space import (
+    stage_ratios as stage_ratios,
 )
 from archsearch.search._sparse_search import SparseSearch, open_search
 from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
-from archsearch.search._storage import open_storage, tally
+from archsearch.search._storage import open_storage as open_storage
+from archsearch.search._storage import tally as tally
 from archsearch.search._supernet import (
-    Supernet,
+    Supernet as Supernet,
+)
+from archsearch.search._supernet import (
     SupernetEvaluator,
     SupernetSchedule,
-    supernet_cost,
-    supernet_for,
-    train_supernet,
+)
+from archsearch.search._supernet import (
+    supernet_cost as supernet_cost,
+)
+from archsearch.search._supernet import (
+    supernet_for as supernet_for,
+)
+from archsearch.search._supernet import (
+    train_supernet as train_supernet,
 )
 
 __all__ = [
-    "EARLY_STOPS",
     "EVALUATORS",
     "FIDELITIES",
     "GENOME_KINDS",
-    "GRANULARITIES",
     "AdaptiveBNEvaluator",
-    "Diverged",
     "Evaluator",
     "GuidedSampler",
     "Parameterisation",
@@ -76,44 +99,19 @@ __all__ = [
     "ProxySchedule",
     "Search",
     "SearchConfig",
-    "Scoring",
     "SearchRun",
     "SparseParameterisation",
     "SparseProxyEvaluator",
     "SparseSearch",
-    "Supernet",
     "SupernetEvaluator",
     "SupernetSchedule",
     "best_trials",
-    "check_inputs",
-    "check_subset",
-    "cost_points",
     "evaluators_for",
     "export_genomes",
-    "fidelity_costs",
-    "fidelity_points",
-    "fidelity_of",
-    "group_ratios",
-    "history_points",
-    "kendall_tau",
     "leaderboard",
-    "load_base",
-    "load_guide",
-    "make_trial_pruner",
-    "map_stages",
     "open_run",
     "open_search",
-    "open_storage",
-    "recalibrate_bn",
-    "stage_ratios",
-    "stage_rows",
     "summary",
-    "supernet_cost",
-    "supernet_for",
-    "tally",
-    "trial_genome",
-    "train_supernet",
-    "trial_row",
     "write_plots",
     "write_results",
 ]

@@ -33,7 +33,6 @@ from archsearch.genome import Genome
 log = logging.getLogger(__name__)
 
 EVALUATORS = ("proxy", "adaptive-bn", "supernet")
-CHEAP = ("adaptive-bn", "supernet")
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class BNScorer:
     on a fixed set of validation images: the scoring shared by the cheap evaluators."""
 
     def __init__(self, splits: Any, scoring: Scoring) -> None:
-        from archsearch.train import resolve_device
+        from archsearch.train._device import resolve_device
 
         if len(splits.val) == 0:
             raise ArchsearchError("no validation split to score on")

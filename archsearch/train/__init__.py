@@ -1,37 +1,24 @@
-"""The training engine: schedules, the fast in-memory loop, checkpoints and resume."""
+"""The training engine: schedules, the fast in-memory loop, checkpoints and resume.
+
+Its pieces (the run folder, the epochs' batches, the step, devices and precision) are in
+the private modules `_run`, `_epochs`, `_step`, `_dist` and `_device`."""
 
 from __future__ import annotations
 
-from archsearch.train._config import (
-    DEFAULT_LR,
-    SCHEDULES,
-    TrainConfig,
-    resolve_epochs,
-    scratch_b_epochs,
-)
-from archsearch.train._device import cpu_has_fast_bf16, resolve_device, resolve_precision
-from archsearch.train._loop import (
-    TrainResult,
-    evaluate,
-    load_checkpoint,
-    seed_everything,
-    train,
-)
+from archsearch.train._config import SCHEDULES, TrainConfig, resolve_epochs, scratch_b_epochs
+from archsearch.train._loop import TrainResult, evaluate, seed_everything, train
 from archsearch.train._progress import LogProgress, TrainProgress
+from archsearch.train._run import load_checkpoint
 
 __all__ = [
-    "DEFAULT_LR",
-    "LogProgress",
     "SCHEDULES",
+    "LogProgress",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
-    "cpu_has_fast_bf16",
     "evaluate",
     "load_checkpoint",
-    "resolve_device",
     "resolve_epochs",
-    "resolve_precision",
     "scratch_b_epochs",
     "seed_everything",
     "train",
