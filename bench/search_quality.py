@@ -62,12 +62,12 @@ from archsearch.search import (
     best_trials,
     evaluators_for,
     fidelity_costs,
-    fidelity_of,
     open_run,
     supernet_cost,
-    trial_genome,
 )
 from archsearch.search import write_results as write_search_results
+from archsearch.search._fidelity import fidelity_of
+from archsearch.search._results import trial_genome
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ("uniform", "slimming")
