@@ -9,7 +9,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -35,8 +34,8 @@ from archsearch.sparsity import (
     sparse_cost,
     validate,
 )
+from tests.test_search_cli import ROOT, _fashion_mnist_available
 
-ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -47,16 +46,6 @@ def _profile(space: str, first: float, last: float, dataset: str = "fashion-mnis
     names = conv_layers(bound)
     values = np.linspace(first, last, len(names)).tolist()
     return make_genome(bound, dict(zip(names, values, strict=True)), {"method": "test"})
-
-
-def _fashion_mnist_available() -> bool:
-    try:
-        from archsearch.data import load_data
-
-        load_data("fashion-mnist")
-    except Exception:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(("space", "dataset", "budget"), [
