@@ -5,8 +5,10 @@
     python bench/search_quality.py --smoke     # tiny sizes, writes under runs/ only
 
 On Fashion-MNIST, for each space and budget:
-1. searched genome: `archsearch search --space S --budget B` with the defaults as shipped
-   (multi-fidelity: a supernet screens `screen` candidates, the best are proxy-trained,
+1. searched genome: `archsearch search --space S --budget B --guide SLIMMING.json` (the
+   slimming genome of step 2 as its guide) with the defaults as shipped
+   (multi-fidelity: adaptive BatchNorm on a base trained in the search's run folder screens
+   `screen` candidates, the best are proxy-trained,
    the best of those trained from scratch for longer; `SearchConfig`'s defaults), run
    in-process with the same library calls as the command (one worker), so that the bench
    sets the CPU threads; its winner is the search's best genome (`best_genome.json`);
@@ -114,15 +116,20 @@ def cli_command(space: str, budget: str, overrides: dict[str, Any], out: Path) -
 
 
 def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
-               ledger: Ledger) -> dict[str, Any]:
-    """The search (resumed if its run folder has one) and its winner."""
+               ledger: Ledger, guide: Genome) -> dict[str, Any]:
+    """The search guided by `guide` (the slimming genome at this budget; resumed if its run
+    folder has one) and its winner."""
     key = f"{budget}/search"
     if ledger.get(key) is not None:
         return ledger.get(key)
     run_dir = root / budget / "search"
+    guide_path = root / budget / "guide-slimming.json"
+    if not guide_path.is_file():
+        guide.save(guide_path)
+    flags = {"guide": guide_path, **args.search}
     config = SearchConfig(budget=budget, out=str(run_dir), space=space, dataset=DATASET,
-                          **args.search)
-    log(f"[{space}] {budget}: {cli_command(space, budget, args.search, run_dir)}")
+                          guides=[str(guide_path)], **args.search)
+    log(f"[{space}] {budget}: {cli_command(space, budget, flags, run_dir)}")
     start = time.perf_counter()
     Search(config, evaluators_for(config), worker_index=0).work()
     wall = time.perf_counter() - start
@@ -137,7 +144,7 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
         "fidelity": fidelity_of(best), "costs": costs,
         "trials_s": sum(c["wall_s"] for c in costs.values()), "wall_s": wall,
         "supernet": supernet_cost(run_dir / "supernet.pt"), "evaluator": config.evaluator,
-        "command": cli_command(space, budget, args.search, run_dir)})
+        "command": cli_command(space, budget, flags, run_dir)})
 
 
 def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
@@ -156,7 +163,8 @@ def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
                                           for r in rows.values()):
         return None
     return {m: {"per_seed": r["per_seed"][:args.seeds], "wall_s": r["wall_s"][:args.seeds],
-                "widths": r["widths"], "macs_ratio": r["macs_ratio"],
+                "widths": r["widths"], "removed_blocks": r.get("removed_blocks") or [],
+                "macs_ratio": r["macs_ratio"],
                 "params_ratio": r["params_ratio"], "source": "genome_quality.json"}
             for m, r in rows.items()}
 
@@ -211,15 +219,21 @@ def run_space(space: str, args: argparse.Namespace, recorded: dict[str, Any] | N
     budgets = args.budgets.split(",")
     out = []
     for budget in budgets:
-        search = run_search(space, budget, args, root, ledger)
-        searched = bound.with_cost(Genome.from_dict(search["genome"]))
-        rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
         base = recorded_rows(recorded, space, budget, args)
         if base is None:
             log(f"[{space}] {budget}: uniform and slimming trained here (no recorded rows "
                 "on this schedule)")
-            base = trained_rows(baseline_genomes(space, budgets, args, root, ledger, budget),
-                                budget, args, splits, root, ledger)
+            genomes = baseline_genomes(space, budgets, args, root, ledger, budget)
+            base = trained_rows(genomes, budget, args, splits, root, ledger)
+            guide = genomes["slimming"]
+        else:
+            slim = base["slimming"]
+            guide = bound.genome(dict(zip(bound.graph.prunable, slim["widths"], strict=True)),
+                                 {b: False for b in slim.get("removed_blocks") or []},
+                                 {"method": "slimming", "source": "genome_quality.json"})
+        search = run_search(space, budget, args, root, ledger, guide)
+        searched = bound.with_cost(Genome.from_dict(search["genome"]))
+        rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
         rows.update(base)
         for row in rows.values():
             row["mean"], row["std"] = mean_std(row["per_seed"])

@@ -2,8 +2,8 @@
 
 Search layer widths (and kept residual blocks) at a fixed budget: every candidate is scaled
 onto the budget and scored on a validation split carved from the training set, at three
-fidelities: many candidates screened by a cheap evaluator (a one-shot supernet, or adaptive
-BatchNorm on a trained base), the best trained from scratch on a short proxy schedule, the
+fidelities: many candidates screened by a cheap evaluator (adaptive BatchNorm on a trained
+base, or a one-shot supernet), the best trained from scratch on a short proxy schedule, the
 best of those trained longer (--final). FLOPs means multiply-accumulates (MACs).
 
 One worker runs in this process; with `--workers N` this process starts N worker
@@ -56,7 +56,7 @@ FIELD_HELP = {
     "genome_kind": "width: channel widths; sparsity: the fraction of weights kept per conv "
                    "layer (guides: sparsity genomes, e.g. from discover --method magnitude; "
                    "every trial trained from scratch with a random mask, no screen)",
-    "evaluator": "the screen's evaluator: supernet, adaptive-bn, or proxy (no screen: every "
+    "evaluator": "the screen's evaluator: adaptive-bn, supernet, or proxy (no screen: every "
                  "trial proxy-trained)",
     "screen": "candidates screened by the cheap evaluator",
     "trials": "proxy-trained trials: the best screened",
