@@ -65,7 +65,7 @@ from archsearch.search import (
     evaluators_for,
     fidelity_costs,
     open_run,
-    supernet_cost,
+    screen_setup_cost,
 )
 from archsearch.search import write_results as write_search_results
 from archsearch.search._fidelity import fidelity_of
@@ -120,9 +120,11 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
     """The search guided by `guide` (the slimming genome at this budget; resumed if its run
     folder has one) and its winner."""
     key = f"{budget}/search"
-    if ledger.get(key) is not None:
-        return ledger.get(key)
     run_dir = root / budget / "search"
+    if ledger.get(key) is not None:
+        rec = ledger.get(key)
+        rec.setdefault("one_off", screen_setup_cost(run_dir))  # records older than the field
+        return rec
     guide_path = root / budget / "guide-slimming.json"
     if not guide_path.is_file():
         guide.save(guide_path)
@@ -143,7 +145,7 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
         "genome": trial_genome(best).to_dict(), "val_acc": best.value, "trial": best.number,
         "fidelity": fidelity_of(best), "costs": costs,
         "trials_s": sum(c["wall_s"] for c in costs.values()), "wall_s": wall,
-        "supernet": supernet_cost(run_dir / "supernet.pt"), "evaluator": config.evaluator,
+        "one_off": screen_setup_cost(run_dir), "evaluator": config.evaluator,
         "command": cli_command(space, budget, flags, run_dir)})
 
 
@@ -274,8 +276,9 @@ def _verdict(c: dict[str, Any]) -> str:
 
 def _search_line(s: dict[str, Any]) -> str:
     parts = [f"{c['candidates']} {f} ({c['wall_s']:.0f} s)" for f, c in s["costs"].items()]
-    net = s.get("supernet") or {}
-    once = f"; supernet training {net['train_s']:.0f} s of the screen's time" \
+    net = s.get("one_off") or s.get("supernet") or {}
+    what = "adaptive-bn's base" if net.get("kind") == "base" else "supernet"
+    once = f"; {what} training {net['train_s']:.0f} s of the screen's time" \
         if net.get("train_s") is not None else ""
     return (f"Search ({s['evaluator']} screen): " + ", ".join(parts) + once
             + f"; {s['trials_s'] / 60:.1f} min of trials in all. Winner: trial {s['trial']} "

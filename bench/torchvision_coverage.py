@@ -1,6 +1,7 @@
 """Every torchvision classification builder through archsearch: trace, prune, build, cost.
 
     python bench/torchvision_coverage.py [--models resnet18,vit_b_16] [--resume]
+                                         [--redo swin_t,maxvit_t] [--threads 1]
 
 For each builder of `torchvision.models.list_models(module=torchvision.models)` (random
 init, 10 classes, at a small input size): trace the channel graph, fit a 50%FLOPs genome
@@ -162,24 +163,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="output path without extension")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in OUT.json and check only the other builders")
+    p.add_argument("--redo", default="",
+                   help="with --resume: builders checked again even if OUT.json has them")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     names = args.models.split(",") if args.models else torchvision.models.list_models(
         module=torchvision.models)
     out = Path(args.out + ".json")
     done = {r["model"]: r for r in json.loads(out.read_text())} if args.resume and \
         out.exists() else {}
-    rows = []
+    for name in filter(None, args.redo.split(",")):
+        done.pop(name, None)
+    by_model = dict(done)  # rows kept from OUT.json stay in it, checked here or not
     for name in names:
-        if name in done:
-            rows.append(done[name])
+        if name in by_model:
             continue
         torch.manual_seed(0)
-        row = check(name)
-        rows.append(row)
+        row = by_model[name] = check(name)
         print(f"{name:22s} {row['stage']:14s} {row.get('share', 0):5.0%} "
               f"{row['seconds']:6.1f}s {row.get('error', '')}", flush=True)
-        atomic_write_json(out, rows + [done[n] for n in names if n in done and n not in {
-            r["model"] for r in rows}])  # each row as it comes: a cut-short run keeps them
+        atomic_write_json(out, list(by_model.values()))  # a cut-short run keeps its rows
+    rows = list(by_model.values())
     rows.sort(key=lambda r: r["model"])
     atomic_write_json(out, rows)
     atomic_write_text(Path(args.out + ".md"), markdown(rows))

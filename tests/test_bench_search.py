@@ -66,21 +66,22 @@ def _costs(**per):
             for f, (n, s) in per.items()}
 
 
-def test_candidates_per_hour_with_and_without_the_supernet():
-    old = {"costs": _costs(proxy=(20, 200.0)), "supernet_s": 0.0}
+def test_candidates_per_hour_with_and_without_the_one_off_training():
+    old = {"costs": _costs(proxy=(20, 200.0)), "one_off_s": 0.0}
     new = {"costs": _costs(screen=(200, 300.0), proxy=(20, 200.0), final=(3, 100.0)),
-           "supernet_s": 200.0}
+           "one_off": "base", "one_off_s": 200.0}
     t = stp.throughput(old, new)
     assert t["per_hour"]["old"] == pytest.approx(360.0)  # 20 in 200 s
     assert t["per_hour"]["new"] == pytest.approx(3600 * 223 / 600)
-    assert t["per_hour"]["new_without_supernet"] == pytest.approx(3600 * 223 / 400)
+    assert t["per_hour"]["new_without_one_off"] == pytest.approx(3600 * 223 / 400)
     assert t["ratio"] == pytest.approx((223 / 600) / (20 / 200))
     assert t["screen_s_per_candidate"] == pytest.approx(0.5)  # (300 - 200) / 200
-    assert t["screened_in_old_time"] == pytest.approx(0.0)  # the supernet takes it all
-    assert t["screened_in_old_time_without_supernet"] == pytest.approx(400.0)
+    assert t["screened_in_old_time"] == pytest.approx(0.0)  # the one-off training takes it all
+    assert t["screened_in_old_time_without_one_off"] == pytest.approx(400.0)
     text = stp.markdown({"space": "s", "budget": "b", "throughput": t, "command": "c",
                          "machine": {"cpu": "x", "threads": 1, "precision": "fp32",
                                      "torch": "t"},
                          "runs": {"proxy-20": old | {"command": "o", "wall_s": None},
                                   "multi-fidelity": new | {"command": "n", "wall_s": 610.0}}})
     assert f"**{t['ratio']:.1f}×**" in text and "Target ≥ 10×: no" in text
+    assert "adaptive-bn's base, 200 s" in text

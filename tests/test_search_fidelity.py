@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from archsearch.cli.main import main
 from archsearch.genome import Genome
+from archsearch.search import screen_setup_cost
 from tests.test_search_cli import ROOT, _fashion_mnist_available
 from tests.test_search_workers import FakeEvaluator, search_config
 
@@ -160,6 +161,9 @@ def test_real_multi_fidelity_search_end_to_end(tmp_path, evaluator):
     assert len({r["accuracy"] for r in screened}) > 1, "the screen should tell genomes apart"
     cached = out / ("supernet.pt" if evaluator == "supernet" else "base/checkpoint.pt")
     assert cached.is_file()
+    setup = screen_setup_cost(out)  # the screen's one-off training, as benches report it
+    assert setup["kind"] == ("supernet" if evaluator == "supernet" else "base")
+    assert setup["train_s"] > 0
     best = Genome.load(out / "best_genome.json")
     assert best.provenance["trial"] == doc["best"][0]["trial"]
     assert main(["report", str(out)]) == 0

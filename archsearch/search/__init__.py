@@ -15,6 +15,7 @@ from __future__ import annotations
 from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
 from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator
 from archsearch.search._fidelity import FIDELITIES, evaluators_for
+from archsearch.search._fidelity import screen_setup_cost as screen_setup_cost
 from archsearch.search._plots import fidelity_points as fidelity_points
 from archsearch.search._plots import write_plots
 from archsearch.search._results import (

@@ -205,3 +205,23 @@ def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     return run_dir / "checkpoint.pt"
+
+
+def screen_setup_cost(run_dir: Any) -> dict[str, Any] | None:
+    """The screen's one-off training in a search's run folder: the supernet's (`kind`
+    "supernet") or adaptive-bn's own base (`kind` "base"), with its epochs and seconds of
+    training (`train_s`, None where not recorded). None when the folder has neither (a
+    proxy-only search, or a screen on a given `--base`)."""
+    from pathlib import Path
+
+    from archsearch.search._supernet import supernet_cost
+
+    run_dir = Path(run_dir)
+    net = supernet_cost(run_dir / "supernet.pt")
+    if net is not None:
+        return {"kind": "supernet", **net}
+    result = run_dir / "base" / "result.json"
+    if not result.is_file():
+        return None
+    doc = json.loads(result.read_text())
+    return {"kind": "base", "epochs": doc.get("epochs"), "train_s": doc.get("wall_s")}

@@ -64,7 +64,9 @@ class SearchConfig:
     proxy_epochs: int = 2
     proxy_subset: float | int = 0.2
     proxy_val: float | int | None = None
-    evaluator: str = "adaptive-bn"  # the screen's (bench/results/evaluator_fidelity.md); "proxy": none
+    # the screen's evaluator (the best measured: bench/results/evaluator_fidelity.md); "proxy":
+    # no screen
+    evaluator: str = "adaptive-bn"
     screen: int = 200  # candidates scored by the cheap evaluator
     final: int = 3  # the best proxy-trained genomes trained from scratch for longer
     final_epochs: int = 6
