@@ -2,6 +2,7 @@
 
     python bench/separation.py [--spaces resnet20,vgg11-half] [--sparsities auto,1e-4,0.02]
                                [--preset quick] [--epochs N --subset N] [--budget 25%FLOPs]
+    python bench/separation.py --rescore --runs runs/separation
 
 For each space and sparsity strength: `archsearch discover --method slimming` on the preset
 (Fashion-MNIST), then the evidence of the genome at the budget (`archsearch.pruners.
@@ -9,7 +10,10 @@ _evidence`): the separation statistic, which cut made the genome (the survivors'
 threshold at the budget), the share of scales at ~0, the travel Σ lr·λ/(1−momentum), the
 sparsity-trained model's validation accuracy, and the groups the `--min-keep` floor lifted
 (genome with the default floor vs without). Every run is a run folder under `--runs`
-(resumable). Writes bench/results/separation.{json,md}.
+(resumable). Writes bench/results/separation.{json,md}. `--rescore` trains nothing: it
+recomputes the genome and its evidence of every run recorded in `--runs` from the run's
+saved sparse checkpoint with the current code (after a change to the cut), keeping what
+the training measured (travel, validation accuracy, wall time).
 """
 
 from __future__ import annotations
@@ -42,38 +46,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="runs/separation")
     p.add_argument("--out", default=str(RESULTS / "separation"))
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute every recorded run's genome evidence from its sparse.pt")
     return p.parse_args(argv)
 
 
-def one(space: str, sparsity: str, args, root: Path) -> dict[str, Any]:
+def _config(space: str, sparsity: str, args, root: Path) -> tuple[DiscoverConfig, str]:
     value: float | str = sparsity if sparsity in ("auto", "paper") else float(sparsity)
     tag = f"{space}-{args.preset}-e{args.epochs}-n{args.subset}-{sparsity}"
-    cfg = DiscoverConfig.from_preset(args.preset, method="slimming", budget=args.budget,
-                                     space=space, epochs=args.epochs, subset=args.subset,
-                                     sparsity=value, out=str(root / tag), resume=True)
+    return DiscoverConfig.from_preset(args.preset, method="slimming", budget=args.budget,
+                                      space=space, epochs=args.epochs, subset=args.subset,
+                                      sparsity=value, out=str(root / tag), resume=True), tag
+
+
+def one(space: str, sparsity: str, args, root: Path) -> dict[str, Any]:
+    cfg, tag = _config(space, sparsity, args, root)
     the_plan = plan(cfg)
     start = time.perf_counter()
     result = discover(the_plan, progress=False)
     wall = time.perf_counter() - start
     pruner = the_plan.pruner
-    model = load_sparse_checkpoint(root / tag / "sparse.pt", pruner)
-    bare = SlimmingPruner(the_plan.bound, sparsity=pruner.sparsity, min_keep=0.0)
-    floored, unfloored = pruner.genome(model, args.budget), bare.genome(model, args.budget)
-    lifted = {g: [unfloored.widths[g], floored.widths[g]] for g in floored.widths
-              if floored.widths[g] > unfloored.widths[g]}
-    sizes = the_plan.bound.graph.base_widths()
     images = len(the_plan.splits.train.subset(cfg.subset, cfg.seed))
-    ev = result["separation"]
     return {"space": space, "preset": args.preset, "epochs": cfg.epochs,
             "images": images, "steps": images // cfg.batch_size * cfg.epochs,
             "sparsity": pruner.sparsity, "rule": result["provenance"].get("sparsity_rule"),
             "travel": travel(pruner.sparsity, images, cfg.epochs, cfg.batch_size),
-            "statistic": ev["statistic"], "separated": ev["separated"], "cut": ev.get("cut"),
-            "near_zero_share": ev.get("near_zero_share"),
             "val_acc": (result.get("train") or {}).get("val_acc"),
-            "flagged": result["flagged_groups"], "floor_lifted": lifted,
-            "min_kept_unfloored": min(unfloored.widths[g] / sizes[g] for g in sizes),
-            "wall_s": wall}
+            "flagged": result["flagged_groups"], "wall_s": wall,
+            **scored(the_plan, root / tag, args.budget)}
+
+
+def scored(the_plan: Any, run_dir: Path, budget: str) -> dict[str, Any]:
+    """The genome's evidence from the run's sparse checkpoint (the current code's cut), and
+    what the floor did (genome with the default --min-keep vs without)."""
+    pruner = the_plan.pruner
+    model = load_sparse_checkpoint(run_dir / "sparse.pt", pruner)
+    bare = SlimmingPruner(the_plan.bound, sparsity=pruner.sparsity, min_keep=0.0)
+    floored, unfloored = pruner.genome(model, budget), bare.genome(model, budget)
+    lifted = {g: [unfloored.widths[g], floored.widths[g]] for g in floored.widths
+              if floored.widths[g] > unfloored.widths[g]}
+    sizes = the_plan.bound.graph.base_widths()
+    ev = floored.provenance["separation"]
+    return {"statistic": ev["statistic"], "separated": ev["separated"], "cut": ev.get("cut"),
+            "near_zero_share": ev.get("near_zero_share"), "floor_lifted": lifted,
+            "min_kept_unfloored": min(unfloored.widths[g] / sizes[g] for g in sizes)}
+
+
+def rescore(args, root: Path, ledger: Any) -> list[dict[str, Any]]:
+    """Every recorded run of `root`, its evidence recomputed from its sparse checkpoint."""
+    rows = []
+    for key, rec in list(ledger.legs.items()):
+        space, preset, epochs, subset, sparsity, budget = key.split("/")
+        run_args = argparse.Namespace(**{**vars(args), "preset": preset, "budget": budget,
+                                         "epochs": None if epochs == "None" else int(epochs),
+                                         "subset": None if subset == "None" else int(subset)})
+        cfg, tag = _config(space, sparsity, run_args, root)
+        if not (root / tag / "sparse.pt").is_file():
+            log(f"{key}: no sparse checkpoint, kept as recorded")
+            rows.append(rec)
+            continue
+        new = scored(plan(cfg), root / tag, budget)
+        log(f"{key}: separation {rec['statistic']} ({rec['cut']}) -> {new['statistic']} "
+            f"({new['cut']})")
+        rows.append(ledger.put(key, {**rec, **new}))
+    return rows
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -104,8 +140,8 @@ def markdown(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root, ledger = open_bench(args)
-    rows = []
-    for space in args.spaces.split(","):
+    rows = rescore(args, root, ledger) if args.rescore else []
+    for space in args.spaces.split(",") if not args.rescore else []:
         for sparsity in args.sparsities.split(","):
             key = f"{space}/{args.preset}/{args.epochs}/{args.subset}/{sparsity}/{args.budget}"
             rec = ledger.get(key) or ledger.put(key, one(space, sparsity, args, root))
@@ -120,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         commands = prev["commands"]
     old.update({_row_key(r): r for r in rows})
     command = "python bench/separation.py " + " ".join(argv or sys.argv[1:])
+    if args.rescore:  # the rows' own commands stay the record of how they were trained
+        command = ""
     doc = {"args": vars(args), "machine": machine(), "rows": list(old.values()),
-           "commands": commands + [command] * (command not in commands)}
+           "commands": commands + [command] * (bool(command) and command not in commands)}
     write_results(out, doc, markdown)
     return 0
 

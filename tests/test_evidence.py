@@ -24,7 +24,12 @@ from archsearch.presets import (
     travel,
 )
 from archsearch.pruners import SlimmingPruner, SSSPruner
-from archsearch.pruners._evidence import SEPARATION_MIN, separation
+from archsearch.pruners._evidence import (
+    SEPARATION_MIN,
+    natural_cut,
+    separation,
+    upper_natural_cut,
+)
 from archsearch.pruners._slimming import MIN_KEEP
 from archsearch.train import TrainConfig
 
@@ -70,6 +75,55 @@ def test_planted_noise_is_not_separated_and_planted_structure_is() -> None:
     _plant(pruner, model, bimodal)
     clean = pruner.genome(model, "30%FLOPs").provenance["separation"]
     assert clean["separated"] is True and clean["statistic"] > 0.4
+
+
+def _split(scores: dict[str, torch.Tensor], threshold: float) -> dict:
+    values = torch.cat([s.flatten() for s in scores.values()])
+    return separation(values[values > threshold], values[values <= threshold])
+
+
+def test_a_dying_population_between_the_pile_and_the_survivors_is_cut_above() -> None:
+    """Dead (most), dying (still on their way down), alive: two-class Otsu merges the dying
+    with the alive and does not separate; the cut above the dying does (vgg16's shape)."""
+    pruner = SlimmingPruner(bind("vgg11", "synthetic"))
+    model = pruner.bound.base_model()
+    gen = torch.Generator().manual_seed(3)
+
+    def three(g: str, i: int, n: int) -> torch.Tensor:  # log10: a pile, a ramp, a mode
+        where, u, z = (torch.rand(n, generator=gen), torch.rand(n, generator=gen),
+                       torch.randn(n, generator=gen))
+        dead, dying, alive = -5.3 + 0.5 * z, -4.8 + 2.3 * u, -0.9 + 0.25 * z
+        return 10 ** torch.where(where < 0.68, dead, torch.where(where < 0.93, dying, alive))
+
+    _plant(pruner, model, three)
+    scores = pruner.importance(model)
+    assert not _split(scores, natural_cut(scores))["separated"]  # two classes fail here
+    values = torch.cat([s.flatten() for s in scores.values()])
+    upper = upper_natural_cut(scores)  # between the dying (<= 10^-2.5) and the alive
+    assert int((values > upper).sum()) == int((values > 10 ** -2.2).sum()) > 0
+    genome = pruner.genome(model, "25%FLOPs")
+    ev = genome.provenance["separation"]
+    assert ev["separated"] is True and ev["cut"] == "survivors scaled to the budget"
+    assert abs(genome.cost["macs_ratio"] - 0.25) <= 0.0025
+
+
+def test_a_tail_above_one_mass_of_scores_is_no_separation() -> None:
+    """No zero pile (a run without pull): a few high scores above one narrow mass pass the
+    statistic at the three-class cut, but that cut is only tried above a pile of zeros."""
+    pruner = SlimmingPruner(bind("vgg11", "synthetic"))
+    model = pruner.bound.base_model()
+    gen = torch.Generator().manual_seed(4)
+
+    def tail(g: str, i: int, n: int) -> torch.Tensor:  # log10: one peak, a thin upper tail
+        where, u, z = (torch.rand(n, generator=gen), torch.rand(n, generator=gen),
+                       torch.randn(n, generator=gen))
+        return 10 ** torch.where(where < 0.96, -0.05 + 0.025 * z, 0.17 * u ** 2)
+
+    _plant(pruner, model, tail)
+    scores = pruner.importance(model)
+    assert _split(scores, upper_natural_cut(scores))["separated"]  # the trap
+    ev = pruner.genome(model, "25%FLOPs").provenance["separation"]
+    assert ev["separated"] is False and ev["cut"] == "global threshold at the budget"
 
 
 def test_no_group_falls_below_the_floor_by_a_drift_but_zeros_may() -> None:

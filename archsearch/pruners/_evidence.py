@@ -12,7 +12,11 @@ floor or the budget's rounding keeps channels scored below dropped ones. Both fa
 of a sparsity run give a small value: too little pull (every scale near its initial value,
 the cut follows noise) and a cut inside the zero pile (too much pull for the budget). A run
 is `separated` when the statistic is at least SEPARATION_MIN. `natural_cut` finds where the
-scores split by themselves (Otsu's threshold on the log scores).
+scores split by themselves (Otsu's threshold on the log scores); `upper_natural_cut` is the
+upper threshold of three classes, for runs that leave a third population between the zero
+pile and the survivors (channels still on their way down when the learning rate dropped:
+measured on vgg16, bench/results/separation.md), which two-class Otsu merges with the
+survivors.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 SEPARATION_MIN = 0.2
 LOG_FLOOR = 1e-12  # exact zeros (proximal steps) sit here on the log scale
 DEAD_FRACTION = 0.01  # a score below 1% of the 99th percentile counts as zero
+OTSU_BINS = 512  # three-class Otsu works on a histogram of the log scores
 
 
 def _q(values: torch.Tensor, q: float) -> float:
@@ -74,6 +79,31 @@ def natural_cut(scores: Mapping[str, torch.Tensor]) -> float:
     between = counts * (n - counts) * (mean_low - mean_high) ** 2
     i = int(between.argmax())
     return float(10 ** ordered[i])
+
+
+def upper_natural_cut(scores: Mapping[str, torch.Tensor]) -> float:
+    """The upper threshold of three-class Otsu on the log10 scores (dead, dying, alive):
+    the two cuts that maximise the between-class variance, over a histogram of OTSU_BINS
+    bins; scores at or below the returned threshold are the two lower classes."""
+    if not scores:
+        return 0.0
+    values = _log(torch.cat([s.detach().float().cpu().flatten() for s in scores.values()]))
+    lo, hi = float(values.min()), float(values.max())
+    if values.numel() < 3 or hi <= lo:
+        return float(10 ** hi)
+    edges = torch.linspace(lo, hi, OTSU_BINS + 1, dtype=torch.float64)
+    index = torch.bucketize(values, edges[1:-1])  # bin k holds edges[k] < v <= edges[k+1]
+    count = torch.bincount(index, minlength=OTSU_BINS).double().cumsum(0)
+    total = torch.bincount(index, weights=values, minlength=OTSU_BINS).cumsum(0)
+    i, j = count.new_tensor(range(OTSU_BINS)).long().view(-1, 1), \
+        count.new_tensor(range(OTSU_BINS)).long().view(1, -1)
+    n1, n2, n3 = count[i], count[j] - count[i], count[-1] - count[j]
+    s1, s2, s3 = total[i], total[j] - total[i], total[-1] - total[j]
+    with torch.no_grad():  # the between-class variance up to constants: Σ s_k² / n_k
+        between = s1 ** 2 / n1 + s2 ** 2 / n2 + s3 ** 2 / n3
+    between[(n1 == 0) | (n2 == 0) | (n3 == 0) | (j <= i)] = -torch.inf
+    upper = int(between.argmax()) % OTSU_BINS
+    return float(10 ** edges[upper + 1])
 
 
 def channel_separation(scores: Mapping[str, torch.Tensor],

@@ -19,6 +19,7 @@ from archsearch.pruners._evidence import (
     dead_level,
     natural_cut,
     separation,
+    upper_natural_cut,
 )
 from archsearch.pruners._options import MIN_KEEP_OPTION, Option, boolean
 
@@ -96,15 +97,22 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
                   min_keep: float) -> Genome:
     """The genome of one global ranking of channel scores at a budget, with its evidence.
 
-    When the budget affords every channel that scored above zero (`dead_level`), the cut
-    is the pruner's own: the survivors' shape, scaled up onto the budget (`fit_to_budget`),
-    rather than a threshold that would pick among zeros by noise. Otherwise one threshold
+    When the scores split by themselves (two-class Otsu; or, when that does not separate and
+    most scores are ~0, the upper cut of three classes: dead, dying, alive) and the budget
+    affords the channels above
+    that split, the cut is the pruner's own: the survivors' shape, scaled up onto the budget
+    (`fit_to_budget`), rather than a threshold that would pick among zeros by noise.
+    Otherwise one threshold
     by bisection (with the group floor), and `fit_to_budget` trims the rounding. Either way
     the separation statistic compares the channels kept at the cut with those dropped."""
     bound = pruner.bound
     floor = group_floor(scores, bound, min_keep) if min_keep else None
     natural = natural_cut(scores)
     split = _split_at(scores, natural)
+    if scores and not split["separated"] and _zero_share(scores) > 0.5:
+        upper = upper_natural_cut(scores)  # dead, dying, alive: the cut above the dying
+        if (three := _split_at(scores, upper))["separated"]:
+            natural, split = upper, three
     survivors = _shape_at(scores, natural, bound, floor)
     if (scores and split["separated"]
             and _cost(survivors, budget, bound) <= budget.target(bound.base_cost)):
@@ -118,14 +126,21 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
         evidence = split
     else:
         evidence = channel_separation(scores, top_channels(scores, genome, bound))
-    values = torch.cat([s.flatten() for s in scores.values()]) if scores else torch.ones(1)
-    evidence["near_zero_share"] = round(float((values <= dead_level(scores)).float().mean()), 4)
+    evidence["near_zero_share"] = round(_zero_share(scores), 4)
     evidence["cut"] = cut
     _log.info("%s: %s, threshold %.4g over %d scored groups, separation %s", pruner.name,
               cut, threshold, len(scores), evidence["statistic"])
     genome.provenance.update(pruner._provenance(budget, threshold=threshold,
                                                 separation=evidence))
     return genome
+
+
+def _zero_share(scores: dict[str, torch.Tensor]) -> float:
+    """The share of scores at ~0 (`dead_level`)."""
+    if not scores:
+        return 0.0
+    values = torch.cat([s.flatten() for s in scores.values()])
+    return float((values <= dead_level(scores)).float().mean())
 
 
 def _split_at(scores: dict[str, torch.Tensor], threshold: float) -> dict[str, object]:
