@@ -292,8 +292,9 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{sch['subset'] or 'all'} training images (bench/genome_quality.py's schedule: "
              f"the 60,000-image split less a {sch['val_fraction']:.0%} validation split, "
              f"batch {sch['batch_size']}), {sch['seeds']} seeds, top-1 on the full test set "
-             "(10,000 images), mean ± std. The search: `archsearch search` with its "
-             "shipped defaults" + (f" overridden by {sch['search']}" if sch["search"] else "")
+             "(10,000 images), mean ± std. The search: `archsearch search --guide` (the "
+             "slimming genome of the same space and budget) with its shipped defaults"
+             + (f" overridden by {sch['search']}" if sch["search"] else "")
              + " (its own 10% validation split of the training set). Uniform and slimming "
              "rows come from genome_quality.json where marked (same schedule and seeds). "
              "Δ = searched − baseline; it *exceeds one std* when |Δ| is larger than the "
