@@ -39,7 +39,7 @@ from archsearch.discover import DiscoverConfig, discover, load_sparse_checkpoint
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.pruners import PRUNERS
-from archsearch.train import TrainConfig, evaluate, train
+from archsearch.train import TrainConfig, evaluate, seed_everything, train
 from archsearch.train._device import cpu_has_fast_bf16
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,7 +101,10 @@ def log(msg: str) -> None:
 
 
 def scratch(genome: Genome, splits, seed: int, run_dir: Path, args) -> dict[str, Any]:
-    """Train the genome from scratch on the bench schedule; test accuracy at the end."""
+    """Train the genome from scratch on the bench schedule; test accuracy at the end. The
+    seed sets the initial weights too (legs recorded before 2026-11-26 drew them from the
+    process's RNG state: valid random draws, not reproducible per seed)."""
+    seed_everything(seed)
     model = bind(genome.space, DATASET).build(genome)
     cfg = TrainConfig(schedule="scratch-e", epochs=args.epochs, batch_size=BATCH, seed=seed,
                       train_subset=args.subset, eval_split="val")
