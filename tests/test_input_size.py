@@ -256,3 +256,20 @@ def test_a_sparsity_genome_records_its_input_size(tmp_path, capsys):
     assert shown["input_size"] == 40
     assert shown["macs"] == sparse_cost(at40, genome.density)["macs"]
     _one_line_exit_2(capsys, ["show", str(path), "--input-size", "32"])
+
+
+@pytest.mark.parametrize("kind", ["width", "sparsity"])
+def test_a_search_checks_and_makes_its_genomes_at_its_input_size(tmp_path, kind):
+    """Both genome kinds: the search's space and its uniform baseline are at the size."""
+    from archsearch.search import SearchConfig, check_inputs
+
+    config = SearchConfig(budget="50%params", out=str(tmp_path / "run"), space="resnet20",
+                          dataset="synthetic", input_size=40, evaluator="proxy",
+                          genome_kind=kind)
+    assert config.identity()["input_size"] == 40
+    assert "input_size" not in SearchConfig(budget="50%params", out="x").identity()
+    bound, _, uniform, _, _ = check_inputs(config)
+    assert bound.info.size == 40 and uniform.input_size == 40
+    assert bound.base_cost.macs == bind("resnet20", "synthetic", input_size=40).base_cost.macs
+    native = bind("resnet20", "synthetic").base_cost.macs
+    assert uniform.cost["macs"] > 1.5 * uniform.cost["macs_ratio"] * native  # (40/32)^2
