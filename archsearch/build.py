@@ -11,7 +11,7 @@ from torch import nn
 
 from archsearch.budget import Budget, fit_to_budget
 from archsearch.cost import Cost, CostModel
-from archsearch.data import DatasetInfo
+from archsearch.data import DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
@@ -42,6 +42,16 @@ class BoundSpace:
     def base_cost(self) -> Cost:
         return self.costs.cost({})
 
+    @property
+    def recorded_size(self) -> int | None:
+        """The input size a genome made here records: this size when it is not the
+        dataset's own (None: the dataset's size, which a genome leaves out)."""
+        try:
+            native = dataset_info(self.info.name).size
+        except ArchsearchError:  # a dataset known only by its DatasetInfo
+            native = None
+        return None if self.info.size == native else self.info.size
+
     def genome(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
                provenance: Mapping[str, object] | None = None) -> Genome:
         """A validated genome of this space with its cost filled in."""
@@ -51,8 +61,10 @@ class BoundSpace:
         return self.with_cost(genome)
 
     def with_cost(self, genome: Genome) -> Genome:
+        """The genome's cost at this input size, which it records (`recorded_size`)."""
         cost = self.costs.cost(genome.widths, genome.blocks)
         genome.cost = {"macs": cost.macs, "params": cost.params, **cost.ratio(self.base_cost)}
+        genome.input_size = self.recorded_size
         return genome
 
     def base_genome(self) -> Genome:
@@ -130,11 +142,31 @@ def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
     return _bind(space_obj.path or space_obj.name, info.name, input_size)
 
 
+def genome_input_size(genome: Genome | object, input_size: int | None = None,
+                      source: str = "the genome") -> int | None:
+    """The input size to bind a genome at: the one it records, else `input_size` (an
+    explicit --input-size, which a genome without a recorded size takes); one line when
+    both are given and disagree."""
+    recorded = getattr(genome, "input_size", None)
+    if recorded is None or input_size is None or input_size == recorded:
+        return input_size if input_size is not None else recorded
+    raise ArchsearchError(f"{source} was made at input size {recorded}, not --input-size "
+                          f"{input_size}: leave --input-size out (or pass {recorded})")
+
+
+def bind_genome(genome: Genome | object, dataset: str | DatasetInfo | None = None,
+                input_size: int | None = None, source: str = "the genome") -> BoundSpace:
+    """The space a genome (width or sparsity) belongs to, at its dataset (or `dataset`) and
+    its recorded input size (`genome_input_size`)."""
+    return bind(genome.space, dataset or genome.dataset,  # type: ignore[attr-defined]
+                input_size=genome_input_size(genome, input_size, source))
+
+
 def base_genome(space: str | Space, info: DatasetInfo | str | None = None) -> Genome:
     return bind(space, info).base_genome()
 
 
 def genome_cost(genome: Genome, info: DatasetInfo | str | None = None) -> Cost:
-    bound = bind(genome.space, info or genome.dataset)
+    bound = bind_genome(genome, info)
     bound.validate(genome)
     return bound.costs.cost(genome.widths, genome.blocks)

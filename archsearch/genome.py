@@ -5,10 +5,14 @@
  "widths": {"layer1.stream": 12, "layer1.0.conv1": 9, ...},
  "blocks": {"layer1.0": true, "layer1.1": false, ...},
  "provenance": {"method": "slimming", "budget": "50%FLOPs", "seed": 0, "source_run": "..."},
- "cost": {"macs": 62500000, "params": 420000, "macs_ratio": 0.5, "params_ratio": 0.49}}
+ "cost": {"macs": 62500000, "params": 420000, "macs_ratio": 0.5, "params_ratio": 0.49},
+ "input_size": 40}
 ```
 `widths` maps channel groups to kept channels (groups left out keep their base width);
-`blocks` maps removable residual blocks to kept (true) or removed (false).
+`blocks` maps removable residual blocks to kept (true) or removed (false); `input_size`
+(present only when the genome was made at another image size than the dataset's) is the
+image size its cost was counted at and its model is built and trained at; absent, the
+space's default (its `[dataset] size`, else the dataset's).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from archsearch.io import atomic_write_json
 FORMAT = "archsearch.genome"
 VERSION = 1
 MAX_BYTES = 16 << 20
-_KEYS = {"format", "version", "space", "dataset", "widths", "blocks", "provenance", "cost"}
+_KEYS = {"format", "version", "space", "dataset", "widths", "blocks", "provenance", "cost",
+         "input_size"}
+MAX_INPUT_SIZE = 4096
 
 
 @dataclass
@@ -39,12 +45,14 @@ class Genome:
     dataset: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
+    input_size: int | None = None  # the image size it was made at (None: the default)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "space": self.space,
-                "dataset": self.dataset, "widths": dict(self.widths),
-                "blocks": dict(self.blocks), "provenance": dict(self.provenance),
-                "cost": dict(self.cost)}
+        doc = {"format": FORMAT, "version": VERSION, "space": self.space,
+               "dataset": self.dataset, "widths": dict(self.widths),
+               "blocks": dict(self.blocks), "provenance": dict(self.provenance),
+               "cost": dict(self.cost)}
+        return with_input_size(doc, self.input_size)
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "genome") -> Genome:
@@ -56,7 +64,7 @@ class Genome:
                 raise ArchsearchError(f"{source}: width of group {_short(group)} must be >= 1, "
                                       f"but got {width}")
         return cls(doc["space"], widths, blocks, doc.get("dataset"), _provenance(doc, source),
-                   _cost(doc, source))
+                   _cost(doc, source), read_input_size(doc, source))
 
     @classmethod
     def load(cls, path: str | Path) -> Genome:
@@ -93,6 +101,24 @@ def check_header(doc: Any, source: str, kind: str, fmt: str, version: int,
     dataset = doc.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
         raise ArchsearchError(f"{source}: 'dataset' must be a string or null")
+
+
+def read_input_size(doc: Mapping[str, Any], source: str) -> int | None:
+    """A document's optional `input_size`: None when absent, else pixels in 1..4096."""
+    size = doc.get("input_size")
+    if size is None:
+        return None
+    if type(size) is not int or not 1 <= size <= MAX_INPUT_SIZE:
+        raise ArchsearchError(f"{source}: 'input_size' must be an image size in "
+                              f"1..{MAX_INPUT_SIZE} pixels, but got {_short(size)}")
+    return size
+
+
+def with_input_size(doc: dict[str, Any], size: int | None) -> dict[str, Any]:
+    """`doc` with `input_size` when there is one (files at the default size are unchanged)."""
+    if size is not None:
+        doc["input_size"] = size
+    return doc
 
 
 def read_json(path: str | Path, kind: str) -> Any:

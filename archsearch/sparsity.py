@@ -27,12 +27,12 @@ from torch import nn
 from archsearch.budget import Budget, BudgetError
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
-from archsearch.genome import Genome, check_header, read_json
+from archsearch.genome import Genome, check_header, read_input_size, read_json, with_input_size
 from archsearch.io import atomic_write_json
 
 FORMAT = "archsearch.sparsity"
 VERSION = 1
-_KEYS = {"format", "version", "space", "dataset", "density", "provenance", "cost"}
+_KEYS = {"format", "version", "space", "dataset", "density", "provenance", "cost", "input_size"}
 
 
 @dataclass
@@ -44,11 +44,13 @@ class SparsityGenome:
     dataset: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
+    input_size: int | None = None  # as a width genome's (archsearch.genome)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "space": self.space,
-                "dataset": self.dataset, "density": dict(self.density),
-                "provenance": dict(self.provenance), "cost": dict(self.cost)}
+        return with_input_size({"format": FORMAT, "version": VERSION, "space": self.space,
+                                "dataset": self.dataset, "density": dict(self.density),
+                                "provenance": dict(self.provenance), "cost": dict(self.cost)},
+                               self.input_size)
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "sparsity genome") -> SparsityGenome:
@@ -63,7 +65,8 @@ class SparsityGenome:
                 raise ArchsearchError(f"{source}: density[{layer!r}] must be a fraction in "
                                       f"(0, 1], but got {value!r}")
         return cls(doc["space"], {str(k): float(v) for k, v in density.items()}, doc.get("dataset"),
-                   dict(doc.get("provenance") or {}), dict(doc.get("cost") or {}))
+                   dict(doc.get("provenance") or {}), dict(doc.get("cost") or {}),
+                   read_input_size(doc, source))
 
     @classmethod
     def load(cls, path: str | Path) -> SparsityGenome:
@@ -146,7 +149,7 @@ def sparse_cost(bound: BoundSpace, density: Mapping[str, float]) -> dict[str, fl
 def make_genome(bound: BoundSpace, density: Mapping[str, float],
                 provenance: Mapping[str, Any] | None = None) -> SparsityGenome:
     genome = SparsityGenome(bound.space.name, dict(density), bound.info.name,
-                            dict(provenance or {}))
+                            dict(provenance or {}), input_size=bound.recorded_size)
     validate(bound, genome)
     genome.cost = sparse_cost(bound, genome.density)
     return genome

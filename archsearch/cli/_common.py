@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from archsearch.build import BoundSpace, bind
+from archsearch.build import BoundSpace, bind, bind_genome
 from archsearch.genome import Genome
 
 console = Console()
@@ -24,10 +24,11 @@ def looks_like_file(arg: str) -> bool:
 
 def load_target(arg: str, dataset: str | None, input_size: int | None = None
                 ) -> tuple[BoundSpace, Genome | None]:
-    """A space name or file, or a genome file (validated against its space and dataset)."""
+    """A space name or file, or a genome file (validated against its space and dataset, at
+    its recorded input size)."""
     if looks_like_file(arg):
         genome = Genome.load(arg)
-        bound = bind(genome.space, dataset or genome.dataset, input_size=input_size)
+        bound = bind_genome(genome, dataset, input_size, source=arg)
         bound.validate(genome)
         return bound, bound.with_cost(genome)
     return bind(arg, dataset, input_size=input_size), None

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from archsearch.search import SearchConfig
 
     p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs")
-    add_shared(p, "dataset", "data_root")
+    add_shared(p, "dataset", "data_root", "input_size")
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
                    help="pruner-found genomes to search around (any space or dataset)")
     add_fields(p, SearchConfig, FIELD_HELP, metavars={"base": "CHECKPOINT"},
@@ -99,12 +99,13 @@ def make_config(args: argparse.Namespace) -> Any:
     from archsearch.build import bind
     from archsearch.search import SearchConfig
 
-    bound = bind(args.space, args.dataset)
+    bound = bind(args.space, args.dataset, input_size=args.input_size)
+    size = f"-{args.input_size}px" if args.input_size is not None else ""
     out = args.out or str(Path("runs") / f"search-{bound.space.name}-{_slug(args.budget)}"
-                                          f"-s{args.seed}")
+                                          f"{size}-s{args.seed}")
     return SearchConfig(budget=args.budget, out=out, dataset=bound.info.name,
-                        data_root=args.data_root, guides=list(args.guide),
-                        **field_values(args, FIELD_HELP))
+                        data_root=args.data_root, input_size=args.input_size,
+                        guides=list(args.guide), **field_values(args, FIELD_HELP))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,13 +56,15 @@ def run(args: argparse.Namespace) -> int:
     base = bound.base_cost
     if args.json:
         print_json({"space": bound.space.name, "dataset": bound.info.name,
-                    "macs": genome.cost["macs"], "params": genome.cost["params"],
+                    "input_size": bound.info.size, "macs": genome.cost["macs"],
+                    "params": genome.cost["params"],
                     "macs_ratio": genome.cost["macs_ratio"],
                     "params_ratio": genome.cost["params_ratio"], "base_macs": base.macs,
                     "base_params": base.params, "widths": {r["group"]: r["width"] for r in rows},
                     "blocks": genome.blocks, "genome": genome.to_dict()})
         return 0
-    table = Table(title=f"{bound.space.name} on {bound.info.name}")
+    table = Table(title=f"{bound.space.name} on {bound.info.name} at "
+                        f"{bound.info.size}×{bound.info.size}")
     for col in ("group", "stage", "base", "width", "kept"):
         table.add_column(col, justify="left" if col == "group" else "right")
     for r in rows:
@@ -85,14 +87,13 @@ def run(args: argparse.Namespace) -> int:
 def show_sparse(args: argparse.Namespace, genome: SparsityGenome) -> int:
     """A sparsity genome: per conv/linear layer its weights, kept weights, density and MACs;
     the non-zero params and MACs of the whole model."""
-    from archsearch.build import bind
+    from archsearch.build import bind_genome
     from archsearch.errors import ArchsearchError
     from archsearch.sparsity import density_rows, sparse_cost, validate
 
     if args.budget is not None:
         raise ArchsearchError("--budget applies to a space, not to a genome file")
-    bound = bind(genome.space, args.dataset or genome.dataset,
-                 input_size=args.input_size)
+    bound = bind_genome(genome, args.dataset, args.input_size, source=args.target)
     validate(bound, genome)
     rows = density_rows(bound, genome)
     cost, base = sparse_cost(bound, genome.density), bound.base_cost
@@ -101,7 +102,8 @@ def show_sparse(args: argparse.Namespace, genome: SparsityGenome) -> int:
                        f"{cost['params_ratio']:.1%} params kept")
     if args.json:
         print_json({"space": bound.space.name, "dataset": bound.info.name,
-                    "genome_kind": "sparsity", **cost, "base_macs": base.macs,
+                    "input_size": bound.info.size, "genome_kind": "sparsity", **cost,
+                    "base_macs": base.macs,
                     "base_params": base.params, "layers": rows,
                     "genome": genome.to_dict()})
         return 0

@@ -68,7 +68,7 @@ def _restartable(out: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from archsearch.build import bind
+    from archsearch.build import bind_genome
     from archsearch.data import load_data
     from archsearch.genome import Genome
     from archsearch.train import resolve_epochs, seed_everything, train
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         console.quiet = True
     # every input is checked before anything is written
     genome = Genome.load(args.genome)
-    bound = bind(genome.space, args.dataset or genome.dataset, input_size=args.input_size)
+    bound = bind_genome(genome, args.dataset, args.input_size, source=args.genome)
     bound.validate(genome)
     genome = bound.with_cost(genome)
     config = TrainConfig(train_subset=subset(args.subset), **field_values(args, FIELD_HELP))
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(model, splits, config, epochs=epochs, genome=genome, run_dir=out,
                    resume=args.resume, progress=progress_bar(not args.json))
     doc = {**result.summary(), "schedule": args.schedule, "space": genome.space,
-           "dataset": bound.info.name, "macs": genome.cost["macs"],
+           "dataset": bound.info.name, "input_size": bound.info.size,
+           "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
            "run_dir": str(out)}
     return emit(doc, args.json, _table)

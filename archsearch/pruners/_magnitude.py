@@ -169,8 +169,8 @@ class GuidedSparsityPruner(MagnitudePruner):
 
 def load_guide(guide: str | Path | SparsityGenome) -> SparsityGenome:
     """A guide sparsity genome, validated against its own space and dataset."""
-    from archsearch.build import bind
+    from archsearch.build import bind_genome
 
     genome = guide if isinstance(guide, SparsityGenome) else SparsityGenome.load(guide)
-    validate(bind(genome.space, genome.dataset), genome)
+    validate(bind_genome(genome), genome)
     return genome

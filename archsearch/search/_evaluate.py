@@ -11,11 +11,14 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archsearch.build import bind
+from archsearch.build import bind_genome
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
+
+if TYPE_CHECKING:
+    from archsearch.data import DatasetInfo
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,17 @@ def check_subset(subset: float | int, what: str = "--proxy-subset") -> float | i
 class ProxyEvaluator:
     """Trains each genome from scratch on the proxy schedule; returns validation accuracy."""
 
-    def __init__(self, dataset: str, schedule: ProxySchedule, data_root: str | None = None,
-                 progress: bool = False, splits: Any = None) -> None:
+    def __init__(self, dataset: str | DatasetInfo, schedule: ProxySchedule,
+                 data_root: str | None = None, progress: bool = False,
+                 splits: Any = None) -> None:
         from archsearch.data import load_data  # the data files are only needed here
 
         self.schedule = schedule
         if splits is None:
             splits = load_data(dataset, root=data_root, val_fraction=VAL_FRACTION, split_seed=0)
         if len(splits.val) == 0:
-            raise ArchsearchError(f"dataset {dataset!r} has no validation split to score on")
+            name = getattr(dataset, "name", dataset)
+            raise ArchsearchError(f"dataset {name!r} has no validation split to score on")
         # the test split is never looked at by the search
         self.splits = dataclasses.replace(splits, val=splits.val.subset(schedule.val_subset))
         self.progress = progress
@@ -84,7 +89,7 @@ class ProxyEvaluator:
         from archsearch.train import seed_everything, train
 
         seed_everything(self.schedule.seed)  # the same initial weights for the same genome
-        model = bind(genome.space, genome.dataset).build(genome)
+        model = bind_genome(genome).build(genome)
 
         def on_epoch(record: dict[str, Any]) -> None:
             if report is not None:

@@ -143,20 +143,28 @@ class LazyEvaluator:
 
 
 # -- the evaluators of a search ------------------------------------------------------------
+def bound_of(config: Any) -> Any:
+    """The space of a `SearchConfig` at its dataset and input size."""
+    from archsearch.build import bind
+
+    return bind(config.space, config.dataset, input_size=getattr(config, "input_size", None))
+
+
 def evaluators_for(config: Any, splits: Any = None) -> dict[str, Any]:
     """The evaluator of every fidelity of a `SearchConfig` (the screen's built lazily)."""
     from archsearch.data import load_data
     from archsearch.search._evaluate import VAL_FRACTION, ProxyEvaluator
 
+    info = bound_of(config).info  # the images at the search's input size
     if splits is None:
-        splits = load_data(config.dataset, root=config.data_root, val_fraction=VAL_FRACTION,
+        splits = load_data(info, root=config.data_root, val_fraction=VAL_FRACTION,
                            split_seed=0)
     proxy = ProxyEvaluator
     if config.genome_kind == "sparsity":  # a fresh base with a random mask per genome
         from archsearch.search._sparsity import SparseProxyEvaluator as proxy  # noqa: N813
     out: dict[str, Any] = {
-        PROXY: proxy(config.dataset, config.schedule(), splits=splits),
-        FINAL: proxy(config.dataset, config.final_schedule(), splits=splits)}
+        PROXY: proxy(info, config.schedule(), splits=splits),
+        FINAL: proxy(info, config.final_schedule(), splits=splits)}
     if config.evaluator != "proxy":
         out[SCREEN] = LazyEvaluator(lambda: cheap_evaluator(config, splits), config.evaluator)
     return out
@@ -167,11 +175,10 @@ def cheap_evaluator(config: Any, splits: Any) -> Callable[..., float]:
     on `config.base` (or on a base trained in the run folder)."""
     from pathlib import Path
 
-    from archsearch.build import bind
     from archsearch.search._evaluators import AdaptiveBNEvaluator, load_base
     from archsearch.search._supernet import SupernetEvaluator, SupernetSchedule, supernet_for
 
-    bound = bind(config.space, config.dataset)
+    bound = bound_of(config)
     run_dir = Path(config.out)
     if config.evaluator == "supernet":
         schedule = SupernetSchedule(epochs=config.base_epochs, subset=config.base_subset,
@@ -188,7 +195,6 @@ def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
     of its checkpoint."""
     import fcntl
 
-    from archsearch.build import bind
     from archsearch.train import TrainConfig, seed_everything, train
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +203,7 @@ def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
         try:
             if not (run_dir / "result.json").exists():
                 seed_everything(config.seed)
-                model = bind(config.space, config.dataset).base_model()
+                model = bound_of(config).base_model()
                 cfg = TrainConfig(schedule="base", epochs=config.base_epochs,
                                   train_subset=config.base_subset, eval_split="val",
                                   batch_size=config.batch_size, seed=config.seed)

@@ -15,7 +15,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from archsearch.build import BoundSpace, bind
+from archsearch.build import BoundSpace, bind_genome
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_bytes
 from archsearch.search import _fidelity as fd
@@ -220,7 +220,7 @@ def write_plots(run: SearchRun, out: Path | None = None) -> list[Path]:
     best = best_trials(run, 1)
     genome = trial_genome(best[0]) if best else None
     if isinstance(genome, Genome):  # widths to draw (a sparsity search has none)
-        bound = bind(genome.space, genome.dataset)
+        bound = bind_genome(genome)
         uniform = next((trial_genome(t) for t in run.trials() if trial_kind(t) == "uniform"
                         and t.user_attrs.get("genome")), None)
         paths.append(plot_stages(stage_rows(bound, genome),

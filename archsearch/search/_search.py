@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial
 
 from archsearch.budget import Budget, BudgetError, parse_budget
-from archsearch.build import BoundSpace, bind
+from archsearch.build import BoundSpace, bind, bind_genome
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, remove_stale_temps
@@ -59,6 +59,7 @@ class SearchConfig:
     space: str = "resnet20"
     dataset: str | None = "fashion-mnist"
     data_root: str | None = None
+    input_size: int | None = None  # the image size (None: the space's, else the dataset's)
     guides: list[str] = field(default_factory=list)
     trials: int = 20  # proxy-trained trials (promoted from the screen when there is one)
     proxy_epochs: int = 2
@@ -150,6 +151,8 @@ class SearchConfig:
                 "evaluator", "screen", "final")
         if self.genome_kind != "width":  # width studies started before genome kinds match
             keys += ("genome_kind",)
+        if self.input_size is not None:  # and those started before input sizes
+            keys += ("input_size",)
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k in keys}
 
@@ -359,7 +362,7 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
     `search._sparsity.check_sparse_inputs`."""
     if config.genome_kind == "sparsity":
         return check_sparse_inputs(config)  # type: ignore[return-value]
-    bound = bind(config.space, config.dataset)
+    bound = bind(config.space, config.dataset, input_size=config.input_size)
     budget = parse_budget(config.budget)
     Parameterisation(bound, budget, config.granularity)
     uniform = bound.uniform(budget)  # BudgetError when even the narrowest genome is too big
@@ -388,7 +391,7 @@ def _budget_low(config: SearchConfig, budget: Budget) -> Budget:
 def load_guide(path: str | Path) -> Genome:
     """A guide genome, validated against its own space and dataset."""
     genome = Genome.load(path)
-    bound = bind(genome.space, genome.dataset)
+    bound = bind_genome(genome, source=str(path))
     bound.validate(genome)
     return bound.with_cost(genome)
 

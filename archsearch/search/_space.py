@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from archsearch.budget import Budget, BudgetError, fit_to_budget
-from archsearch.build import BoundSpace, bind
+from archsearch.build import BoundSpace, bind_genome
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 
@@ -140,7 +140,7 @@ def group_ratios(genome: Genome, bound: BoundSpace) -> dict[str, float]:
 
 def stage_ratios(genome: Genome) -> list[float]:
     """Mean kept ratio per stage of a genome (groups inside removed blocks left out)."""
-    bound = bind(genome.space, genome.dataset)
+    bound = bind_genome(genome)
     graph = bound.graph
     removed = genome.removed_blocks()
     inside = {m for b in removed for m in graph.blocks[b].modules}
