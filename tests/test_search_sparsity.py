@@ -144,6 +144,7 @@ def test_a_trial_trains_a_random_mask_of_its_densities_and_the_mask_holds():
 @pytest.mark.parametrize(("args", "message"), [
     (["--genome-kind", "channels"], "--genome-kind must be one of width, sparsity"),
     (["--evaluator", "adaptive-bn"], "adaptive-bn"),
+    (["--evaluator", "supernet"], "--evaluator supernet"),
     (["--objectives", "accuracy,macs"], "--objectives"),
     (["--granularity", "stage"], "--granularity"),
     (["--budget", "0.01%params"], "cannot be met"),

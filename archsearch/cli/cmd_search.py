@@ -57,7 +57,7 @@ FIELD_HELP = {
                    "layer (guides: sparsity genomes, e.g. from discover --method magnitude; "
                    "every trial trained from scratch with a random mask, no screen)",
     "evaluator": "the screen's evaluator: adaptive-bn, supernet, or proxy (no screen: every "
-                 "trial proxy-trained)",
+                 "trial proxy-trained); default adaptive-bn, proxy for --genome-kind sparsity",
     "screen": "candidates screened by the cheap evaluator",
     "trials": "proxy-trained trials: the best screened",
     "final": "the best proxy-trained genomes trained from scratch on the final schedule",

@@ -50,6 +50,12 @@ class Evaluator(Protocol):
         """A score of `genome` (validation accuracy); training ones `report(epoch, acc)`."""
 
 
+# The screen's evaluator when none is given: adaptive-bn ranked genomes best against training
+# from scratch on both spaces measured (bench/results/evaluator_fidelity.md); a sparsity
+# search has no screen.
+DEFAULT_EVALUATOR = {"width": "adaptive-bn", "sparsity": "proxy"}
+
+
 @dataclass
 class SearchConfig:
     """Everything that defines a search (saved as `search.json` in the run folder)."""
@@ -65,9 +71,8 @@ class SearchConfig:
     proxy_epochs: int = 2
     proxy_subset: float | int = 0.2
     proxy_val: float | int | None = None
-    # the screen's evaluator (the best measured: bench/results/evaluator_fidelity.md); "proxy":
-    # no screen
-    evaluator: str = "adaptive-bn"
+    # the screen's evaluator; "proxy": no screen; None: DEFAULT_EVALUATOR of the genome kind
+    evaluator: str | None = None
     screen: int = 200  # candidates scored by the cheap evaluator
     final: int = 3  # the best proxy-trained genomes trained from scratch for longer
     final_epochs: int = 6
@@ -98,6 +103,8 @@ class SearchConfig:
                 raise ArchsearchError(f"--{name} must be >= 0, but got {getattr(self, name)}")
         if self.base_epochs < 1:
             raise ArchsearchError(f"--base-epochs must be >= 1, but got {self.base_epochs}")
+        if self.evaluator is None:
+            self.evaluator = DEFAULT_EVALUATOR[self.genome_kind]
         check_evaluator(self.evaluator)
         self.scoring()
         if self.workers < 1:

@@ -56,9 +56,10 @@ def check_genome_kind(config: SearchConfig) -> None:
                               f"got {config.genome_kind!r}")
     if config.genome_kind != "sparsity":
         return
-    if config.evaluator == "adaptive-bn" or config.base is not None:
+    if config.evaluator not in (None, "proxy") or config.base is not None:
         raise ArchsearchError("--genome-kind sparsity trains every trial from scratch: "
-                              "adaptive-bn and --base score width genomes only")
+                              f"--evaluator {config.evaluator or 'proxy'} and --base score "
+                              "width genomes only")
     if config.multi:
         raise ArchsearchError("--genome-kind sparsity searches at one budget: "
                               "--objectives accuracy,macs is for width genomes")
