@@ -17,6 +17,8 @@ from archsearch.pruners import (
     TaylorPruner,
     ThiNetPruner,
 )
+from archsearch.pruners._slimming import ranked_genome
+from archsearch.pruners._taylor import TaylorStats
 from archsearch.pruners._thinet import _patches, greedy_removal_rank
 
 SPACE, DATASET = "vgg11", "fashion-mnist"
@@ -78,7 +80,7 @@ def test_taylor_removes_channels_without_effect_on_the_loss() -> None:
         live = torch.ones(len(scores[group]), dtype=torch.bool)
         live[planted] = False
         assert torch.all(scores[group][live] > 0)
-        assert torch.isclose(scores[group].norm(), torch.tensor(1.0))
+        assert torch.isclose(scores[group].pow(2).mean(), torch.tensor(1.0))  # unit RMS
     expected = expected_widths(pruner.bound, MUTED)
     genome = pruner.genome(model, f"{pruner.bound.costs.cost(expected).macs}FLOPs")
     assert genome.widths == expected
@@ -125,6 +127,54 @@ def test_taylor_running_mean_and_checkpoint_round_trip() -> None:
         assert torch.equal(pruner.importance(reloaded)[group], score)
     base = pruner.restore(model)
     assert set(base.state_dict()) == set(pruner.bound.base_model().state_dict())
+
+
+def _planted_taylor_by_width() -> tuple[TaylorPruner, nn.Module]:
+    """resnet20 (groups 16, 32 and 64 wide) whose recorded Taylor criteria are, in every
+    group, the same distribution (log-normal quantiles, shuffled) times a random per-group
+    scale: no group deserves a larger share of its channels than another."""
+    pruner = TaylorPruner(bind("resnet20", "synthetic"), decay=1.0)
+    model = pruner.prepare(pruner.bound.base_model())
+    stats = model.get_submodule(pruner.stats_name)
+    assert isinstance(stats, TaylorStats)
+    gen = torch.Generator().manual_seed(0)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for group, mods in pruner._points.items():
+        n = pruner.bound.graph.groups[group].size
+        quantiles = normal.icdf((torch.arange(n) + 0.5) / n)
+        scale = 10 ** (4 * torch.rand((), generator=gen) - 2)
+        value = scale * torch.exp(quantiles[torch.randperm(n, generator=gen)])
+        for module in mods:  # every BatchNorm of a stream the same: the mean is `value`
+            stats.accumulate(module, value)
+    return pruner, model
+
+
+def _kept_share(pruner: TaylorPruner, widths: dict[str, int]) -> dict[int, float]:
+    """The share of its channels a genome keeps, over all groups of each base width."""
+    out: dict[int, list[float]] = {}
+    for group in pruner._points:
+        size = pruner.bound.graph.groups[group].size
+        out.setdefault(size, []).append(widths[group] / size)
+    return {size: sum(v) / len(v) for size, v in out.items()}
+
+
+def test_taylor_global_ranking_is_not_biased_by_group_width() -> None:
+    pruner, model = _planted_taylor_by_width()
+    budget = parse_budget("25%FLOPs")
+    genome = pruner.genome(model, budget)
+    assert abs(genome.cost["macs_ratio"] - 0.25) <= 0.0025
+    share = _kept_share(pruner, genome.widths)
+    assert sorted(share) == [16, 32, 64]
+    assert max(share.values()) - min(share.values()) <= 0.1, share
+    for group in pruner._points:  # and no single group far from the rest
+        size = pruner.bound.graph.groups[group].size
+        assert abs(genome.widths[group] / size - share[size]) <= 0.1
+    # the paper's L2 normalisation of the same criteria: a channel's score falls as
+    # 1 / sqrt(width), and the one threshold cuts the wider groups harder
+    scores = pruner.importance(model)
+    l2 = {g: s / s.norm() for g, s in scores.items()}
+    old = _kept_share(pruner, ranked_genome(pruner, l2, budget, pruner.min_keep).widths)
+    assert old[16] > old[32] > old[64] and old[16] - old[64] > 0.2, old
 
 
 def _duplicated_vgg() -> tuple[PFAPruner, nn.Module, list[int]]:
