@@ -13,8 +13,10 @@ started. The paper's travel does not transfer to short schedules either (measure
 bench/results/separation.md and the closing note of issue 10): a small travel shrinks every
 scale together (no separation), a travel of 6.6 or more over a few hundred steps drives most
 scales to zero within the first epoch and the network with them. A travel of 3 over 625
-steps separates resnet20, resnet56, vgg11-half and vgg11; the same travel over 186 steps
-does not (the networks are still at 11-16% validation accuracy). The auto rule gives every
+steps separates every shipped CIFAR-style space (resnet20/56/110, preresnet164, vgg11,
+vgg11-half, vgg16, vgg19; the deep VGGs through the three-class cut of
+`archsearch.pruners._evidence`); the same travel over 186 steps does not (the networks are
+still at 11-16% validation accuracy). The auto rule gives every
 schedule a travel of AUTO_TRAVEL, and the quick preset has 625 steps.
 
 sss is different: its gates take proximal steps with their own constant step size, so its λ
