@@ -47,7 +47,8 @@ def _fashion_mnist_available() -> bool:
     (["--base-epochs", "0"], "--base-epochs"),
     (["--calib-images", "0"], "--calib-images"),
     (["--base", "missing.pt", "--evaluator", "adaptive-bn"], "--base checkpoint not found"),
-    (["--base", "missing.pt"], "adaptive-bn"),
+    (["--base", "missing.pt"], "--base checkpoint not found"),  # adaptive-bn: the default
+    (["--base", "missing.pt", "--evaluator", "supernet"], "adaptive-bn"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
