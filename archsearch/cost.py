@@ -29,11 +29,18 @@ from torch import nn
 from archsearch.errors import GraphError
 from archsearch.graph import ChannelGraph, LayerCall
 from archsearch.graph._attention import ATTENTION_TYPES, count_attention
+from archsearch.graph._window import window_rules
 
 COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool", "attn_in",
                 "attn_out")
 CUSTOM_RULES = {t: count_attention for t in ATTENTION_TYPES}  # what thop 0.1.1 lacks
 _ZERO_RULES = ("zero_ops", "count_relu")  # thop rules that always count 0 MACs
+
+
+def custom_rules() -> dict[type, object]:
+    """thop rules archsearch adds: self-attention, and torchvision's window attention (the
+    classes loaded so far: a model that holds one has loaded it)."""
+    return CUSTOM_RULES | window_rules()
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ def thop_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     example = torch.zeros(1, *input_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        macs, params = thop.profile(clone, inputs=(example,), custom_ops=CUSTOM_RULES,
+        macs, params = thop.profile(clone, inputs=(example,), custom_ops=custom_rules(),
                                     verbose=False)
     return Cost(int(round(macs)), int(round(params)))
 
@@ -140,7 +147,9 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     if call.kind == "attn_in":  # s: tokens; in: embedding, out: heads·head_dim
         return [3.0 * s, 0, 0, 0], [3.0, 0, 3.0 * bias, 0]
     if call.kind == "attn_out":  # in: heads·head_dim (scores and weighted sum), out: embedding
-        return [float(s), 2.0 * s * s, 0, 0], [1.0, 0, bias, 0]
+        head_macs, fixed_macs, head_params, fixed_params = call.extra  # k: keys per query
+        return [float(s), 2.0 * s * k + head_macs, 0, fixed_macs], [1.0, head_params, bias,
+                                                                     fixed_params]
     if call.kind == "ln":
         return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, (1 + bias) * call.affine, 0, 0]
     if call.kind == "param":  # a parameter of a non-leaf module: thop counts none
@@ -154,13 +163,17 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     raise ValueError(f"no cost rule for call kind {call.kind!r}")
 
 
-@cache
 def _thop_rules() -> dict[type, object]:
     """Module type -> thop's counting rule (exact types, as thop matches them)."""
+    return _thop_hooks() | custom_rules()
+
+
+@cache
+def _thop_hooks() -> dict[type, object]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from thop.profile import register_hooks
-    return dict(register_hooks) | CUSTOM_RULES
+    return dict(register_hooks)
 
 
 def _refuse_uncounted(graph: ChannelGraph) -> None:
