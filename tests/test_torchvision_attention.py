@@ -11,7 +11,7 @@ from torch import nn
 from archsearch.cost import Cost, CostModel, thop_cost
 from archsearch.errors import GraphError
 from archsearch.genome import Genome
-from archsearch.graph import ChannelGraph, SlicedMultiheadAttention
+from archsearch.graph import ChannelGraph, SlicedMultiheadAttention, SlicedWindowAttention
 from archsearch.shrink import shrink
 
 SIZE = (3, 16, 16)
@@ -258,6 +258,79 @@ def test_a_small_swin_counts_attention_in_both_counters_and_in_removed_blocks():
     assert base.macs - alone == 2 * stage1 + stage2
     cut.train()
     cut(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def _swin_v(v2: bool) -> nn.Module:
+    """`_swin`, V1 or V2, with random biases, tables and logit scales (not their inits)."""
+    from torchvision.models.swin_transformer import (
+        PatchMergingV2,
+        SwinTransformer,
+        SwinTransformerBlockV2,
+    )
+
+    torch.manual_seed(0)
+    kw = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    model = SwinTransformer([4, 4], 16, [2, 1], [2, 4], [4, 4], num_classes=5, **kw).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() < 2 or p.shape[-1] in (2, 4):  # biases, tables, logit scales
+                p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_swin_kept_heads_compute_what_they_computed_before(v2):
+    """At 28x28 (7x7 padded to 8x8: shifted windows and padding both in play), silence head
+    0 of features.1.0.attn and heads 1 and 3 of features.3.0.attn (zero output-projection
+    columns): cutting exactly those heads leaves the output unchanged, so q, k, v, the
+    position tables (V2: the bias MLP's last layer and the logit scale) and the projection
+    were sliced at the same heads. Keeping every channel gives torchvision's output."""
+    model = _swin_v(v2)
+    graph = ChannelGraph(model, torch.zeros(1, 3, 28, 28))
+    x = torch.randn(2, 3, 28, 28)
+    assert {g: graph.groups[g].unit for g in graph.prunable if g.endswith("attn")} == {
+        "features.1.0.attn": 8, "features.1.1.attn": 8, "features.3.0.attn": 8}
+    full = {g: list(range(graph.groups[g].size)) for g in graph.prunable}
+    same = shrink(model, Genome("t", {}, {}), full, graph=graph).eval()
+    assert type(same.get_submodule("features.1.0.attn")) is SlicedWindowAttention
+    with torch.no_grad():
+        assert torch.equal(same(x), model(x))
+    silenced = {"features.1.0.attn": [0], "features.3.0.attn": [1, 3]}
+    keep = {}
+    with torch.no_grad():
+        for name, drop in silenced.items():
+            for h in drop:
+                model.get_submodule(name).proj.weight[:, 8 * h:8 * h + 8] = 0
+            keep[name] = [c for c in range(graph.groups[name].size) if c // 8 not in drop]
+    cut = shrink(model, Genome("t", {g: len(k) for g, k in keep.items()}, {}), keep,
+                 graph=graph).eval()
+    assert [cut.get_submodule(n).num_heads for n in silenced] == [1, 2]
+    with torch.no_grad():
+        assert torch.allclose(cut(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_narrowed_swin_costs_what_thop_counts_and_shrinks_again(v2):
+    """Fewer heads in every attention and a narrower last-stage stream: analytic == thop,
+    forward + backward work, and the shrunk model traces to the same widths and cost."""
+    model = _swin_v(v2)
+    graph = ChannelGraph(model, torch.zeros(1, 3, 32, 32))
+    costs = CostModel(graph)
+    widths = {"features.1.0.attn": 8, "features.1.1.attn": 8, "features.3.0.attn": 16,
+              "features.3.0.stream": 20}
+    assert set(widths) <= set(graph.prunable)
+    small = shrink(model, Genome("t", widths, {}), graph=graph)
+    got = costs.cost(widths)
+    assert got == thop_cost(small, (3, 32, 32))
+    assert got.macs < costs.cost({}).macs
+    stage1 = 64 * 16 * 48 + 2 * 64 * 16 * 16 + 64 * 16 * 16  # one head of 8 of two: half
+    per_head = stage1 // 2 + (49 * 512 if v2 else 0)  # V2: a row of the bias MLP's last layer
+    assert costs.cost({"features.1.0.attn": 8}).macs == costs.cost({}).macs - per_head
+    small.train()
+    small(torch.randn(2, 3, 32, 32)).sum().backward()
+    again = ChannelGraph(small.eval(), torch.zeros(1, 3, 32, 32))
+    assert {g: again.groups[g].size for g in widths} == widths
+    assert CostModel(again).cost({}) == got
 
 
 @pytest.mark.slow

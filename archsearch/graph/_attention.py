@@ -22,9 +22,11 @@ from archsearch.graph._state import Call, Seg, TraceState, node_shape
 from archsearch.graph._window import (
     is_window_attention,
     projections,
+    slice_window,
     window_extra,
     window_geometry,
     window_heads,
+    window_sliceable,
     window_widths,
 )
 
@@ -55,8 +57,9 @@ class AttentionOps:
         return out
 
     def _window_attention(self, node: fx.Node, mod: nn.Module) -> list[Seg] | None:
-        """torchvision's window attention (`_window.py`). It takes the head width from its
-        input width, so its input, inner and output channels stay fixed."""
+        """torchvision's window attention (`_window.py`). Swin's loses whole heads and takes
+        any input/output width (shrink narrows it to a SlicedWindowAttention); MaxViT's takes
+        its head width from its input width, so its channels stay fixed."""
         self.st.leaves.setdefault(node.target, type(mod))
         x = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         shape = node_shape(x)
@@ -65,12 +68,14 @@ class AttentionOps:
                 or self.st.segs.get(x.name) is None or node_shape(node) != (*shape[:3], e_out)):
             return self._opaque(node)  # not costed: the cost model refuses it by name
         ins = self._last_axis(x, mod)
-        self.st.fix(ins)
+        fixed = not window_sliceable(mod)
+        if fixed:
+            self.st.fix(ins)
         qkv, proj = projections(mod)
         out = self._record_attention(
             node, mod, ins, (inner, e_out), window_geometry(mod, shape),
             (qkv.bias is not None, proj.bias is not None), window_extra(mod, inner),
-            fixed=True, resolution=shape[1])
+            fixed=fixed, resolution=shape[1])
         self.st.cdim[node.name] = 3
         return out
 
@@ -196,9 +201,10 @@ class SlicedMultiheadAttention(nn.Module):
 def slice_attention(mod: nn.Module, i: torch.Tensor, inner: torch.Tensor, o: torch.Tensor
                     ) -> nn.Module:
     """`mod` (nn.MultiheadAttention or a sliced one) keeping input features `i`, inner
-    channels `inner` (whole heads) and output features `o`. torchvision's window attention
-    keeps all its channels (the graph fixes them), so it is returned as it is."""
-    if is_window_attention(mod):
+    channels `inner` (whole heads) and output features `o`; Swin's window attention too."""
+    if window_sliceable(mod):
+        return slice_window(mod, i, inner, o)
+    if is_window_attention(mod):  # MaxViT's: the graph keeps all its channels
         if (len(i), len(inner), len(o)) != window_widths(mod):
             raise ValueError(f"{type(mod).__name__} cannot be narrowed")
         return mod
