@@ -8,10 +8,12 @@ avg-pool: out numel; adaptive avg-pool: ⌊(in area / out area + 1)·out numel�
 max-pools: 0). thop 0.1.1 has no rule for attention, so `thop_cost` adds one for
 self-attention (nn.MultiheadAttention and its sliced form): L·E·3I for the q/k/v projection,
 2·L²·I for the scores and the weighted sum, L·I·E' for the output projection (L tokens, E in,
-I = heads·head_dim, E' out), and every parameter of the module. Like thop, the analytic
-counter counts leaf modules of the exact types thop has a rule for and nothing else
-(functional ops such as Swin's window attention, parameters held by non-leaf modules); a
-module thop counts that the analytic counter cannot is refused, never silently skipped.
+I = heads·head_dim, E' out), and every parameter of the module; and one of the same form for
+torchvision's window attention (Swin V1/V2, MaxViT: the scores inside each window, see
+`archsearch.graph._window`). Like thop, the analytic counter counts leaf modules of the
+exact types thop has a rule for and nothing else (other functional ops, parameters held by
+non-leaf modules); a module thop counts that the analytic counter cannot is refused, never
+silently skipped.
 """
 
 from __future__ import annotations

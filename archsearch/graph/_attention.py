@@ -8,6 +8,7 @@ v and the output projection are sliced with it. It is recorded as two calls, `at
 (x → inner, the q/k/v projection) and `attn_out` (inner → output, the scores, the weighted
 sum and the output projection), so the cost stays linear in the group widths. Cross-attention,
 masks, `bias_k`/`bias_v` and `add_zero_attn` are not modelled: such a call is left whole.
+torchvision's window attention (Swin, MaxViT) is recorded the same way (`_window.py`).
 """
 
 from __future__ import annotations
