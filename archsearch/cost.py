@@ -8,10 +8,12 @@ avg-pool: out numel; adaptive avg-pool: ⌊(in area / out area + 1)·out numel�
 max-pools: 0). thop 0.1.1 has no rule for attention, so `thop_cost` adds one for
 self-attention (nn.MultiheadAttention and its sliced form): L·E·3I for the q/k/v projection,
 2·L²·I for the scores and the weighted sum, L·I·E' for the output projection (L tokens, E in,
-I = heads·head_dim, E' out), and every parameter of the module. Like thop, the analytic
-counter counts leaf modules of the exact types thop has a rule for and nothing else
-(functional ops such as Swin's window attention, parameters held by non-leaf modules); a
-module thop counts that the analytic counter cannot is refused, never silently skipped.
+I = heads·head_dim, E' out), and every parameter of the module; and one of the same form for
+torchvision's window attention (Swin V1/V2, MaxViT: the scores inside each window, see
+`archsearch.graph._window`). Like thop, the analytic counter counts leaf modules of the
+exact types thop has a rule for and nothing else (other functional ops, parameters held by
+non-leaf modules); a module thop counts that the analytic counter cannot is refused, never
+silently skipped.
 """
 
 from __future__ import annotations
@@ -29,11 +31,18 @@ from torch import nn
 from archsearch.errors import GraphError
 from archsearch.graph import ChannelGraph, LayerCall
 from archsearch.graph._attention import ATTENTION_TYPES, count_attention
+from archsearch.graph._window import window_rules
 
 COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool", "attn_in",
                 "attn_out")
 CUSTOM_RULES = {t: count_attention for t in ATTENTION_TYPES}  # what thop 0.1.1 lacks
 _ZERO_RULES = ("zero_ops", "count_relu")  # thop rules that always count 0 MACs
+
+
+def custom_rules() -> dict[type, object]:
+    """thop rules archsearch adds: self-attention, and torchvision's window attention (the
+    classes loaded so far: a model that holds one has loaded it)."""
+    return CUSTOM_RULES | window_rules()
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ def thop_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     example = torch.zeros(1, *input_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        macs, params = thop.profile(clone, inputs=(example,), custom_ops=CUSTOM_RULES,
+        macs, params = thop.profile(clone, inputs=(example,), custom_ops=custom_rules(),
                                     verbose=False)
     return Cost(int(round(macs)), int(round(params)))
 
@@ -140,7 +149,9 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     if call.kind == "attn_in":  # s: tokens; in: embedding, out: heads·head_dim
         return [3.0 * s, 0, 0, 0], [3.0, 0, 3.0 * bias, 0]
     if call.kind == "attn_out":  # in: heads·head_dim (scores and weighted sum), out: embedding
-        return [float(s), 2.0 * s * s, 0, 0], [1.0, 0, bias, 0]
+        head_macs, fixed_macs, head_params, fixed_params = call.extra  # k: keys per query
+        return [float(s), 2.0 * s * k + head_macs, 0, fixed_macs], [1.0, head_params, bias,
+                                                                     fixed_params]
     if call.kind == "ln":
         return [0, s * (4.0 if call.affine else 2.0), 0, 0], [0, (1 + bias) * call.affine, 0, 0]
     if call.kind == "param":  # a parameter of a non-leaf module: thop counts none
@@ -154,13 +165,17 @@ def _terms(call: LayerCall) -> tuple[list[float], list[float]]:
     raise ValueError(f"no cost rule for call kind {call.kind!r}")
 
 
-@cache
 def _thop_rules() -> dict[type, object]:
     """Module type -> thop's counting rule (exact types, as thop matches them)."""
+    return _thop_hooks() | custom_rules()
+
+
+@cache
+def _thop_hooks() -> dict[type, object]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from thop.profile import register_hooks
-    return dict(register_hooks) | CUSTOM_RULES
+    return dict(register_hooks)
 
 
 def _refuse_uncounted(graph: ChannelGraph) -> None:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.cost import CostModel, thop_cost
+from archsearch.cost import Cost, CostModel, thop_cost
 from archsearch.errors import GraphError
 from archsearch.genome import Genome
-from archsearch.graph import ChannelGraph, SlicedMultiheadAttention
+from archsearch.graph import ChannelGraph, SlicedMultiheadAttention, SlicedWindowAttention
 from archsearch.shrink import shrink
 
 SIZE = (3, 16, 16)
@@ -170,3 +170,191 @@ def test_a_shrunk_vit_traces_and_shrinks_again():
     assert costs.cost({head: 4}) == thop_cost(smaller, SIZE)
     smaller.train()
     smaller(torch.randn(2, *SIZE)).sum().backward()
+
+
+# -- torchvision's window attention: Swin (V1, V2) and MaxViT --------------------------------
+
+class _Alone(nn.Module):
+    """One attention module as a model, so both counters see just it."""
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x):
+        return self.attn(x)
+
+
+def _swin_attention(v2: bool) -> tuple[nn.Module, int]:
+    """16 channels in 2 heads, 4x4 windows shifted by 2, on a 6x7 map (padded to 8x8: 4
+    windows of 16 tokens); and the hand count of its MACs."""
+    from torchvision.models.swin_transformer import (
+        ShiftedWindowAttention,
+        ShiftedWindowAttentionV2,
+    )
+
+    torch.manual_seed(0)
+    attn = (ShiftedWindowAttentionV2 if v2 else ShiftedWindowAttention)(16, [4, 4], [2, 2], 2)
+    tokens, window, c = 8 * 8, 4 * 4, 16
+    macs = tokens * c * 3 * c + 2 * tokens * window * c + tokens * c * c
+    if v2:  # the bias MLP on the 7x7 relative offsets: Linear(2, 512), Linear(512, heads)
+        macs += 49 * 2 * 512 + 49 * 512 * 2
+    return attn, macs
+
+
+def _maxvit_attention() -> tuple[nn.Module, int]:
+    """24 channels in 3 heads of 8, 3 windows of 16 tokens; and the hand count."""
+    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+
+    torch.manual_seed(0)
+    tokens, window, c = 3 * 16, 16, 24
+    macs = tokens * c * 3 * c + 2 * tokens * window * c + tokens * c * c
+    return RelativePositionalMultiHeadAttention(c, 8, window), macs
+
+
+@pytest.mark.parametrize("kind", ["swin", "swin_v2", "maxvit"])
+def test_window_attention_costs_its_matmuls_by_hand_count(kind):
+    """q/k/v, q·kᵀ, attn·v and the output projection per window (and V2's bias MLP) are
+    counted, equal by both counters, to a hand count and to torch's own FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    attn, macs = _maxvit_attention() if kind == "maxvit" else _swin_attention(kind == "swin_v2")
+    model = _Alone(attn).eval()
+    shape = (3, 16, 24) if kind == "maxvit" else (6, 7, 16)
+    params = sum(p.numel() for p in model.parameters())
+    graph = ChannelGraph(model, torch.zeros(1, *shape))
+    assert CostModel(graph).cost({}) == thop_cost(model, shape) == Cost(macs, params)
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        model(torch.zeros(1, *shape))
+    assert flops.get_total_flops() == 2 * macs
+
+
+def _swin() -> nn.Module:
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)  # 16, then 32 channels; 4x4 windows; 2, then 4 heads
+    return SwinTransformer([4, 4], 16, [2, 1], [2, 4], [4, 4], num_classes=5).eval()
+
+
+def test_a_small_swin_counts_attention_in_both_counters_and_in_removed_blocks():
+    """At 32x32 the first stage is 8x8 (4 windows), the second 4x4 (1 window); a removed
+    block takes its attention's cost with it."""
+    model = _swin()
+    graph = ChannelGraph(model, torch.zeros(1, *(3, 32, 32)))
+    costs = CostModel(graph)
+    base = costs.cost({})
+    assert base == thop_cost(model, (3, 32, 32))
+    stage1 = 64 * 16 * 48 + 2 * 64 * 16 * 16 + 64 * 16 * 16
+    stage2 = 16 * 32 * 96 + 2 * 16 * 16 * 32 + 16 * 32 * 32
+    assert len([c for c in graph.calls if c.kind.startswith("attn")]) == 6
+    block = next(b for b in graph.blocks.values() if "features.1.1.attn" in b.modules)
+    cut = shrink(model, Genome("t", {}, {block.name: False}), graph=graph)
+    small = costs.cost({}, {block.name: False})
+    assert small == thop_cost(cut, (3, 32, 32))
+    assert base.macs - small.macs == stage1 + 4 * 64 * 16  # with its LayerNorm (4 a feature)
+    import thop  # thop alone counts none of it (qkv and proj are called as F.linear)
+
+    alone, _ = thop.profile(_swin(), inputs=(torch.zeros(1, 3, 32, 32),), verbose=False)
+    assert base.macs - alone == 2 * stage1 + stage2
+    cut.train()
+    cut(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def _swin_v(v2: bool) -> nn.Module:
+    """`_swin`, V1 or V2, with random biases, tables and logit scales (not their inits)."""
+    from torchvision.models.swin_transformer import (
+        PatchMergingV2,
+        SwinTransformer,
+        SwinTransformerBlockV2,
+    )
+
+    torch.manual_seed(0)
+    kw = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    model = SwinTransformer([4, 4], 16, [2, 1], [2, 4], [4, 4], num_classes=5, **kw).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() < 2 or p.shape[-1] in (2, 4):  # biases, tables, logit scales
+                p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_swin_kept_heads_compute_what_they_computed_before(v2):
+    """At 28x28 (7x7 padded to 8x8: shifted windows and padding both in play), silence head
+    0 of features.1.0.attn and heads 1 and 3 of features.3.0.attn (zero output-projection
+    columns): cutting exactly those heads leaves the output unchanged, so q, k, v, the
+    position tables (V2: the bias MLP's last layer and the logit scale) and the projection
+    were sliced at the same heads. Keeping every channel gives torchvision's output."""
+    model = _swin_v(v2)
+    graph = ChannelGraph(model, torch.zeros(1, 3, 28, 28))
+    x = torch.randn(2, 3, 28, 28)
+    assert {g: graph.groups[g].unit for g in graph.prunable if g.endswith("attn")} == {
+        "features.1.0.attn": 8, "features.1.1.attn": 8, "features.3.0.attn": 8}
+    full = {g: list(range(graph.groups[g].size)) for g in graph.prunable}
+    same = shrink(model, Genome("t", {}, {}), full, graph=graph).eval()
+    assert type(same.get_submodule("features.1.0.attn")) is SlicedWindowAttention
+    with torch.no_grad():
+        assert torch.equal(same(x), model(x))
+    silenced = {"features.1.0.attn": [0], "features.3.0.attn": [1, 3]}
+    keep = {}
+    with torch.no_grad():
+        for name, drop in silenced.items():
+            for h in drop:
+                model.get_submodule(name).proj.weight[:, 8 * h:8 * h + 8] = 0
+            keep[name] = [c for c in range(graph.groups[name].size) if c // 8 not in drop]
+    cut = shrink(model, Genome("t", {g: len(k) for g, k in keep.items()}, {}), keep,
+                 graph=graph).eval()
+    assert [cut.get_submodule(n).num_heads for n in silenced] == [1, 2]
+    with torch.no_grad():
+        assert torch.allclose(cut(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_narrowed_swin_costs_what_thop_counts_and_shrinks_again(v2):
+    """Fewer heads in every attention and a narrower last-stage stream: analytic == thop,
+    forward + backward work, and the shrunk model traces to the same widths and cost."""
+    model = _swin_v(v2)
+    graph = ChannelGraph(model, torch.zeros(1, 3, 32, 32))
+    costs = CostModel(graph)
+    widths = {"features.1.0.attn": 8, "features.1.1.attn": 8, "features.3.0.attn": 16,
+              "features.3.0.stream": 20}
+    assert set(widths) <= set(graph.prunable)
+    small = shrink(model, Genome("t", widths, {}), graph=graph)
+    got = costs.cost(widths)
+    assert got == thop_cost(small, (3, 32, 32))
+    assert got.macs < costs.cost({}).macs
+    stage1 = 64 * 16 * 48 + 2 * 64 * 16 * 16 + 64 * 16 * 16  # one head of 8 of two: half
+    per_head = stage1 // 2 + (49 * 512 if v2 else 0)  # V2: a row of the bias MLP's last layer
+    assert costs.cost({"features.1.0.attn": 8}).macs == costs.cost({}).macs - per_head
+    small.train()
+    small(torch.randn(2, 3, 32, 32)).sum().backward()
+    again = ChannelGraph(small.eval(), torch.zeros(1, 3, 32, 32))
+    assert {g: again.groups[g].size for g in widths} == widths
+    assert CostModel(again).cost({}) == got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["swin_t", "maxvit_t"])
+def test_torchvision_window_models_cost_equals_thop_with_attention(name):
+    """swin_t (32x32) and maxvit_t (224x224, the smallest its partitions allow), as
+    bench/torchvision_coverage.py builds them: analytic == thop at the base and at a random
+    genome, and both now hold every attention module's parameters and matmuls."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from torchvision_coverage import bound_space, random_genome
+
+    torch.manual_seed(0)
+    bound = bound_space(name)
+    shape = bound.info.input_shape
+    base = bound.base_model()
+    assert bound.base_cost == thop_cost(base, shape)
+    attn = [m for m in base.modules() if type(m).__name__ in (
+        "ShiftedWindowAttention", "RelativePositionalMultiHeadAttention")]
+    assert len(attn) == (12 if name == "swin_t" else 22)
+    assert bound.base_cost.params == sum(p.numel() for p in base.parameters())
+    genome = random_genome(bound, seed=1)
+    assert genome.cost["macs"] < bound.base_cost.macs
+    built = bound.build(genome)
+    assert thop_cost(built, shape) == Cost(genome.cost["macs"], genome.cost["params"])

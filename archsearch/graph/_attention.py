@@ -8,6 +8,7 @@ v and the output projection are sliced with it. It is recorded as two calls, `at
 (x → inner, the q/k/v projection) and `attn_out` (inner → output, the scores, the weighted
 sum and the output projection), so the cost stays linear in the group widths. Cross-attention,
 masks, `bias_k`/`bias_v` and `add_zero_attn` are not modelled: such a call is left whole.
+torchvision's window attention (Swin, MaxViT) is recorded the same way (`_window.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archsearch.graph._state import Call, Seg, TraceState, node_shape
+from archsearch.graph._window import (
+    is_window_attention,
+    projections,
+    slice_window,
+    window_extra,
+    window_geometry,
+    window_heads,
+    window_sliceable,
+    window_widths,
+)
 
 _UNSUPPORTED_KWARGS = ("key_padding_mask", "attn_mask", "is_causal")
 
@@ -38,30 +49,63 @@ class AttentionOps:
             for arg in self._tensor_args(node):
                 self.st.fix(self.st.segs[arg.name])
             return None
-        ins = self._last_axis(x, mod)
-        inner_size = mod.embed_dim
         tokens = shape[1] if mod.batch_first else shape[0]
-        inner = [(self.st.new(inner_size), inner_size, 1)]
-        self.st.set_unit(inner[0][0], mod.head_dim)
-        out = [(self.st.new(mod.out_proj.out_features), mod.out_proj.out_features, 1)]
+        out = self._record_attention(
+            node, mod, self._last_axis(x, mod), (mod.embed_dim, mod.out_proj.out_features),
+            (tokens, tokens), (mod.in_proj_bias is not None, mod.out_proj.bias is not None))
+        self.st.cdim[node.name] = 2
+        self.attention_nodes.add(node.name)
+        return out
+
+    def _window_attention(self, node: fx.Node, mod: nn.Module) -> list[Seg] | None:
+        """torchvision's window attention (`_window.py`). Swin's loses whole heads and takes
+        any input/output width (shrink narrows it to a SlicedWindowAttention); MaxViT's takes
+        its head width from its input width, so its channels stay fixed."""
+        self.st.leaves.setdefault(node.target, type(mod))
+        x = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        shape = node_shape(x)
+        e_in, inner, e_out = window_widths(mod)
+        if (shape is None or len(shape) != 4 or shape[-1] != e_in
+                or self.st.segs.get(x.name) is None or node_shape(node) != (*shape[:3], e_out)):
+            return self._opaque(node)  # not costed: the cost model refuses it by name
+        ins = self._last_axis(x, mod)
+        fixed = not window_sliceable(mod)
+        if fixed:
+            self.st.fix(ins)
+        qkv, proj = projections(mod)
+        out = self._record_attention(
+            node, mod, ins, (inner, e_out), window_geometry(mod, shape),
+            (qkv.bias is not None, proj.bias is not None), window_extra(mod, inner),
+            fixed=fixed, resolution=shape[1])
+        self.st.cdim[node.name] = 3
+        return out
+
+    def _record_attention(self, node: fx.Node, mod: nn.Module, ins: list[Seg],
+                          sizes: tuple[int, int], geometry: tuple[int, int],
+                          bias: tuple[bool, bool],
+                          extra: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+                          fixed: bool = False, resolution: int | None = None) -> list[Seg]:
+        """`attn_in` (ins → inner: q/k/v) and `attn_out` (inner → out: the scores, the
+        weighted sum, the output projection); geometry is (tokens, keys per query)."""
+        (inner_size, out_size), (tokens, window) = sizes, geometry
+        inner = [(self.st.new(inner_size, fixed), inner_size, 1)]
+        self.st.set_unit(inner[0][0], inner_size // window_heads_of(mod))
+        out = [(self.st.new(out_size, fixed), out_size, 1)]
         for v in (inner[0][0], out[0][0]):
             self.st.producer.setdefault(v, []).append(node.target)
-            self.st.resolution[v] = tokens
+            self.st.resolution[v] = tokens if resolution is None else resolution
         first = self.st.first_call.get(node.target)
         if first is not None:  # a shared module: every call has the same channels
             later = next(c for c in self.st.calls if c.module == node.target and c.kind ==
                          "attn_out")
             for a, b in ((first.inputs, ins), (first.outputs, inner), (later.outputs, out)):
                 self.st.unite_segs(a, b)
-        bias = mod.in_proj_bias is not None
-        call_in = Call(node.target, "attn_in", node.name, ins, inner, tokens, 1.0, bias=bias,
+        call_in = Call(node.target, "attn_in", node.name, ins, inner, tokens, 1.0, bias=bias[0],
                        module_type=type(mod))
-        call_out = Call(node.target, "attn_out", node.name, inner, out, tokens, 1.0,
-                        bias=mod.out_proj.bias is not None, module_type=type(mod))
+        call_out = Call(node.target, "attn_out", node.name, inner, out, tokens, float(window),
+                        bias=bias[1], module_type=type(mod), extra=extra)
         self.st.first_call.setdefault(node.target, call_in)
         self.st.calls.extend([call_in, call_out])
-        self.st.cdim[node.name] = 2
-        self.attention_nodes.add(node.name)
         return out
 
     def _attention_item(self, node: fx.Node) -> list[Seg] | None:
@@ -88,6 +132,13 @@ class AttentionOps:
 
     def _fresh(self, node: fx.Node, fixed: bool, dim: int = 1) -> list[Seg] | None:
         raise NotImplementedError  # pragma: no cover
+
+    def _opaque(self, node: fx.Node) -> list[Seg] | None:  # pragma: no cover
+        raise NotImplementedError
+
+
+def window_heads_of(mod: nn.Module) -> int:
+    return mod.num_heads if isinstance(mod, ATTENTION_TYPES) else window_heads(mod)
 
 
 def _self_attention(node: fx.Node, mod: nn.Module) -> bool:
@@ -149,9 +200,15 @@ class SlicedMultiheadAttention(nn.Module):
 
 
 def slice_attention(mod: nn.Module, i: torch.Tensor, inner: torch.Tensor, o: torch.Tensor
-                    ) -> SlicedMultiheadAttention:
+                    ) -> nn.Module:
     """`mod` (nn.MultiheadAttention or a sliced one) keeping input features `i`, inner
-    channels `inner` (whole heads) and output features `o`."""
+    channels `inner` (whole heads) and output features `o`; Swin's window attention too."""
+    if window_sliceable(mod):
+        return slice_window(mod, i, inner, o)
+    if is_window_attention(mod):  # MaxViT's: the graph keeps all its channels
+        if (len(i), len(inner), len(o)) != window_widths(mod):
+            raise ValueError(f"{type(mod).__name__} cannot be narrowed")
+        return mod
     d = mod.head_dim
     width = mod.in_proj_weight.shape[0] // 3
     rows = torch.cat([inner + part * width for part in range(3)])

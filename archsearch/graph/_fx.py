@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from archsearch.errors import GraphError
+from archsearch.graph._window import is_window_attention
 
 # non-torch.nn modules that must stay leaves (their forward branches on self.training)
 RUNTIME_MODE_LEAVES = ("StochasticDepth",)
@@ -31,8 +32,8 @@ class TensorMeta:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m).__name__ in RUNTIME_MODE_LEAVES + SLICED_LEAVES:
-            return True
+        if type(m).__name__ in RUNTIME_MODE_LEAVES + SLICED_LEAVES or is_window_attention(m):
+            return True  # window attention: costed whole (archsearch.graph._window)
         return super().is_leaf_module(m, qualname)
 
 

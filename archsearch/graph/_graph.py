@@ -64,6 +64,7 @@ class LayerCall:
     blocks: tuple[str, ...]  # removable blocks containing this call
     module_type: type = nn.Module
     axis: int = 0  # param: the parameter's dimension that holds the channels
+    extra: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # attn_out: see Call
 
 
 class ChannelGraph:
@@ -223,7 +224,7 @@ class ChannelGraph:
 def _layer_call(c: Call, ins: tuple[Segment, ...], outs: tuple[Segment, ...],
                 blocks: tuple[str, ...]) -> LayerCall:
     return LayerCall(c.module, c.kind, ins, outs, c.spatial, c.kernel, c.depthwise, c.groups,
-                     c.bias, c.affine, blocks, c.module_type, c.axis)
+                     c.bias, c.affine, blocks, c.module_type, c.axis, c.extra)
 
 
 def _group_name(producers: list[str], used: set[str]) -> str:

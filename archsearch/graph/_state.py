@@ -20,18 +20,21 @@ class Call:
     """One call of a leaf module that the cost model and `shrink` need to know about."""
 
     module: str
-    kind: str  # conv | linear | bn | avgpool | adaptive_avgpool
+    kind: str  # conv | linear | bn | ln | avgpool | adaptive_avgpool | attn_in | attn_out | ...
     node: str
     inputs: list[Seg]
     outputs: list[Seg]
     spatial: int  # output H*W (1 for 2D outputs)
-    kernel: float  # conv: kh*kw; adaptive pool: input area / output area
+    kernel: float  # conv: kh*kw; adaptive pool: in area / out area; attn_out: keys per query
     depthwise: bool = False  # per-group conv, in = out channels (depthwise or whole groups)
     groups: int = 1
     bias: bool = False
     affine: bool = True
     module_type: type = nn.Module
     axis: int = 0  # param: the parameter's dimension that holds the channels
+    # attn_out: (MACs per inner channel, MACs, params per inner channel, params) besides the
+    # projections and the two matmuls (relative-position tables, Swin V2's bias MLP)
+    extra: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic
 from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
 from archsearch.graph._shuffle import CHUNKS, VIEWS, ShuffleOps
 from archsearch.graph._state import Call, Seg, TraceState, node_shape
+from archsearch.graph._window import is_window_attention
 
 PASSTHROUGH_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
@@ -98,6 +99,8 @@ class ChannelTracer(LayoutOps, AttentionOps, ShuffleOps):
             return None
         if node.op == "call_module" and isinstance(self.modules[node.target], ATTENTION_TYPES):
             return self._attention(node, self.modules[node.target])
+        if node.op == "call_module" and is_window_attention(self.modules[node.target]):
+            return self._window_attention(node, self.modules[node.target])
         if self._is_attention_item(node):
             return self._attention_item(node)
         if node.name in self.shuffle_inner:
