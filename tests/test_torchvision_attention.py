@@ -358,3 +358,27 @@ def test_torchvision_window_models_cost_equals_thop_with_attention(name):
     assert genome.cost["macs"] < bound.base_cost.macs
     built = bound.build(genome)
     assert thop_cost(built, shape) == Cost(genome.cost["macs"], genome.cost["params"])
+
+
+@pytest.mark.parametrize("model_of", [_vit, _swin])
+def test_filter_norms_score_attention_heads_by_their_qkv_rows(model_of):
+    """l1norm/l2norm score a head group by its q, k and v rows (attention modules have no
+    `.weight`): a head whose rows are zeroed scores 0 and the others do not."""
+    from types import SimpleNamespace
+
+    from archsearch.pruners._base import filter_norms
+
+    model = model_of()
+    graph = ChannelGraph(model, torch.zeros(1, *(SIZE if model_of is _vit else (3, 32, 32))))
+    group = _heads(graph)[0]
+    producer = graph.groups[group].producers[0]
+    attn = model.get_submodule(producer)
+    qkv = attn.in_proj_weight if hasattr(attn, "in_proj_weight") else attn.qkv.weight
+    width, d = qkv.shape[0] // 3, graph.groups[group].unit
+    with torch.no_grad():
+        for part in range(3):  # head 1's q, k and v rows
+            qkv[part * width + d: part * width + 2 * d] = 0
+    scores = filter_norms(model, SimpleNamespace(graph=graph), 1)
+    assert scores.keys() == set(graph.prunable)
+    head = scores[group].view(-1, d).sum(dim=1)
+    assert head[1] == 0 and bool((head[[0, *range(2, len(head))]] > 0).all())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -122,10 +122,36 @@ def filter_norms(model: nn.Module, bound: BoundSpace, p: int = 1) -> dict[str, t
         group = bound.graph.groups[name]
         total = torch.zeros(group.size)
         for producer in group.producers:
-            weight = model.get_submodule(producer).weight.detach().float().cpu()
+            weight = producer_rows(model, bound.graph, producer, name).detach().float().cpu()
             total += weight.abs().pow(p).reshape(weight.shape[0], -1).sum(dim=1)
         out[name] = total if p == 1 else total.pow(1 / p)
     return out
+
+
+def producer_rows(model: nn.Module, graph: Any, producer: str, group: str) -> torch.Tensor:
+    """The weights that make each channel of `group` in `producer`, one row per channel: a
+    conv's or linear's filters; for an attention (nn.MultiheadAttention, Swin's or MaxViT's
+    window attention) its q, k and v rows of a channel of the heads' group, or its output
+    projection's rows of an output channel."""
+    mod = model.get_submodule(producer)
+    weight = getattr(mod, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return weight
+    from archsearch.graph._window import is_window_attention, projections
+
+    if is_window_attention(mod):
+        qkv, proj = (layer.weight for layer in projections(mod))
+    elif isinstance(mod, nn.MultiheadAttention) or hasattr(mod, "in_proj_weight"):
+        qkv, proj = mod.in_proj_weight, mod.out_proj.weight
+    else:
+        raise ArchsearchError(f"cannot score the channels of {producer} "
+                              f"({type(mod).__name__}): it has no weight per channel")
+    kind = next(c.kind for c in graph.calls if c.module == producer
+                and any(seg.group == group for seg in c.outputs))
+    if kind != "attn_in":
+        return proj
+    width = qkv.shape[0] // 3  # rows q, k, v of one inner channel side by side
+    return qkv.reshape(3, width, -1).transpose(0, 1).reshape(width, -1)
 
 
 def filter_l1(model: nn.Module, bound: BoundSpace) -> dict[str, torch.Tensor]:
