@@ -95,12 +95,12 @@ def upper_natural_cut(scores: Mapping[str, torch.Tensor]) -> float:
     index = torch.bucketize(values, edges[1:-1])  # bin k holds edges[k] < v <= edges[k+1]
     count = torch.bincount(index, minlength=OTSU_BINS).double().cumsum(0)
     total = torch.bincount(index, weights=values, minlength=OTSU_BINS).cumsum(0)
-    i, j = count.new_tensor(range(OTSU_BINS)).long().view(-1, 1), \
-        count.new_tensor(range(OTSU_BINS)).long().view(1, -1)
+    bins = torch.arange(OTSU_BINS)
+    i, j = bins.view(-1, 1), bins.view(1, -1)  # the lower classes end at bins i and j
     n1, n2, n3 = count[i], count[j] - count[i], count[-1] - count[j]
     s1, s2, s3 = total[i], total[j] - total[i], total[-1] - total[j]
-    with torch.no_grad():  # the between-class variance up to constants: Σ s_k² / n_k
-        between = s1 ** 2 / n1 + s2 ** 2 / n2 + s3 ** 2 / n3
+    # the between-class variance up to constants: Σ s_k² / n_k
+    between = s1 ** 2 / n1 + s2 ** 2 / n2 + s3 ** 2 / n3
     between[(n1 == 0) | (n2 == 0) | (n3 == 0) | (j <= i)] = -torch.inf
     upper = int(between.argmax()) % OTSU_BINS
     return float(10 ** edges[upper + 1])

@@ -99,17 +99,17 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
 
     When the scores split by themselves (two-class Otsu; or, when that does not separate and
     most scores are ~0, the upper cut of three classes: dead, dying, alive) and the budget
-    affords the channels above
-    that split, the cut is the pruner's own: the survivors' shape, scaled up onto the budget
-    (`fit_to_budget`), rather than a threshold that would pick among zeros by noise.
-    Otherwise one threshold
-    by bisection (with the group floor), and `fit_to_budget` trims the rounding. Either way
-    the separation statistic compares the channels kept at the cut with those dropped."""
+    affords the channels above that split, the cut is the pruner's own: the survivors'
+    shape, scaled up onto the budget (`fit_to_budget`), rather than a threshold that would
+    pick among zeros by noise. Otherwise one threshold by bisection (with the group floor),
+    and `fit_to_budget` trims the rounding. Either way the separation statistic compares the
+    channels kept at the cut with those dropped."""
     bound = pruner.bound
     floor = group_floor(scores, bound, min_keep) if min_keep else None
+    zero_share = _zero_share(scores)
     natural = natural_cut(scores)
     split = _split_at(scores, natural)
-    if scores and not split["separated"] and _zero_share(scores) > 0.5:
+    if scores and not split["separated"] and zero_share > 0.5:
         upper = upper_natural_cut(scores)  # dead, dying, alive: the cut above the dying
         if (three := _split_at(scores, upper))["separated"]:
             natural, split = upper, three
@@ -126,7 +126,7 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
         evidence = split
     else:
         evidence = channel_separation(scores, top_channels(scores, genome, bound))
-    evidence["near_zero_share"] = round(_zero_share(scores), 4)
+    evidence["near_zero_share"] = round(zero_share, 4)
     evidence["cut"] = cut
     _log.info("%s: %s, threshold %.4g over %d scored groups, separation %s", pruner.name,
               cut, threshold, len(scores), evidence["statistic"])

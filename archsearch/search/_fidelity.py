@@ -143,19 +143,12 @@ class LazyEvaluator:
 
 
 # -- the evaluators of a search ------------------------------------------------------------
-def bound_of(config: Any) -> Any:
-    """The space of a `SearchConfig` at its dataset and input size."""
-    from archsearch.build import bind
-
-    return bind(config.space, config.dataset, input_size=getattr(config, "input_size", None))
-
-
 def evaluators_for(config: Any, splits: Any = None) -> dict[str, Any]:
     """The evaluator of every fidelity of a `SearchConfig` (the screen's built lazily)."""
     from archsearch.data import load_data
     from archsearch.search._evaluate import VAL_FRACTION, ProxyEvaluator
 
-    info = bound_of(config).info  # the images at the search's input size
+    info = config.bound().info  # the images at the search's input size
     if splits is None:
         splits = load_data(info, root=config.data_root, val_fraction=VAL_FRACTION,
                            split_seed=0)
@@ -178,7 +171,7 @@ def cheap_evaluator(config: Any, splits: Any) -> Callable[..., float]:
     from archsearch.search._evaluators import AdaptiveBNEvaluator, load_base
     from archsearch.search._supernet import SupernetEvaluator, SupernetSchedule, supernet_for
 
-    bound = bound_of(config)
+    bound = config.bound()
     run_dir = Path(config.out)
     if config.evaluator == "supernet":
         schedule = SupernetSchedule(epochs=config.base_epochs, subset=config.base_subset,
@@ -203,7 +196,7 @@ def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
         try:
             if not (run_dir / "result.json").exists():
                 seed_everything(config.seed)
-                model = bound_of(config).base_model()
+                model = config.bound().base_model()
                 cfg = TrainConfig(schedule="base", epochs=config.base_epochs,
                                   train_subset=config.base_subset, eval_split="val",
                                   batch_size=config.batch_size, seed=config.seed)

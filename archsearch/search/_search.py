@@ -118,6 +118,10 @@ class SearchConfig:
         self.schedule()  # checks --proxy-epochs, --proxy-subset, --batch-size
         self.final_schedule()
 
+    def bound(self) -> BoundSpace:
+        """The searched space at the search's dataset and input size."""
+        return bind(self.space, self.dataset, input_size=self.input_size)
+
     def schedule(self) -> ProxySchedule:
         return ProxySchedule(epochs=self.proxy_epochs, subset=self.proxy_subset,
                              val_subset=self.proxy_val, batch_size=self.batch_size,
@@ -369,7 +373,7 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
     `search._sparsity.check_sparse_inputs`."""
     if config.genome_kind == "sparsity":
         return check_sparse_inputs(config)  # type: ignore[return-value]
-    bound = bind(config.space, config.dataset, input_size=config.input_size)
+    bound = config.bound()
     budget = parse_budget(config.budget)
     Parameterisation(bound, budget, config.granularity)
     uniform = bound.uniform(budget)  # BudgetError when even the narrowest genome is too big

@@ -26,7 +26,7 @@ from optuna.trial import Trial
 from torch import nn
 
 from archsearch.budget import Budget, parse_budget
-from archsearch.build import BoundSpace, bind, bind_genome
+from archsearch.build import BoundSpace, bind_genome
 from archsearch.errors import ArchsearchError
 from archsearch.search import _storage as st
 from archsearch.search._evaluate import ProxyEvaluator
@@ -149,7 +149,7 @@ def check_sparse_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Spars
     must meet it), guides (sparsity genomes of any space), storage URL. Nothing written."""
     from archsearch.pruners._magnitude import load_guide
 
-    bound = bind(config.space, config.dataset, input_size=config.input_size)
+    bound = config.bound()
     budget = parse_budget(config.budget)
     param = SparseParameterisation(bound, budget, tuple(conv_layers(bound)))
     uniform = param.project(dict.fromkeys(param.layers, 1.0), budget,
