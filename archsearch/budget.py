@@ -1,4 +1,5 @@
-"""Budgets (`50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams`) and fitting shapes onto them.
+"""Budgets (`50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams`, `3ms`, `40%latency`) and
+fitting shapes onto them. The metrics a budget can name are `archsearch.metrics`' registry.
 
 FLOPs means multiply-accumulates (MACs) throughout archsearch.
 """
@@ -13,12 +14,14 @@ from typing import TYPE_CHECKING
 
 from archsearch.cost import Cost
 from archsearch.errors import ArchsearchError
+from archsearch.metrics import Metric, budget_examples, get_metric, metrics
 
 if TYPE_CHECKING:
     from archsearch.build import BoundSpace
+    from archsearch.latency import LatencySettings
+    from archsearch.metrics import Pricer
 
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%|[kmgt])?\s*(flops|macs|params)\s*$", re.I)
-_SCALE = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, None: 1.0}
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%)?\s*([a-zµ]+)\s*$", re.I)
 TOLERANCE = 0.01
 
 
@@ -28,41 +31,82 @@ class BudgetError(ArchsearchError):
 
 @dataclass(frozen=True)
 class Budget:
-    """A cost target: `metric` (macs or params), relative (a fraction of base) or absolute."""
+    """A cost target: `metric` (a registered metric's name: macs, params, latency, ...),
+    relative (a fraction of base) or absolute (in the metric's unit: MACs, params, ms);
+    `latency`: where a latency budget is measured (None: `LatencySettings()`)."""
 
     metric: str
     value: float
     relative: bool
     text: str
+    latency: LatencySettings | None = None
 
-    def target(self, base: Cost) -> float:
-        base_value = base.macs if self.metric == "macs" else base.params
-        return self.value * base_value if self.relative else self.value
+    @property
+    def spec(self) -> Metric:
+        return get_metric(self.metric)
+
+    def pricer(self, bound: BoundSpace) -> Pricer:
+        """This budget's metric priced on `bound` (a latency table is read or measured)."""
+        return bound.pricer(self.metric, self.latency)
+
+    def cost(self, bound: BoundSpace, widths: Mapping[str, int],
+             blocks: Mapping[str, bool] | None = None) -> float:
+        """The cost of `widths` (and kept `blocks`) on `bound` in this budget's metric."""
+        return bound.cost_at(widths, blocks, self.metric, self.latency)
+
+    def target(self, base: Cost | BoundSpace) -> float:
+        """The target cost: `base` is the bound space (any metric) or its base `Cost`
+        (MACs and params only)."""
+        if not self.relative:
+            return self.value
+        if isinstance(base, Cost):
+            if not hasattr(base, self.metric):
+                raise ArchsearchError(f"a {self.metric} budget is priced on a bound space, "
+                                      "not a Cost")
+            return self.value * getattr(base, self.metric)
+        return self.value * base.base_in(self.metric, self.latency)
+
+    def where(self) -> str:
+        """' on <device>, N thread(s), batch B' for a latency budget, else ''."""
+        if not self.spec.settings:
+            return ""
+        from archsearch.latency import LatencySettings
+
+        return f" on {(self.latency or LatencySettings()).describe()}"
 
     def __str__(self) -> str:
         return self.text
 
 
-def parse_budget(text: str) -> Budget:
-    """Parse `50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams` (case-insensitive)."""
+def parse_budget(text: str, latency: LatencySettings | None = None) -> Budget:
+    """Parse `50%FLOPs`, `30%params`, `120MFLOPs`, `1.5Mparams`, `3ms`, `40%latency` (any
+    registered metric; case-insensitive); `latency` is where a latency budget is measured."""
     match = _BUDGET.match(text or "")
     if not match and _BUDGET.match((text or "").replace("-", "", 1)):
         raise ArchsearchError(f"budget {text!r} must be positive, e.g. 50%FLOPs")
-    if not match:
+    found = _metric_of(match[3], bool(match[2])) if match else None
+    if found is None:
         raise ArchsearchError(
-            f"cannot read budget {text!r}: write e.g. 50%FLOPs, 30%params, 120MFLOPs or "
-            "1.5Mparams (FLOPs = multiply-accumulates)")
-    number, unit, metric = float(match[1]), match[2], match[3].lower()
-    metric = "params" if metric == "params" else "macs"
+            f"cannot read budget {text!r}: write e.g. {budget_examples()} "
+            "(FLOPs = multiply-accumulates)")
+    (metric, scale), number, unit = found, float(match[1]), match[2]
     if unit == "%":
         if not 0 < number <= 100:
             raise ArchsearchError(f"budget {text!r} must be a percentage in (0, 100], "
                                   f"but got {match[1]}%")
-        return Budget(metric, number / 100, True, text.strip())
-    value = number * _SCALE[unit.lower() if unit else None]
+        return Budget(metric.name, number / 100, True, text.strip(), latency)
+    value = number * scale
     if value <= 0:
         raise ArchsearchError(f"budget {text!r} must be positive")
-    return Budget(metric, value, False, text.strip())
+    return Budget(metric.name, value, False, text.strip(), latency)
+
+
+def _metric_of(suffix: str, relative: bool) -> tuple[Metric, float] | None:
+    for metric in metrics().values():
+        scale = metric.read(suffix, relative)
+        if scale is not None:
+            return metric, scale
+    return None
 
 
 def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
@@ -83,7 +127,9 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
     bad = {g: r for g, r in ratios.items() if not 0 < r <= 1}
     if bad:
         raise ArchsearchError(f"shape ratios must be in (0, 1], but got {bad}")
-    target = budget.target(bound.base_cost)
+    target = budget.target(bound)
+    pricer = budget.pricer(bound)
+    active = bound.costs.active(blocks)
 
     steps = group_steps(bound)
 
@@ -92,14 +138,14 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
                        floor.get(g, 0)) for g in base}
 
     def cost(widths: Mapping[str, int]) -> float:
-        return bound.cost_at(widths, blocks, budget.metric)
+        return pricer.vector(bound.costs.widths_vector(widths), active)
 
     lo, hi = 0.0, 1.0 / min(ratios.values())
     if cost(widths_at(lo)) > target * (1 + TOLERANCE):
         smallest = cost(widths_at(lo))
         raise BudgetError(f"budget {budget} cannot be met in space {bound.space.name!r}: the "
-                          f"narrowest genome costs {smallest:.4g} {budget.metric} "
-                          f"({smallest / target:.1f}x the target)")
+                          f"narrowest genome costs {smallest:.4g} {budget.spec.unit} "
+                          f"({smallest / target:.1f}x the target){budget.where()}")
     if cost(widths_at(hi)) <= target:
         return _checked(widths_at(hi), cost, target, budget, bound, exact=False)
     for _ in range(60):
@@ -182,6 +228,6 @@ def _checked(widths: dict[str, int], cost, target: float, budget: Budget,
     if abs(got - target) > TOLERANCE * target:
         raise BudgetError(
             f"budget {budget} cannot be met within 1% in space {bound.space.name!r} with "
-            f"divisor {bound.space.divisor}: the closest genome costs {got:.4g} {budget.metric}"
-            f" ({got / target:.3f}x the target)")
+            f"divisor {bound.space.divisor}: the closest genome costs {got:.4g} "
+            f"{budget.spec.unit} ({got / target:.3f}x the target){budget.where()}")
     return widths

@@ -15,6 +15,7 @@ from archsearch.data import DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
+from archsearch.metrics import MACS, PARAMS, Pricer, get_metric
 from archsearch.models import init_weights
 from archsearch.shrink import Keep, shrink
 from archsearch.spaces import Space, load_space
@@ -61,11 +62,36 @@ class BoundSpace:
         return self.with_cost(genome)
 
     def with_cost(self, genome: Genome) -> Genome:
-        """The genome's cost at this input size, which it records (`recorded_size`)."""
+        """The genome's cost at this input size, which it records (`recorded_size`): MACs,
+        params, and every other metric this space has been priced in (latency: with its
+        device, threads and batch)."""
         cost = self.costs.cost(genome.widths, genome.blocks)
         genome.cost = {"macs": cost.macs, "params": cost.params, **cost.ratio(self.base_cost)}
+        w, active = self.costs.widths_vector(genome.widths), self.costs.active(genome.blocks)
+        for (name, _), pricer in self.pricers.items():
+            if name not in (MACS.name, PARAMS.name):
+                full = pricer.vector(self.costs.widths_vector({}), self.costs.active({}))
+                genome.cost.update(pricer.record(pricer.vector(w, active), full))
         genome.input_size = self.recorded_size
         return genome
+
+    @cached_property
+    def pricers(self) -> dict[tuple[str, object], Pricer]:
+        """The metrics this space has been priced in, by (metric, settings)."""
+        return {}
+
+    def pricer(self, metric: str = "macs", settings: object = None) -> Pricer:
+        """`metric` priced on this space (`settings`: where, for a metric priced per
+        device setting such as latency; None: its default)."""
+        spec = get_metric(metric)
+        key = (spec.name, settings if spec.settings else None)
+        if key not in self.pricers:
+            self.pricers[key] = spec.pricer(self, settings)  # type: ignore[arg-type]
+        return self.pricers[key]
+
+    def base_in(self, metric: str = "macs", settings: object = None) -> float:
+        """The full-width genome's cost in `metric`."""
+        return self.cost_at({}, None, metric, settings)
 
     def base_genome(self) -> Genome:
         full = self.genome(self.graph.base_widths(), dict.fromkeys(self.graph.blocks, True),
@@ -79,12 +105,11 @@ class BoundSpace:
                            {"method": "uniform", "budget": str(budget)})
 
     def cost_at(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
-                metric: str = "macs") -> float:
-        """The cost of `widths` (and kept `blocks`) in one metric, macs or params: the fast
-        path every budget search shares."""
-        vector = self.costs.cost_vector(self.costs.widths_vector(widths),
-                                        self.costs.active(blocks or {}))
-        return vector[0 if metric == "macs" else 1]
+                metric: str = "macs", settings: object = None) -> float:
+        """The cost of `widths` (and kept `blocks`) in one metric (`archsearch.metrics`): the
+        fast path every budget search shares."""
+        return self.pricer(metric, settings).vector(self.costs.widths_vector(widths),
+                                                    self.costs.active(blocks or {}))
 
     def validate(self, genome: Genome) -> None:
         """Raise ArchsearchError if the genome does not fit this space."""

@@ -178,6 +178,8 @@ def _provenance(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
 def _cost(doc: Mapping[str, Any], source: str) -> dict[str, float]:
     value = _object(doc, "cost", source, "an object of numbers")
     for key, item in value.items():
+        if isinstance(key, str) and key.endswith("_device") and isinstance(item, str):
+            continue  # where a measured metric was priced (latency_device)
         number = isinstance(item, int | float) and not isinstance(item, bool)
         if not number or (isinstance(item, float) and not math.isfinite(item)) or item < 0:
             raise ArchsearchError(f"{source}: cost[{_short(key)}] must be a number >= 0, "

@@ -61,6 +61,9 @@ class DiscoverConfig:
     resume: bool = False
     require_separation: bool = False
     pruner_options: dict[str, Any] = field(default_factory=dict)
+    latency_device: str = "cpu"  # where a latency budget is measured (archsearch.latency)
+    threads: int = 1
+    latency_batch: int = 1
 
     kind = "discover"
 
@@ -128,7 +131,9 @@ def plan(cfg: DiscoverConfig) -> Plan:
     _check_counts(cfg)
     get_preset(cfg.preset)
     bound = bind(cfg.space, cfg.dataset, input_size=cfg.input_size)
-    budget = parse_budget(cfg.budget)
+    from archsearch.latency import settings_of
+
+    budget = parse_budget(cfg.budget, settings_of(cfg))
     methods = {**PRUNERS, **SPARSIFIERS}
     takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
     if not isinstance(cfg.sparsity, str) and not takes_sparsity:

@@ -29,6 +29,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome, check_header, read_input_size, read_json, with_input_size
 from archsearch.io import atomic_write_json
+from archsearch.metrics import metrics
 
 FORMAT = "archsearch.sparsity"
 VERSION = 1
@@ -146,6 +147,24 @@ def sparse_cost(bound: BoundSpace, density: Mapping[str, float]) -> dict[str, fl
             "params_ratio": params / base.params}
 
 
+def sparse_value(bound: BoundSpace, density: Mapping[str, float], budget: Budget) -> float:
+    """The non-zero cost of the densities in the budget's metric: the base's, less what each
+    dropped weight costs (`Metric.per_weight`); BudgetError for a metric unstructured
+    sparsity does not lower (latency: dense kernels run as fast whatever the zeros)."""
+    spec = budget.spec
+    if spec.per_weight is None:
+        raise BudgetError(f"budget {budget} cannot be met by unstructured pruning: "
+                          f"{spec.label} of dense kernels does not fall with sparsity; use "
+                          "a width genome, or a budget in "
+                          f"{', '.join(m.name for m in metrics().values() if m.per_weight)}")
+    if spec.cost_key in ("macs", "params"):
+        return sparse_cost(bound, density)[spec.cost_key]
+    lay = layout(bound)
+    kept = lay.kept(density)
+    return bound.base_in(spec.name) - sum(spec.per_weight(lay, m) * (lay.numel[m] - k)
+                                          for m, k in kept.items())
+
+
 def make_genome(bound: BoundSpace, density: Mapping[str, float],
                 provenance: Mapping[str, Any] | None = None) -> SparsityGenome:
     genome = SparsityGenome(bound.space.name, dict(density), bound.info.name,
@@ -161,10 +180,10 @@ def uniform_density(bound: BoundSpace, budget: Budget,
     budget; the other layers keep all their weights."""
     lay = layout(bound)
     names = list(lay.numel) if layers is None else list(layers)
-    target = budget.target(bound.base_cost)
-    full = sparse_cost(bound, {})["macs" if budget.metric == "macs" else "params"]
-    weights = (sum(lay.macs_per_weight[m] * lay.numel[m] for m in names)
-               if budget.metric == "macs" else sum(lay.numel[m] for m in names))
+    full = sparse_value(bound, {}, budget)
+    target = budget.target(bound)
+    per_weight = budget.spec.per_weight
+    weights = sum(per_weight(lay, m) * lay.numel[m] for m in names)
     density = (target - (full - weights)) / weights
     check_reachable(bound, budget, density)
     return dict.fromkeys(names, min(1.0, density))
@@ -275,19 +294,21 @@ def fit_density(bound: BoundSpace, shape: Mapping[str, float],
     shaped layer costs more than the budget."""
     if not shape or min(shape.values()) <= 0:
         raise ArchsearchError("a density shape needs a positive value for every layer")
-    target = budget.target(bound.base_cost)
-    metric = "macs" if budget.metric == "macs" else "params"
+    target = budget.target(bound)
+
+    def cost(density: Mapping[str, float]) -> float:
+        return sparse_value(bound, density, budget)
 
     def at(m: float) -> dict[str, float]:
         return {n: float(min(1.0, max(m * s, 1e-9))) for n, s in shape.items()}
 
     lo, hi = 0.0, 1.0 / min(shape.values())
-    check_reachable(bound, budget, target - sparse_cost(bound, at(lo))[metric])
-    if sparse_cost(bound, at(hi))[metric] <= target:
+    check_reachable(bound, budget, target - cost(at(lo)))
+    if cost(at(hi)) <= target:
         return at(hi)
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if sparse_cost(bound, at(mid))[metric] <= target else (lo, mid)
+        lo, hi = (mid, hi) if cost(at(mid)) <= target else (lo, mid)
     return at(lo)
 
 

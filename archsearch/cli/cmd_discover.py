@@ -22,6 +22,7 @@ from archsearch.cli._args import (
 )
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, err_console, human, print_json
+from archsearch.cli._latency import LATENCY_HELP, prepare_budget
 from archsearch.cli._progress import progress_bar
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.presets import PRESETS
@@ -36,8 +37,10 @@ def add_common(p: argparse.ArgumentParser, config: type) -> None:
     p.add_argument("--method", required=True, metavar="M",
                    help=f"pruning method: {', '.join(METHODS)}")
     p.add_argument("--budget", required=True, metavar="B",
-                   help="e.g. 50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams (FLOPs = MACs)")
+                   help="e.g. 50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams (FLOPs = MACs), "
+                        "3ms or 40%%latency (measured: see --threads, --latency-batch)")
     add_shared(p, "dataset", "data_root", "input_size")
+    add_fields(p, config, LATENCY_HELP)
     add_fields(p, config, COMMON_HELP, choices={"preset": PRESETS},
                types={"subset": float, "sparsity": sparsity_arg},
                metavars={"sparsity": "auto|paper|X"}, unset=PRESET_FIELDS)
@@ -83,6 +86,7 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
             "data_root": args.data_root, "input_size": args.input_size, "out": args.out,
             "resume": args.resume,
             **field_values(args, (n for n in COMMON_HELP if n != "preset")),
+            **field_values(args, LATENCY_HELP),
             "subset": subset(args.subset),
             "pruner_options": pruner_options(args, args.method, METHOD_CLASSES)}
 
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from archsearch.discover import DiscoverConfig, discover, is_sparse, plan
 
     cfg = DiscoverConfig.from_preset(args.preset, **common_options(args))
+    prepare_budget(cfg.budget, cfg, args.json)
     the_plan = plan(cfg)  # every check, nothing written
     check_out_dir(the_plan.run_dir)  # writable before anything is trained
     if not args.json:

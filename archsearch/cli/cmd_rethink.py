@@ -18,6 +18,7 @@ from rich.table import Table
 from archsearch.cli._args import add_fields, field_values
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, emit, human
+from archsearch.cli._latency import prepare_budget
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import add_common, common_options, preset_line
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = RethinkConfig.from_preset(args.preset, **common_options(args),
                                     **field_values(args, FIELD_HELP))
+    prepare_budget(cfg.budget, cfg, args.json)
     the_plan = plan(cfg)
     check_out_dir(the_plan.run_dir)  # writable before anything is trained
 

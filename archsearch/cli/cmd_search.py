@@ -31,6 +31,7 @@ from rich.live import Live
 from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
+from archsearch.cli._latency import LATENCY_HELP, prepare_budget
 from archsearch.cli.cmd_report import trials_table
 from archsearch.errors import ArchsearchError
 
@@ -42,7 +43,8 @@ LIVE_ROWS = 15
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from archsearch.search import SearchConfig
 
-    p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs")
+    p.add_argument("--budget", required=True, help="e.g. 25%%FLOPs, 30%%params, 120MFLOPs, "
+                                                   "3ms, 40%%latency")
     add_shared(p, "dataset", "data_root", "input_size")
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
                    help="pruner-found genomes to search around (any space or dataset)")
@@ -75,14 +77,16 @@ FIELD_HELP = {
     "batch_size": "training batch size",
     "granularity": "group or stage",
     "early_stop": "hyperband, median or none",
-    "objectives": "accuracy, or accuracy,macs (NSGA-II over a budget range)",
-    "budget_low": "with accuracy,macs: the low end of the budget range (default a quarter of "
+    "objectives": "accuracy, or accuracy,M for a cost metric M: macs, params or latency "
+                  "(NSGA-II over a budget range)",
+    "budget_low": "with accuracy,M: the low end of the budget range (default a quarter of "
                   "--budget)",
     "storage": "Optuna storage URL (postgresql://user:pw@host/db); default: a journal file in "
                "the run folder",
     "study": "study name (workers with the same name join one study)",
     "workers": "worker processes",
     "seed": "random seed",
+    **LATENCY_HELP,
 }
 
 
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = make_config(args)
+    prepare_budget(config.budget, config, args.json, config.cost_objective)
     check_inputs(config)  # before the data are loaded, and before anything is written
     check_out_dir(config.out)
     if config.workers > MAX_WORKERS:

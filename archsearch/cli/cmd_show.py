@@ -16,6 +16,8 @@ from archsearch.budget import parse_budget
 from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_file
 from archsearch.cli._common import console, human, load_target, looks_like_file, print_json
+from archsearch.cli._latency import add_latency_flags, prepare
+from archsearch.cli._latency import settings as latency_settings
 from archsearch.viz import plot_densities, plot_widths, width_rows
 
 if TYPE_CHECKING:
@@ -26,9 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="SPACE|GENOME.json")
     add_shared(p, "dataset", "input_size")
     p.add_argument("--budget", help="with a space: the uniform genome at this budget, e.g. "
-                   "50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams")
+                   "50%%FLOPs, 30%%params, 120MFLOPs, 1.5Mparams, 3ms, 40%%latency")
     p.add_argument("--plot", metavar="FILE.png", help="draw base vs genome widths per group")
     add_shared(p, "json")
+    add_latency_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
             return show_sparse(args, loaded)
     bound, genome = load_target(args.target, args.dataset, args.input_size)
     if args.budget is not None:
-        budget = parse_budget(args.budget)
+        budget = parse_budget(args.budget, latency_settings(args))
         if genome is not None:
             from archsearch.errors import ArchsearchError
 
             raise ArchsearchError("--budget applies to a space, not to a genome file")
+        prepare(bound, budget.metric, budget.latency, args.json)
         genome = bound.uniform(budget)
     genome = genome or bound.base_genome()
     rows = width_rows(bound, genome)
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                     "macs_ratio": genome.cost["macs_ratio"],
                     "params_ratio": genome.cost["params_ratio"], "base_macs": base.macs,
                     "base_params": base.params, "widths": {r["group"]: r["width"] for r in rows},
-                    "blocks": genome.blocks, "genome": genome.to_dict()})
+                    "blocks": genome.blocks, "genome": genome.to_dict(),
+                    **{k: v for k, v in genome.cost.items() if k.startswith("latency_")}})
         return 0
     table = Table(title=f"{bound.space.name} on {bound.info.name} at "
                         f"{bound.info.size}×{bound.info.size}")
@@ -79,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"MACs {human(genome.cost['macs'])} ({genome.cost['macs_ratio']:.1%} of "
                   f"{human(base.macs)})   params {human(genome.cost['params'])} "
                   f"({genome.cost['params_ratio']:.1%} of {human(base.params)})")
+    if "latency_ms" in genome.cost:
+        c = genome.cost
+        console.print(f"latency {c['latency_ms']:.3g} ms ({c['latency_ratio']:.1%} of the base; "
+                      f"predicted from the table of {c['latency_device']}, "
+                      f"{c['latency_threads']} thread(s), batch {c['latency_batch']})")
     if args.plot:
         console.print(f"plot: {args.plot}")
     return 0

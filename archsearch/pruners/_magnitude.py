@@ -21,7 +21,7 @@ from archsearch.sparsity import (
     guided_density,
     layout,
     make_genome,
-    sparse_cost,
+    sparse_value,
     top_masks,
     uniform_density,
     validate,
@@ -106,11 +106,11 @@ class MagnitudePruner:
         mags = torch.cat([model.get_submodule(m).weight.detach().abs().float().cpu().flatten()
                           for m in names])
         owner = torch.cat([torch.full((lay.numel[m],), i) for i, m in enumerate(names)])
-        per_weight = torch.tensor([lay.macs_per_weight[m] if budget.metric == "macs" else 1.0
-                                   for m in names], dtype=torch.float64)[owner]
-        metric = "macs" if budget.metric == "macs" else "params"
-        fixed = sparse_cost(self.bound, {})[metric] - float(per_weight.sum())
-        room = budget.target(self.bound.base_cost) - fixed
+        full = sparse_value(self.bound, {}, budget)  # BudgetError: a metric sparsity can't cut
+        per_weight = torch.tensor([budget.spec.per_weight(lay, m) for m in names],
+                                  dtype=torch.float64)[owner]
+        fixed = full - float(per_weight.sum())
+        room = budget.target(self.bound) - fixed
         check_reachable(self.bound, budget, room)
         order = torch.sort(-mags, stable=True).indices
         spent = per_weight[order].cumsum(0)
@@ -124,12 +124,12 @@ class MagnitudePruner:
 
 def check_budget(bound: BoundSpace, genome: SparsityGenome, budget: Budget) -> None:
     """Raise BudgetError unless the genome's non-zero cost is within 1% of the budget."""
-    target = budget.target(bound.base_cost)
-    got = genome.cost["macs" if budget.metric == "macs" else "params"]
+    target = budget.target(bound)
+    got = sparse_value(bound, genome.density, budget)
     if abs(got - target) > TOLERANCE * target:
         raise BudgetError(f"budget {budget} cannot be met within 1% by unstructured pruning "
                           f"in space {bound.space.name!r}: the closest sparsity genome costs "
-                          f"{got:.4g} {budget.metric} ({got / target:.3f}x the target)")
+                          f"{got:.4g} {budget.spec.unit} ({got / target:.3f}x the target)")
 
 
 

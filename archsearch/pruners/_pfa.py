@@ -127,15 +127,14 @@ class PFAPruner(ProbePruner):
 
     def _energy_for(self, spectra: dict[str, torch.Tensor], budget: Budget) -> float:
         """The smallest energy share (by bisection) whose widths cost at least the budget."""
-        target = budget.target(self.bound.base_cost)
-        metric = 0 if budget.metric == "macs" else 1
+        target = budget.target(self.bound)
+        pricer, active = budget.pricer(self.bound), self.bound.costs.active({})
         base = self.bound.graph.base_widths()
 
         def cost(energy: float) -> float:
             shape = self._shape(self.widths_at(spectra, energy))
             widths = {g: round(shape[g] * base[g]) for g in shape}
-            return self.bound.costs.cost_vector(self.bound.costs.widths_vector(widths),
-                                                self.bound.costs.active({}))[metric]
+            return pricer.vector(self.bound.costs.widths_vector(widths), active)
 
         lo, hi = 0.0, 1.0
         if cost(hi) < target * (1 - TOLERANCE):

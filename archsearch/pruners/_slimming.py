@@ -115,7 +115,7 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
             natural, split = upper, three
     survivors = _shape_at(scores, natural, bound, floor)
     if (scores and split["separated"]
-            and _cost(survivors, budget, bound) <= budget.target(bound.base_cost)):
+            and _cost(survivors, budget, bound) <= budget.target(bound)):
         shape, threshold, cut = survivors, natural, "survivors scaled to the budget"
     else:
         shape, threshold = threshold_shape(scores, budget, bound, min_keep)
@@ -156,7 +156,7 @@ def _cost(shape: dict[str, float], budget: Budget, bound: BoundSpace) -> float:
     """The cost of a keep-ratio shape in the budget's metric."""
     base = bound.graph.base_widths()
     widths = {g: round(shape[g] * base[g]) for g in shape}
-    return bound.cost_at(widths, metric=budget.metric)
+    return budget.cost(bound, widths)
 
 
 def _shape_at(scores: dict[str, torch.Tensor], threshold: float, bound: BoundSpace,
@@ -194,7 +194,7 @@ def threshold_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: Boun
     bisection over the sorted scores, so `fit_to_budget` then only trims the rounding. With
     `min_keep`, no group keeps fewer channels than `group_floor` allows."""
     floor = group_floor(scores, bound, min_keep) if min_keep > 0 else None
-    target = budget.target(bound.base_cost)
+    target = budget.target(bound)
 
     def cost(shape: dict[str, float]) -> float:
         return _cost(shape, budget, bound)

@@ -158,14 +158,14 @@ def drop_blocks(factors: Mapping[str, float], budget: Budget,
                 bound: BoundSpace) -> dict[str, bool]:
     """Remove blocks by increasing |factor| while the full-width cost stays >= the budget
     (less 1%): depth first, the rest is left to widths."""
-    target = budget.target(bound.base_cost)
-    metric = 0 if budget.metric == "macs" else 1
+    target = budget.target(bound)
+    pricer = budget.pricer(bound)
     full = bound.costs.widths_vector({})
     order = sorted(factors, key=lambda b: (abs(factors[b]), list(factors).index(b)))
     blocks = dict.fromkeys(factors, True)
     for block in order:
         trial = dict(blocks, **{block: False})
-        if bound.costs.cost_vector(full, bound.costs.active(trial))[metric] < target * (
+        if pricer.vector(full, bound.costs.active(trial)) < target * (
                 1 - TOLERANCE):
             break
         blocks = trial

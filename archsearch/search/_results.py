@@ -111,6 +111,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
             "last_epoch": last, "last_accuracy": steps[last] if last is not None else None,
             "macs": cost.get("macs"), "params": cost.get("params"),
             "macs_ratio": cost.get("macs_ratio"), "params_ratio": cost.get("params_ratio"),
+            **({"latency_ms": cost["latency_ms"]} if "latency_ms" in cost else {}),
             "kind": trial_kind(trial), "guide": trial.user_attrs.get("guide"),
             "fidelity": fd.fidelity_of(trial),
             "promoted_from": trial.user_attrs.get(fd.PROMOTED_ATTR),

@@ -26,6 +26,8 @@ from archsearch.build import BoundSpace, bind, bind_genome
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, remove_stale_temps
+from archsearch.latency import LATENCY_FIELDS, LatencySettings, settings_of
+from archsearch.metrics import get_metric, metrics
 from archsearch.search import _fidelity as fd
 from archsearch.search import _storage as st
 from archsearch.search._evaluate import ProxySchedule
@@ -37,7 +39,6 @@ from archsearch.search._sparsity import check_genome_kind, check_sparse_inputs
 log = logging.getLogger(__name__)
 
 EARLY_STOPS = ("hyperband", "median", "none")
-OBJECTIVES = (("accuracy",), ("accuracy", "macs"))
 POLL_S = 1.0
 
 
@@ -92,6 +93,9 @@ class SearchConfig:
     budget_low: str | None = None
     seed: int = 0
     genome_kind: str = "width"  # or "sparsity": per-layer densities (search/_sparsity.py)
+    latency_device: str = "cpu"  # where latency is measured (a latency budget or objective)
+    threads: int = 1
+    latency_batch: int = 1
 
     def __post_init__(self) -> None:
         self.objectives = tuple(self.objectives)
@@ -112,11 +116,22 @@ class SearchConfig:
         if self.early_stop not in EARLY_STOPS:
             raise ArchsearchError(f"--early-stop must be one of {', '.join(EARLY_STOPS)}, but "
                                   f"got {self.early_stop!r}")
-        if self.objectives not in OBJECTIVES:
-            raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,macs', but got "
+        if self.objectives[:1] != ("accuracy",) or len(self.objectives) > 2 or (
+                self.multi and self.objectives[1] not in metrics()):
+            raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,M' for a cost "
+                                  f"metric M ({', '.join(metrics())}), but got "
                                   f"{','.join(self.objectives)!r}")
+        self.latency()  # checks --threads, --latency-batch, --latency-device
         self.schedule()  # checks --proxy-epochs, --proxy-subset, --batch-size
         self.final_schedule()
+
+    def latency(self) -> LatencySettings:
+        return settings_of(self)
+
+    @property
+    def cost_objective(self) -> str | None:
+        """The metric minimised beside accuracy (None: accuracy only)."""
+        return self.objectives[1] if self.multi else None
 
     def bound(self) -> BoundSpace:
         """The searched space at the search's dataset and input size."""
@@ -148,6 +163,12 @@ class SearchConfig:
         return sum(n for _, n in self.stages())
 
     @property
+    def uses_latency(self) -> bool:
+        metric_names = [self.cost_objective, *(
+            parse_budget(b).metric for b in (self.budget, self.budget_low) if b)]
+        return any(m and get_metric(m).settings for m in metric_names)
+
+    @property
     def multi(self) -> bool:
         return len(self.objectives) > 1
 
@@ -164,6 +185,8 @@ class SearchConfig:
             keys += ("genome_kind",)
         if self.input_size is not None:  # and those started before input sizes
             keys += ("input_size",)
+        if self.uses_latency:  # and those started before latency budgets
+            keys += LATENCY_FIELDS
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k in keys}
 
@@ -194,6 +217,8 @@ class Search:
         self.run_dir = Path(config.out)
         # every input is checked before anything is written
         self.bound, self.budget, self.uniform, self.guides, self._low = check_inputs(config)
+        if config.cost_objective:  # every genome records its cost in the objective's metric
+            self.bound.pricer(config.cost_objective, config.latency())
         self.param = self._parameterisation()
         self._worker_index = worker_index
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +346,7 @@ class Search:
             raise
         trial.set_user_attr(st.OUTCOME_ATTR, "complete")
         if self.config.multi:
-            return accuracy, float(genome.cost["macs"])
+            return accuracy, float(genome.cost[get_metric(self.config.cost_objective).cost_key])
         return accuracy
 
     def _promote(self, trial: Trial, stage: int, index: int) -> Genome:
@@ -351,9 +376,11 @@ class Search:
         budget = self.budget
         if self._low is not None:
             value = trial.suggest_float("budget", self._low.value, self.budget.value)
-            text = f"{value:.4%}{self.budget.metric}" if self.budget.relative else \
-                f"{value:.6g}{self.budget.metric}"
-            budget = Budget(self.budget.metric, value, self.budget.relative, text)
+            spec = self.budget.spec
+            text = f"{value:.4%}{spec.name}" if self.budget.relative else \
+                f"{value:.6g}{spec.unit if spec.units else spec.name}"
+            budget = Budget(self.budget.metric, value, self.budget.relative, text,
+                            self.budget.latency)
         genome = self.param.suggest(trial, budget)
         shape = trial.user_attrs.get("guide_shape")
         if shape is not None:  # an enqueued guide or the uniform baseline: its exact shape
@@ -374,7 +401,9 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
     if config.genome_kind == "sparsity":
         return check_sparse_inputs(config)  # type: ignore[return-value]
     bound = config.bound()
-    budget = parse_budget(config.budget)
+    budget = parse_budget(config.budget, config.latency())
+    if config.cost_objective:
+        bound.pricer(config.cost_objective, config.latency())
     Parameterisation(bound, budget, config.granularity)
     uniform = bound.uniform(budget)  # BudgetError when even the narrowest genome is too big
     guides = [load_guide(p) for p in config.guides]
@@ -390,8 +419,8 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
 
 
 def _budget_low(config: SearchConfig, budget: Budget) -> Budget:
-    low = parse_budget(config.budget_low) if config.budget_low else Budget(
-        budget.metric, budget.value / 4, budget.relative, "")
+    low = parse_budget(config.budget_low, budget.latency) if config.budget_low else Budget(
+        budget.metric, budget.value / 4, budget.relative, "", budget.latency)
     if low.metric != budget.metric or low.relative != budget.relative or \
             not low.value < budget.value:
         raise ArchsearchError(f"--budget-low {config.budget_low!r} must be a smaller "

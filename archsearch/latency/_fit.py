@@ -1,0 +1,61 @@
+"""The part of a network's latency a per-layer table does not time alone (activations,
+residual adds, max-pools, per-module overhead): linear in the active convs' output size and
+count, fitted by least squares on whole networks measured at a few uniform widths."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from archsearch.genome import Genome
+from archsearch.latency._layers import narrowest
+
+if TYPE_CHECKING:
+    from archsearch.build import BoundSpace
+    from archsearch.latency._table import LatencyModel, LatencySettings
+
+MULTIPLIERS = (1.0, 0.75, 0.5, 0.35, 0.25, 0.125)
+
+
+def calibration_genomes(bound: BoundSpace) -> list[tuple[str, Genome]]:
+    """Uniform widths at each multiplier (at least the narrowest genome's), and, in a space
+    with removable blocks, the full and half widths with every other block removed."""
+    from archsearch.budget import group_steps, round_to_step
+
+    base, steps, low = bound.graph.base_widths(), group_steps(bound), narrowest(bound)
+    blocks = list(bound.graph.blocks)
+    every_other = {b: i % 2 == 0 for i, b in enumerate(blocks)}
+    out = []
+    for m in MULTIPLIERS:
+        widths = {g: max(low[g], round_to_step(bound, m * base[g], base[g], steps[g]))
+                  for g in base}
+        out.append((f"uniform x{m:g}", widths, {}))
+        if blocks and m in (1.0, 0.5):
+            out.append((f"uniform x{m:g}, every other block", widths, every_other))
+    return [(label, Genome(bound.space.name, w, b, bound.info.name, {}))
+            for label, w, b in out]
+
+
+def fit_residual(bound: BoundSpace, model: LatencyModel, settings: LatencySettings
+                 ) -> tuple[list[float], list[dict[str, Any]]]:
+    """Residual coefficients (of `LatencyModel.features`) and the calibration rows:
+    measured and table-summed milliseconds per calibration genome."""
+    from archsearch.latency._table import measure_genome
+
+    costs, rows, feats, gaps = bound.costs, [], [], []
+    genomes = calibration_genomes(bound)
+    for k, (label, genome) in enumerate(genomes):
+        if settings.progress is not None:
+            settings.progress(k, len(genomes), f"whole network, {label}")
+        measured = measure_genome(bound, genome, settings)
+        w, active = costs.widths_vector(genome.widths), costs.active(genome.blocks)
+        summed = float(active @ model.layers(w))
+        feats.append(model.features(w, active))
+        gaps.append(measured - summed)
+        rows.append({"genome": label, "measured_ms": round(measured, 5),
+                     "layers_ms": round(summed, 5)})
+    coef = np.linalg.lstsq(np.array(feats), np.array(gaps), rcond=None)[0]
+    for row, f in zip(rows, feats, strict=True):
+        row["predicted_ms"] = round(row["layers_ms"] + float(coef @ f), 5)
+    return [float(c) for c in coef], rows
