@@ -24,10 +24,12 @@ from archsearch.latency._table import (
     device_name,
     measure_genome,
     measure_model,
+    on_device,
     read_table,
     settings_of,
     table_path,
     time_call,
+    time_samples,
 )
 
 if TYPE_CHECKING:
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LATENCY_FIELDS", "LatencyModel", "LatencyPricer", "LatencySettings",
            "LatencyTableError", "build_table", "cache_dir", "device_name", "latency_pricer",
-           "measure_genome", "measure_model", "read_table", "settings_of", "table_path", "time_call"]
+           "measure_genome", "measure_model", "on_device", "read_table", "settings_of",
+           "table_path", "time_call", "time_samples"]
 
 _log = logging.getLogger(__name__)
 

@@ -41,14 +41,19 @@ def fit_residual(bound: BoundSpace, model: LatencyModel, settings: LatencySettin
                  ) -> tuple[list[float], list[dict[str, Any]]]:
     """Residual coefficients (of `LatencyModel.features`) and the calibration rows:
     measured and table-summed milliseconds per calibration genome."""
-    from archsearch.latency._table import measure_genome
+    from archsearch.latency._table import PASSES, measure_genome
 
     costs, rows, feats, gaps = bound.costs, [], [], []
     genomes = calibration_genomes(bound)
-    for k, (label, genome) in enumerate(genomes):
-        if settings.progress is not None:
-            settings.progress(k, len(genomes), f"whole network, {label}")
-        measured = measure_genome(bound, genome, settings)
+    fastest = {label: float("inf") for label, _ in genomes}
+    for p in range(PASSES):  # passes apart in time: a busy spell of the machine passes
+        for k, (label, genome) in enumerate(genomes):
+            if settings.progress is not None:
+                settings.progress(p * len(genomes) + k + 1, PASSES * len(genomes),
+                                  f"whole network, {label} (pass {p + 1})")
+            fastest[label] = min(fastest[label], measure_genome(bound, genome, settings, 10))
+    for label, genome in genomes:
+        measured = fastest[label]
         w, active = costs.widths_vector(genome.widths), costs.active(genome.blocks)
         summed = float(active @ model.layers(w))
         feats.append(model.features(w, active))

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 FORMAT, VERSION = "archsearch.latency", 1
 Progress = Callable[[int, int, str], None]  # (done, total, what is being timed)
+PASSES, PASS_REPEATS = 3, 5  # each point timed in 3 passes apart in time, the fastest kept
 _ENVIRONMENT = ("device", "device_name", "threads", "batch")  # refused when they differ
 _SOFTWARE = ("format", "version", "torch", "space", "fingerprint", "input_shape", "grid")
 
@@ -129,12 +130,18 @@ STATS = {"min": min, "median": median}
 
 
 def time_call(run: Callable[[], object], clock: Callable[[], float],
-              sync: Callable[[], None], repeats: int = 7, chunk_s: float = 1e-3,
+              sync: Callable[[], None], repeats: int = 15, chunk_s: float = 1e-3,
               stat: str = "min") -> float:
     """Milliseconds per `run()`: the `stat` (min or median) over `repeats` timed chunks of
     as many calls as fill `chunk_s`, after one warm-up call (not timed) and one sizing call.
     The table takes the fastest chunk: on a loaded machine the slower ones time the other
     processes' share of the CPU, not the layer."""
+    return STATS[stat](time_samples(run, clock, sync, repeats, chunk_s))
+
+
+def time_samples(run: Callable[[], object], clock: Callable[[], float],
+                 sync: Callable[[], None], repeats: int, chunk_s: float) -> list[float]:
+    """Milliseconds per `run()` of each of `repeats` timed chunks (see `time_call`)."""
     run()
     sync()
     start = clock()
@@ -147,12 +154,12 @@ def time_call(run: Callable[[], object], clock: Callable[[], float],
         for _ in range(number):
             run()
         sync()
-        samples.append((clock() - start) / number)
-    return 1e3 * STATS[stat](samples)
+        samples.append(1e3 * (clock() - start) / number)
+    return samples
 
 
 def measure_model(model: torch.nn.Module, input_shape: tuple[int, ...],
-                  settings: LatencySettings, repeats: int = 15, stat: str = "min") -> float:
+                  settings: LatencySettings, repeats: int = 30, stat: str = "min") -> float:
     """Measured milliseconds of one forward of `model` (eval, no grad) at the settings."""
     model = model.to(settings.device).eval()
     x = torch.randn(settings.batch, *input_shape, device=settings.device)
@@ -161,7 +168,7 @@ def measure_model(model: torch.nn.Module, input_shape: tuple[int, ...],
 
 
 def measure_genome(bound: BoundSpace, genome: Genome, settings: LatencySettings,
-                   repeats: int = 15, stat: str = "min") -> float:
+                   repeats: int = 30, stat: str = "min") -> float:
     """Measured milliseconds of the genome's model (fresh weights) at the settings."""
     return measure_model(bound.build(genome), bound.info.input_shape, settings, repeats, stat)
 
@@ -203,22 +210,23 @@ def build_table(bound: BoundSpace, settings: LatencySettings) -> dict[str, Any]:
     specs = call_specs(bound, settings.grid)
     entries = list(dict.fromkeys(s.key for s in specs.values()))
     by_key = {s.key: s for s in specs.values()}
-    total = sum(len(by_key[k].grid_in) * len(by_key[k].grid_out) for k in entries)
-    done, timed = 0, []
+    points = [(k, i, j) for k in entries for i in range(len(by_key[k].grid_in))
+              for j in range(len(by_key[k].grid_out))]
+    best = {p: float("inf") for p in points}
     with on_device(settings) as sync, torch.inference_mode():
-        for key in entries:
-            spec, rows = by_key[key], []
-            for cin in spec.grid_in:
-                row = []
-                for cout in spec.grid_out:
-                    run = spec.runner(cin, cout, settings.batch, settings.device)
-                    row.append(time_call(run, settings.clock, sync))
-                    done += 1
-                    if settings.progress is not None:
-                        settings.progress(done, total, spec.label)
-                rows.append(row)
-            timed.append({"label": spec.label, "grid_in": list(spec.grid_in),
-                          "grid_out": list(spec.grid_out), "ms": rows})
+        for n, (p, key_i_j) in enumerate(
+                (p, q) for p in range(PASSES) for q in points):  # passes apart in time
+            spec = by_key[key_i_j[0]]
+            run = spec.runner(spec.grid_in[key_i_j[1]], spec.grid_out[key_i_j[2]],
+                              settings.batch, settings.device)
+            best[key_i_j] = min(best[key_i_j], time_call(run, settings.clock, sync,
+                                                         repeats=PASS_REPEATS))
+            if settings.progress is not None:
+                settings.progress(n + 1, PASSES * len(points), f"{spec.label} (pass {p + 1})")
+    timed = [{"label": by_key[k].label, "grid_in": list(by_key[k].grid_in),
+              "grid_out": list(by_key[k].grid_out),
+              "ms": [[round(best[(k, i, j)], 6) for j in range(len(by_key[k].grid_out))]
+                     for i in range(len(by_key[k].grid_in))]} for k in entries]
     index = {k: i for i, k in enumerate(entries)}
     calls = [index[specs[i].key] if i in specs else -1 for i in range(len(bound.graph.calls))]
     doc = {**table_key(bound, settings), "entries": timed, "calls": calls,
