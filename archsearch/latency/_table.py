@@ -235,6 +235,7 @@ def build_table(bound: BoundSpace, settings: LatencySettings) -> dict[str, Any]:
 
     doc["residual"], doc["calibration"] = fit_residual(bound, LatencyModel(bound, doc), settings)
     doc["build_s"] = round(time.perf_counter() - start, 3)
+    doc["clock"] = getattr(settings.clock, "__name__", type(settings.clock).__name__)
     return doc
 
 
