@@ -7,7 +7,6 @@ one line."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -49,10 +48,20 @@ def fake_settings(tmp_path, **kw) -> LatencySettings:
     return LatencySettings(grid=3, clock=FakeClock(), cache=str(tmp_path), **kw)
 
 
-def bilinear_table(bound: BoundSpace, settings: LatencySettings) -> dict:
+_BUILT: dict[int, dict] = {}
+
+
+def fake_table(grid: int = 3) -> dict:
+    """The fake-clock table of `tiny()` at `grid` (built once per test process)."""
+    if grid not in _BUILT:
+        _BUILT[grid] = build_table(tiny(), LatencySettings(grid=grid, clock=FakeClock()))
+    return json.loads(json.dumps(_BUILT[grid]))
+
+
+def bilinear_table(grid: int = 3) -> dict:
     """The fake-clock table with every entry replaced by ms = (1 + cin) * (1 + cout) / 1e3:
     width-dependent, bilinear (so interpolation is exact), no residual."""
-    doc = build_table(bound, settings)
+    doc = fake_table(grid)
     for e in doc["entries"]:
         e["ms"] = [[(1 + a) * (1 + b) / 1e3 for b in e["grid_out"]] for a in e["grid_in"]]
     doc["residual"] = [0.0, 0.0, 0.0]
@@ -140,7 +149,7 @@ def test_bad_latency_budgets_are_refused(text):
 
 def test_a_fake_clock_table_is_deterministic_and_records_where(tmp_path):
     bound = tiny()
-    one, two = (build_table(bound, fake_settings(tmp_path)) for _ in range(2))
+    one, two = fake_table(), build_table(bound, fake_settings(tmp_path))
     assert {k: v for k, v in one.items() if k != "build_s"} == {
         k: v for k, v in two.items() if k != "build_s"}
     assert all(v == 1.0 for e in one["entries"] for row in e["ms"] for v in row)
@@ -154,7 +163,7 @@ def test_a_fake_clock_table_is_deterministic_and_records_where(tmp_path):
 
 def test_interpolation_is_exact_on_a_bilinear_table(tmp_path):
     bound = tiny()
-    model = LatencyModel(bound, bilinear_table(bound, fake_settings(tmp_path)))
+    model = LatencyModel(bound, bilinear_table())
     rng = np.random.default_rng(0)
     costs = bound.costs
     for _ in range(5):
@@ -172,7 +181,7 @@ def test_fit_to_budget_lands_on_a_latency_budget(tmp_path):
     settings = fake_settings(tmp_path)
     path = table_path(bound, settings)
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(bilinear_table(bound, settings)))
+    path.write_text(json.dumps(bilinear_table()))
     budget = parse_budget("45%latency", settings)
     base = bound.base_in("latency", settings)
     for seed in range(3):
@@ -192,8 +201,9 @@ def test_fit_to_budget_lands_on_a_latency_budget(tmp_path):
 def test_a_table_from_elsewhere_is_refused_a_stale_one_rebuilt(tmp_path):
     bound = tiny()
     settings = fake_settings(tmp_path)
-    latency_pricer(bound, settings)  # measured and written
     path = table_path(bound, settings)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(fake_table()))
     good = json.loads(path.read_text())
     for key, value in (("threads", 4), ("device_name", "Other CPU 9000"), ("batch", 8)):
         path.write_text(json.dumps({**good, key: value}))
@@ -245,10 +255,9 @@ def cached_table(tmp_path, monkeypatch):
     (default latency flags: cpu, 1 thread, batch 1)."""
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path / "cache"))
     bound = bind("resnet20", "synthetic", input_size=8)
-    settings = LatencySettings(clock=FakeClock())
-    path = table_path(bound, settings)
+    path = table_path(bound, LatencySettings())
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(bilinear_table(bound, replace(settings, grid=6))))
+    path.write_text(json.dumps(bilinear_table(grid=6)))
     bound.pricers.clear()  # a table read by an earlier test of this process is in memory
     yield path
     bound.pricers.clear()

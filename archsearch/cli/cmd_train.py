@@ -19,6 +19,8 @@ from rich.table import Table
 from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, emit, human
+from archsearch.cli._latency import add_latency_flags
+from archsearch.cli._latency import settings as latency_settings
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
@@ -48,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="finetune: checkpoint of the trained base (discover's sparse.pt, or a "
                         "checkpoint.pt of a base run) whose surviving weights are inherited")
     add_shared(p, "out", "resume", "json")
+    p.add_argument("--latency", action="store_true",
+                   help="after training, measure the trained network's latency (the fastest "
+                        "of 30 forwards, at --threads and --latency-batch below)")
+    add_latency_flags(p)
 
 
 def _restartable(out: Path) -> bool:
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     bound.validate(genome)
     genome = bound.with_cost(genome)
     config = TrainConfig(train_subset=subset(args.subset), **field_values(args, FIELD_HELP))
+    latency = latency_settings(args)  # --threads, --latency-batch checked before training
     if (args.schedule == "finetune") != (args.source is not None):
         raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "
                               "--schedule finetune, and only then")
@@ -112,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
            "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
            "run_dir": str(out)}
+    if args.latency:
+        from archsearch.latency import measure_model
+
+        doc["latency_ms"] = measure_model(model, bound.info.input_shape, latency)
+        doc["latency_on"] = latency.describe()
     return emit(doc, args.json, _table)
 
 
@@ -125,4 +137,6 @@ def _table(doc: dict[str, Any]) -> None:
                   f"{doc['wall_s']:.0f} s", f"{doc['images_per_s'] or 0:.0f}",
                   f"{doc['precision']} on {doc['device']}")
     console.print(table)
+    if "latency_ms" in doc:
+        console.print(f"latency {doc['latency_ms']:.3g} ms measured on {doc['latency_on']}")
     console.print(f"run folder: {doc['run_dir']}")
