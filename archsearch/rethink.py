@@ -169,7 +169,9 @@ class Rethink:
 
     def _identity(self) -> dict[str, Any]:
         cfg = asdict(self.plan.config)
-        return {k: v for k, v in cfg.items() if k not in ("out", "resume", "seeds")}
+        latency = {"latency_device": "cpu", "threads": 1, "latency_batch": 1}  # at the default,
+        return {k: v for k, v in cfg.items() if k not in ("out", "resume", "seeds")  # runs
+                and not (k in latency and v == latency[k])}  # made before them still resume
 
     def _open(self) -> None:
         if not self.path.exists():

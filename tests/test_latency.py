@@ -307,3 +307,21 @@ def test_bad_latency_flags_through_the_cli(capsys, tmp_path, monkeypatch, argv):
     monkeypatch.chdir(tmp_path)
     refused(capsys, *argv)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_search_on_accuracy_and_latency(tmp_path, cached_table):
+    """`search --objectives accuracy,latency`: each trial's second objective is its genome's
+    latency priced from the table (the budget here is in MACs)."""
+    from archsearch.search import Search, SearchConfig, open_run
+    from tests.test_search_workers import FakeEvaluator
+
+    config = SearchConfig(budget="40%FLOPs", out=str(tmp_path / "run"), space="resnet20",
+                          dataset="synthetic", input_size=8, trials=3, evaluator="proxy",
+                          final=0, proxy_epochs=1, objectives=("accuracy", "latency"))
+    assert {"latency_device", "threads", "latency_batch"} <= set(config.identity())
+    Search(config, FakeEvaluator(epochs=1), worker_index=0).work()
+    trials = [t for t in open_run(tmp_path / "run").trials() if t.values]
+    assert len(trials) == 3
+    for t in trials:
+        cost = t.user_attrs["genome"]["cost"]
+        assert t.values[1] == cost["latency_ms"] > 0 and cost["latency_threads"] == 1

@@ -158,7 +158,9 @@ def _print_summary(doc: dict[str, Any], config: Any) -> None:
     for best in doc["best"]:
         console.print(f"{'Pareto' if config.multi else 'best'}: trial {best['trial']} val acc "
                       f"{best['accuracy']:.2%}  MACs {human(best['macs'])} "
-                      f"({best['macs_ratio']:.1%})  params {human(best['params'])}")
+                      f"({best['macs_ratio']:.1%})  params {human(best['params'])}"
+                      + (f"  latency {best['latency_ms']:.3g} ms" if best.get("latency_ms")
+                         else ""))
     if doc["best"] and not config.multi:
         console.print(f"genome: {Path(doc['run_dir']) / 'best_genome.json'}")
 
