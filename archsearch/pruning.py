@@ -36,9 +36,10 @@ from archsearch.pruners import PRUNERS, SPARSIFIERS, Pruner, get_pruner
 from archsearch.spaces import Space
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSpace(BoundSpace):
-    """A bound space whose base model is a given module (copied), traced at `example`."""
+    """A bound space whose base model is a given module (copied), traced at `example`; equal
+    only to itself (two models of one class are two spaces)."""
 
     model: nn.Module = field(compare=False, repr=False, default_factory=nn.Identity)
     example: torch.Tensor = field(compare=False, repr=False,

@@ -33,7 +33,7 @@ MODELS = {
     "mobilenetv4_conv_small": 32, "efficientnet_b0": 32, "efficientnet_lite0": 32,
     "tf_efficientnetv2_b0": 32, "mnasnet_050": 32, "semnasnet_050": 32, "fbnetc_100": 32,
     "spnasnet_100": 32, "lcnet_050": 32, "hardcorenas_a": 32, "tinynet_e": 32,
-    "ghostnet_050": 32, "ghostnetv2_100": 32, "repghostnet_050": 32, "mixnet_s": 32,
+    "ghostnet_050": 32, "ghostnetv2_100": 64, "repghostnet_050": 32, "mixnet_s": 32,
     "rexnet_100": 32, "hgnetv2_b0": 32,
     # other CNN families
     "regnetx_002": 32, "regnety_002": 32, "densenet121": 32, "dla34": 32, "dla46_c": 32,
