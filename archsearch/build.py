@@ -47,7 +47,7 @@ class BoundSpace:
         """The input size a genome made here records: this size when it is not the
         dataset's own (None: the dataset's size, which a genome leaves out)."""
         try:
-            native = dataset_info(self.info.name).size
+            native = dataset_info(self.info.key).size
         except ArchsearchError:  # a dataset known only by its DatasetInfo
             native = None
         return None if self.info.size == native else self.info.size
@@ -55,8 +55,11 @@ class BoundSpace:
     def genome(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
                provenance: Mapping[str, object] | None = None) -> Genome:
         """A validated genome of this space with its cost filled in."""
-        genome = Genome(self.space.name, dict(widths), dict(blocks or {}), self.info.name,
-                        dict(provenance or {}))
+        facts = dict(provenance or {})
+        if self.info.fingerprint:  # a folder's files, so a changed folder is noticed
+            facts.setdefault("dataset_fingerprint", self.info.fingerprint)
+        genome = Genome(self.space.name, dict(widths), dict(blocks or {}), self.info.key,
+                        facts)
         self.validate(genome)
         return self.with_cost(genome)
 
@@ -122,11 +125,13 @@ class BoundSpace:
 
 
 @lru_cache(maxsize=32)
-def _bind(space_name: str, dataset: str, input_size: int | None = None) -> BoundSpace:
+def _bind(space_name: str, info: DatasetInfo, input_size: int | None = None) -> BoundSpace:
+    """Cached by the dataset's facts, not its name: two folders both called `data` (or one
+    folder whose files changed) are two datasets."""
     space = load_space(space_name)
     if input_size is not None:
         space = replace(space, input_size=input_size)
-    return BoundSpace(space, space.dataset(dataset))
+    return BoundSpace(space, info)
 
 
 def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
@@ -139,7 +144,7 @@ def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
     info = space_obj.dataset(dataset)
     if isinstance(space, Space) and space.path is None:
         return BoundSpace(space_obj, info)
-    return _bind(space_obj.path or space_obj.name, info.name, input_size)
+    return _bind(space_obj.path or space_obj.name, info, input_size)
 
 
 def genome_input_size(genome: Genome | object, input_size: int | None = None,

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, emit, human
+from archsearch.cli._common import console, data_lines, emit, err_console, human
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise ArchsearchError(f"run folder {out} exists: pass --resume to continue it, or "
                               "--out for a new one")
     splits = load_data(bound.info, args.data_root, val_fraction=0.0)
+    for line in data_lines(splits, genome, args.genome):
+        err_console.print(line, style="yellow", highlight=False, soft_wrap=True)
     seed_everything(args.seed)
     if args.source:
         from archsearch.pipeline import inherit
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(model, splits, config, epochs=epochs, genome=genome, run_dir=out,
                    resume=args.resume, progress=progress_bar(not args.json))
     doc = {**result.summary(), "schedule": args.schedule, "space": genome.space,
-           "dataset": bound.info.name, "input_size": bound.info.size,
+           "dataset": bound.info.key, "dataset_fingerprint": splits.fingerprint,
+           "input_size": bound.info.size,
            "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
            "run_dir": str(out)}
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(doc: dict[str, Any]) -> None:
-    table = Table(title=f"{doc['space']} on {doc['dataset']}: {doc['schedule']}")
+    table = Table(title=f"{doc['space']} on {Path(doc['dataset']).name}: {doc['schedule']}")
     for col in ("test acc", "epochs", "MACs", "params", "wall", "img/s", "precision"):
         table.add_column(col, justify="right")
     acc = doc["test_acc"]
