@@ -86,6 +86,8 @@ def test_a_builder_file_relative_to_the_space_file_is_a_space(tmp_path, monkeypa
     ref = thop_cost(small, bound.info.input_shape)
     assert (half.cost["macs"], half.cost["params"]) == (ref.macs, ref.params)
     assert half.cost["macs_ratio"] == pytest.approx(0.5, abs=0.01)
+    gray = bind(path, "fashion-mnist").base_model()  # the dataset's channels and size
+    assert gray.conv1.weight.shape == (12, 1, 3, 3) and gray.told_size == 16
 
 
 def test_a_builder_by_module_name_gets_only_what_its_signature_takes(tmp_path, monkeypatch):
@@ -159,6 +161,18 @@ def test_timm_models_trace_prune_shrink_and_cost_what_thop_counts(name):
     row = check(name, "timm", 32)
     assert row["ok"], f"{name} fails at {row['stage']}: {row.get('error')}"
     assert row["share"] > 0.4 and row["groups"] > 0
+
+
+def test_timm_models_are_built_for_the_dataset(tmp_path):
+    pytest.importorskip("timm")
+    bound = bind(_space(tmp_path / "r.toml", 'family = "timm"\nname = "resnet10t"'),
+                 "fashion-mnist")
+    model = bound.base_model()
+    assert next(model.parameters()).shape[1] == 1  # in_chans from the dataset
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+    vit = bind(_space(tmp_path / "v.toml", 'family = "timm"\nname = "vit_tiny_patch16_224"',
+                      32)).base_model()
+    assert vit.patch_embed.img_size == (32, 32)  # img_size follows the input size
 
 
 def test_timm_norm_act_layers_keep_their_train_mode_after_shrink(tmp_path):
