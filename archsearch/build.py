@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,14 +127,29 @@ class BoundSpace:
                       graph=self.graph, init=init_weights)
 
 
-@lru_cache(maxsize=32)
+RECENT_BINDS = 4  # bound spaces held strongly (their traced graphs are the big part)
+_ALIVE: weakref.WeakValueDictionary[tuple[Any, ...], BoundSpace] = weakref.WeakValueDictionary()
+_RECENT: OrderedDict[tuple[Any, ...], BoundSpace] = OrderedDict()
+
+
 def _bind(space_name: str, info: DatasetInfo, input_size: int | None = None) -> BoundSpace:
     """Cached by the dataset's facts, not its name: two folders both called `data` (or one
-    folder whose files changed) are two datasets."""
-    space = load_space(space_name)
-    if input_size is not None:
-        space = replace(space, input_size=input_size)
-    return BoundSpace(space, info)
+    folder whose files changed) are two datasets. Only the RECENT_BINDS last ones are kept
+    alive by the cache (a long-lived worker binding many spaces stays bounded); any other
+    still in use elsewhere is found again."""
+    key = (space_name, info, input_size)
+    bound = _RECENT.get(key) or _ALIVE.get(key)
+    if bound is None:
+        space = load_space(space_name)
+        if input_size is not None:
+            space = replace(space, input_size=input_size)
+        bound = BoundSpace(space, info)
+        _ALIVE[key] = bound
+    _RECENT[key] = bound
+    _RECENT.move_to_end(key)
+    while len(_RECENT) > RECENT_BINDS:
+        _RECENT.popitem(last=False)
+    return bound
 
 
 def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
