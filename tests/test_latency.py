@@ -158,12 +158,13 @@ def test_a_fake_clock_table_is_deterministic_and_records_where(tmp_path):
         assert key in one
     assert (one["threads"], one["batch"], one["input_shape"]) == (1, 1, [3, 8, 8])
     # every layer timed 1 ms, so a network's layers sum to its timed calls; every whole
-    # network timed 1 ms too, less than its layers: the residual (>= 0) fits at 0
+    # network timed 1 ms too, less than its layers: the fitted residual is negative, and a
+    # genome is priced at no less than its layers
     timed = sum(c >= 0 for c in one["calls"])
     full = next(r for r in one["calibration"] if r["genome"] == "uniform x1")
     assert full["layers_ms"] == full["predicted_ms"] == pytest.approx(timed)
-    assert one["residual"] == [0.0, 0.0, 0.0]
     assert all(r["measured_ms"] == pytest.approx(1.0) for r in one["calibration"])
+    assert all(r["predicted_ms"] == r["layers_ms"] for r in one["calibration"])
 
 
 def test_interpolation_is_exact_on_a_bilinear_table(tmp_path):

@@ -1,7 +1,7 @@
 """The part of a network's latency a per-layer table does not time alone (activations,
 residual adds, max-pools, per-module overhead): linear in the active convs' output size and
-count with non-negative coefficients, fitted by least squares on whole networks measured at
-a few uniform widths."""
+count, fitted by least squares on whole networks measured at a few uniform widths, and never
+below zero (a genome is never priced below its layers)."""
 
 from __future__ import annotations
 
@@ -38,20 +38,6 @@ def calibration_genomes(bound: BoundSpace) -> list[tuple[str, Genome]]:
             for label, w, b in out]
 
 
-def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """argmin |a x - b| over x >= 0 (what runs between layers takes no negative time, so a
-    narrow genome is never priced below its layers), by trying every subset of columns."""
-    best, best_err = np.zeros(a.shape[1]), float(np.sum(b ** 2))
-    for mask in range(1, 2 ** a.shape[1]):
-        cols = [j for j in range(a.shape[1]) if mask >> j & 1]
-        x = np.linalg.lstsq(a[:, cols], b, rcond=None)[0]
-        err = float(np.sum((a[:, cols] @ x - b) ** 2))
-        if (x >= 0).all() and err < best_err - 1e-12:
-            best, best_err = np.zeros(a.shape[1]), err
-            best[cols] = x
-    return best
-
-
 def fit_residual(bound: BoundSpace, model: LatencyModel, settings: LatencySettings
                  ) -> tuple[list[float], list[dict[str, Any]]]:
     """Residual coefficients (of `LatencyModel.features`) and the calibration rows:
@@ -75,7 +61,7 @@ def fit_residual(bound: BoundSpace, model: LatencyModel, settings: LatencySettin
         gaps.append(measured - summed)
         rows.append({"genome": label, "measured_ms": round(measured, 5),
                      "layers_ms": round(summed, 5)})
-    coef = nonnegative_lstsq(np.array(feats), np.array(gaps))
+    coef = np.linalg.lstsq(np.array(feats), np.array(gaps), rcond=None)[0]
     for row, f in zip(rows, feats, strict=True):
-        row["predicted_ms"] = round(row["layers_ms"] + float(coef @ f), 5)
+        row["predicted_ms"] = round(row["layers_ms"] + max(0.0, float(coef @ f)), 5)
     return [float(c) for c in coef], rows

@@ -320,7 +320,8 @@ class LatencyModel:
                          float(active @ self.conv)])
 
     def vector(self, w: np.ndarray, active: np.ndarray) -> float:
-        return float(active @ self.layers(w)) + float(self.residual @ self.features(w, active))
+        between = float(self.residual @ self.features(w, active))  # never below 0
+        return float(active @ self.layers(w)) + max(0.0, between)
 
 
 def _locate(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
