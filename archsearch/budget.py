@@ -6,7 +6,6 @@ FLOPs means multiply-accumulates (MACs) throughout archsearch.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 from archsearch.cost import Cost
 from archsearch.errors import ArchsearchError
 from archsearch.metrics import Metric, budget_examples, get_metric, metrics
+from archsearch.widths import group_steps, round_to_step
 
 if TYPE_CHECKING:
     from archsearch.build import BoundSpace
@@ -153,25 +153,6 @@ def fit_to_budget(shape: Mapping[str, float], budget: Budget, bound: BoundSpace,
         lo, hi = (mid, hi) if cost(widths_at(mid)) <= target else (lo, mid)
     widths = _fill(widths_at(lo), lo, ratios, base, cost, target, bound, floor)
     return _checked(widths, cost, target, budget, bound, exact=True)
-
-
-def group_steps(bound: BoundSpace) -> dict[str, int]:
-    """Each prunable group's width step: the space's divisor, and a multiple of the group's
-    unit (a grouped conv's channels per group) where it has one."""
-    steps = {}
-    for g in bound.graph.prunable:
-        unit, size = bound.graph.groups[g].unit, bound.graph.groups[g].size
-        both = math.lcm(bound.space.divisor, unit)
-        steps[g] = both if both <= size else unit
-    return steps
-
-
-def round_to_step(bound: BoundSpace, width: float, base: int, step: int) -> int:
-    """`Space.round_width`, in whole steps of a group that has a unit."""
-    if step == bound.space.divisor:
-        return bound.space.round_width(width, base)
-    low = -(-min(base, bound.space.min_width) // step) * step
-    return max(low, min(base, int(max(step, round(width / step) * step))))
 
 
 def _fill(widths: dict[str, int], m: float, ratios: Mapping[str, float],

@@ -5,6 +5,7 @@ below zero (a genome is never priced below its layers)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,7 @@ MULTIPLIERS = (1.0, 0.75, 0.5, 0.35, 0.25, 0.125)
 def calibration_genomes(bound: BoundSpace) -> list[tuple[str, Genome]]:
     """Uniform widths at each multiplier (at least the narrowest genome's), and, in a space
     with removable blocks, the full and half widths with every other block removed."""
-    from archsearch.budget import group_steps, round_to_step
+    from archsearch.widths import group_steps, round_to_step
 
     base, steps, low = bound.graph.base_widths(), group_steps(bound), narrowest(bound)
     blocks = list(bound.graph.blocks)
@@ -38,21 +39,22 @@ def calibration_genomes(bound: BoundSpace) -> list[tuple[str, Genome]]:
             for label, w, b in out]
 
 
-def fit_residual(bound: BoundSpace, model: LatencyModel, settings: LatencySettings
+def fit_residual(bound: BoundSpace, model: LatencyModel, settings: LatencySettings,
+                 measure: Callable[..., float], passes: int
                  ) -> tuple[list[float], list[dict[str, Any]]]:
     """Residual coefficients (of `LatencyModel.features`) and the calibration rows:
-    measured and table-summed milliseconds per calibration genome."""
-    from archsearch.latency._table import PASSES, measure_genome
+    measured and table-summed milliseconds per calibration genome. `measure(bound, genome,
+    settings, repeats)` times a whole network; each is timed in `passes` passes."""
 
     costs, rows, feats, gaps = bound.costs, [], [], []
     genomes = calibration_genomes(bound)
     fastest = {label: float("inf") for label, _ in genomes}
-    for p in range(PASSES):  # passes apart in time: a busy spell of the machine passes
+    for p in range(passes):  # passes apart in time: a busy spell of the machine passes
         for k, (label, genome) in enumerate(genomes):
             if settings.progress is not None:
-                settings.progress(p * len(genomes) + k + 1, PASSES * len(genomes),
+                settings.progress(p * len(genomes) + k + 1, passes * len(genomes),
                                   f"whole network, {label} (pass {p + 1})")
-            fastest[label] = min(fastest[label], measure_genome(bound, genome, settings, 10))
+            fastest[label] = min(fastest[label], measure(bound, genome, settings, 10))
     for label, genome in genomes:
         measured = fastest[label]
         w, active = costs.widths_vector(genome.widths), costs.active(genome.blocks)

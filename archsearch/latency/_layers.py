@@ -95,7 +95,7 @@ def call_specs(bound: BoundSpace, points: int) -> dict[int, CallSpec]:
 
 def narrowest(bound: BoundSpace) -> dict[str, int]:
     """The widths of `fit_to_budget` at multiplier 0: every group at its smallest step."""
-    from archsearch.budget import group_steps, round_to_step
+    from archsearch.widths import group_steps, round_to_step
 
     steps, base = group_steps(bound), bound.graph.base_widths()
     return {g: round_to_step(bound, 0.0, base[g], steps[g]) for g in base}
@@ -123,7 +123,7 @@ def _follow(m: nn.Module, kind: str, cout: int) -> int:
 
 
 def _steps(bound: BoundSpace) -> np.ndarray:
-    from archsearch.budget import group_steps
+    from archsearch.widths import group_steps
 
     steps = group_steps(bound)
     return np.array([steps.get(n, 1) for n in bound.costs.group_names], dtype=float)

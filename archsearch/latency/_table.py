@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from archsearch.errors import ArchsearchError
+from archsearch.latency._fit import fit_residual
 from archsearch.latency._layers import call_specs
 
 if TYPE_CHECKING:
@@ -231,9 +232,8 @@ def build_table(bound: BoundSpace, settings: LatencySettings) -> dict[str, Any]:
     calls = [index[specs[i].key] if i in specs else -1 for i in range(len(bound.graph.calls))]
     doc = {**table_key(bound, settings), "entries": timed, "calls": calls,
            "residual": [0.0, 0.0, 0.0]}
-    from archsearch.latency._fit import fit_residual
-
-    doc["residual"], doc["calibration"] = fit_residual(bound, LatencyModel(bound, doc), settings)
+    doc["residual"], doc["calibration"] = fit_residual(bound, LatencyModel(bound, doc), settings,
+                                                       measure_genome, PASSES)
     doc["build_s"] = round(time.perf_counter() - start, 3)
     doc["clock"] = getattr(settings.clock, "__name__", type(settings.clock).__name__)
     return doc
