@@ -34,6 +34,7 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: bool = True
     augment: bool = True
+    fast: bool = True  # the engine's fast path (see `archsearch.train._fast`); False: plain
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
