@@ -192,7 +192,8 @@ def test_sigkill_then_resume_on_the_fast_path_is_bit_identical(bound, tmp_path):
     path = tmp_path / "genome.json"
     bound.uniform(parse_budget("12.5%FLOPs")).save(path)
     args = [sys.executable, "-m", "archsearch", "train", str(path), "--dataset", "synthetic",
-            "--epochs", "4", "--batch-size", "32", "--seed", "1", "--device", "cpu", "--json"]
+            "--epochs", "4", "--subset", "640", "--batch-size", "32", "--seed", "1",
+            "--device", "cpu", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = subprocess.run([*args, "--out", str(tmp_path / "ref")], capture_output=True,
                          text=True, env=env, timeout=600)
@@ -203,8 +204,8 @@ def test_sigkill_then_resume_on_the_fast_path_is_bit_identical(bound, tmp_path):
     ckpt = out / "checkpoint.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+        time.sleep(0.01)
+    time.sleep(0.05)  # inside epoch 2 (20 steps)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
