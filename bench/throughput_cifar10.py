@@ -131,11 +131,15 @@ def peak_rates(n: int = 512, reps: int = 20, rounds: int = 3) -> dict[str, float
     return {k: statistics.median(v) for k, v in got.items()}
 
 
-def cifar_section(args: argparse.Namespace) -> dict:
+def cifar_section(args: argparse.Namespace, write) -> dict:
+    """Every leg, `args.rounds` times; `write(section)` after each round (a partial result
+    survives a stopped run)."""
     spaces = args.models.split(",")
     legs = [(space, budget, method, genome) for space in spaces
             for budget, method, genome in cifar_genomes(space)]
+    peaks = peak_rates()
     samples: dict[tuple[str, str, str], dict[str, list]] = {}
+    section: dict = {}
     for r in range(args.rounds):
         for i, (space, budget, method, genome) in enumerate(legs):
             order = PATHS if (r + i) % 2 == 0 else PATHS[::-1]  # alternate who goes first
@@ -147,29 +151,32 @@ def cifar_section(args: argparse.Namespace) -> dict:
                 row[path].append(got)
                 print(f"round {r + 1} {space} {budget} {method} {path}: "
                       f"{max(got['images_per_s']):.0f} img/s", flush=True)
-    peaks = peak_rates()
-    rows = []
-    for (space, budget, method), got in samples.items():
-        genome = next(g for s, b, m, g in legs if (s, b, m) == (space, budget, method))
-        macs = genome["cost"]["macs"]
-        best = {p: [max(leg["images_per_s"]) for leg in got[p]] for p in PATHS}
-        ratios = [f / p for f, p in zip(best["fast"], best["plain"], strict=True)]
-        rows.append({
-            "space": space, "budget": budget, "method": method, "forward_macs": macs,
-            "macs_ratio": genome["cost"]["macs_ratio"],
-            "widths": genome["widths"], "precision": got["fast"][0]["precision"],
-            "images_per_s": {p: statistics.median(best[p]) for p in PATHS},
-            "wall_images_per_s": {p: statistics.median(max(leg["wall_images_per_s"])
-                                                       for leg in got[p]) for p in PATHS},
-            "gmac_per_s": {p: statistics.median(best[p]) * 3 * macs / 1e9 for p in PATHS},
-            "faults_per_step": {p: statistics.median(leg["faults_per_step"] for leg in got[p])
-                                for p in PATHS},
-            "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
-            "speedup_max": max(ratios), "samples": best})
-    for row in rows:
-        peak = peaks["bf16" if row["precision"] == "bf16" else "fp32"]
-        row["fraction_of_peak"] = {p: row["gmac_per_s"][p] * 1e9 / peak for p in PATHS}
-    return {"peaks_macs_per_s": peaks, "rows": rows}
+        section = {"peaks_macs_per_s": peaks, "rounds_done": r + 1,
+                   "rows": [summarise(leg, samples[leg[:3]], peaks) for leg in legs]}
+        write(section)
+    return section
+
+
+def summarise(leg: tuple, got: dict[str, list], peaks: dict[str, float]) -> dict:
+    space, budget, method, genome = leg
+    macs = genome["cost"]["macs"]
+    best = {p: [max(g["images_per_s"]) for g in got[p]] for p in PATHS}
+    ratios = [f / p for f, p in zip(best["fast"], best["plain"], strict=True)]
+    rate = {p: statistics.median(best[p]) for p in PATHS}
+    precision = got["fast"][0]["precision"]
+    peak = peaks["bf16" if precision == "bf16" else "fp32"]
+    return {
+        "space": space, "budget": budget, "method": method, "forward_macs": macs,
+        "macs_ratio": genome["cost"]["macs_ratio"], "widths": genome["widths"],
+        "precision": precision, "images_per_s": rate,
+        "wall_images_per_s": {p: statistics.median(max(g["wall_images_per_s"])
+                                                   for g in got[p]) for p in PATHS},
+        "gmac_per_s": {p: rate[p] * 3 * macs / 1e9 for p in PATHS},
+        "fraction_of_peak": {p: rate[p] * 3 * macs / peak for p in PATHS},
+        "faults_per_step": {p: statistics.median(g["faults_per_step"] for g in got[p])
+                            for p in PATHS},
+        "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
+        "speedup_max": max(ratios), "samples": best}
 
 
 # ---- where the time goes ------------------------------------------------------------------
@@ -284,6 +291,7 @@ def machine() -> dict:
 def speed_markdown(doc: dict) -> str:
     a, m, peaks = doc["args"], doc["machine"], doc["section"]["peaks_macs_per_s"]
     lines = ["# Training throughput on CIFAR-10 shapes: fast path vs plain path", "",
+             f"Rounds done: {doc['section']['rounds_done']} of {a['rounds']}.", "",
              f"Command: `{doc['command']}`. {m['cpu']} ({m['cores']} cores, shared with other "
              f"jobs: load average {' '.join(m['loadavg_at_end'])} at the end), 1 thread per "
              f"leg, torch {m['torch']}, batch {a['batch_size']}, precision: the engine's "
@@ -364,16 +372,22 @@ def main(argv: list[str] | None = None) -> None:
            "args": vars(args)}
     if args.profile:
         doc["profile"] = profile_section(args)
-        doc["machine"] = machine()
-        out, text = args.out + "_profile", profile_markdown(doc)
-    else:
-        doc["section"] = cifar_section(args)
-        doc["machine"] = machine()
-        out, text = args.out, speed_markdown(doc)
+        write(doc, args.out + "_profile", profile_markdown)
+        return
+
+    def round_done(section: dict) -> None:
+        doc["section"] = section
+        write(doc, args.out, speed_markdown)
+
+    cifar_section(args, round_done)
+
+
+def write(doc: dict, out: str, markdown) -> None:
+    doc["machine"] = machine()
+    text = markdown(doc)
     atomic_write_json(Path(out + ".json"), doc)
     atomic_write_text(Path(out + ".md"), text)
-    print(text)
-
+    print(text, flush=True)
 
 if __name__ == "__main__":
     main()
