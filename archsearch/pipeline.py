@@ -168,7 +168,9 @@ def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
     if cfg.sparsity == "paper":
         return paper_sparsity(cfg.method, family)
     gates = {k: v for k, v in cfg.pruner_options.items() if k in ("gate_lr", "momentum")}
+    recipe = get_preset(cfg.preset)
     return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64,
+                        lr=recipe.lr, shape=recipe.lr_schedule,
                         **(gates if cfg.method == "sss" else {}))  # sss: --gate-lr, --momentum
 
 
@@ -214,7 +216,8 @@ def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
     from archsearch.train import TrainConfig
 
     cfg = plan.config
-    opts: dict[str, Any] = {"schedule": schedule, "epochs": epochs or cfg.epochs, "seed": seed,
+    opts: dict[str, Any] = {**get_preset(cfg.preset).train, "schedule": schedule,
+                            "epochs": epochs or cfg.epochs, "seed": seed,
                             "train_subset": cfg.subset, "eval_split": "val"}
     if cfg.batch_size is not None:
         opts["batch_size"] = cfg.batch_size

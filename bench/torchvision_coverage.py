@@ -7,7 +7,7 @@ For each builder of `torchvision.models.list_models(module=torchvision.models)` 
 init, 10 classes, at a small input size): trace the channel graph, fit a 50%FLOPs genome
 and draw a random one, shrink both, run forward + backward (train mode) and forward (eval
 mode), and check the analytic cost against thop for the base and both genomes. Writes
-bench/results/torchvision_coverage.json and .md (the README's coverage table).
+bench/results/torchvision_coverage.json and .md (the coverage table in docs/models.md).
 """
 
 from __future__ import annotations

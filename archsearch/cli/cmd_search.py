@@ -103,7 +103,7 @@ def make_config(args: argparse.Namespace) -> Any:
     size = f"-{args.input_size}px" if args.input_size is not None else ""
     out = args.out or str(Path("runs") / f"search-{bound.space.name}-{_slug(args.budget)}"
                                           f"{size}-s{args.seed}")
-    return SearchConfig(budget=args.budget, out=out, dataset=bound.info.name,
+    return SearchConfig(budget=args.budget, out=out, dataset=bound.info.key,
                         data_root=args.data_root, input_size=args.input_size,
                         guides=list(args.guide), **field_values(args, FIELD_HELP))
 

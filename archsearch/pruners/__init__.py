@@ -16,6 +16,7 @@ from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
 from archsearch.pruners._options import Option, option_defaults
 from archsearch.pruners._pfa import PFAPruner
 from archsearch.pruners._predefined import L1NormPruner, UniformPruner
+from archsearch.pruners._report import plot_scales, scale_cuts, scale_distribution
 from archsearch.pruners._sfp import SFPPruner
 from archsearch.pruners._slimming import SlimmingPruner
 from archsearch.pruners._sss import SSSPruner
@@ -73,5 +74,8 @@ __all__ = [
     "get_pruner",
     "method_class",
     "option_defaults",
+    "plot_scales",
+    "scale_cuts",
+    "scale_distribution",
     "top_channels",
 ]
