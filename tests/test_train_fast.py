@@ -219,3 +219,21 @@ def test_sigkill_then_resume_on_the_fast_path_is_bit_identical(bound, tmp_path):
     sb = load_checkpoint(ckpt)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert load_checkpoint(ckpt)["config"]["fast"] is True
+
+
+def test_plain_path_is_untouched_and_the_cli_switches_it(bound):
+    _, model = small(bound)
+    model.to(memory_format=torch.channels_last)
+    for fast in (False, True):
+        config = cfg(fast=fast)
+        opt = sgd(model, config)
+        step = Step(model, opt, config, torch.device("cpu"), Precision(None, False), World())
+        folded = any("forward" in vars(m) for m in model.modules())
+        step.close()
+        assert folded is fast and opt.param_groups[0]["foreach"] is (True if fast else None)
+    from archsearch.cli.main import build_parser
+
+    parser = build_parser()
+    genome = "g.json"
+    assert parser.parse_args(["train", genome]).fast is True
+    assert parser.parse_args(["train", genome, "--no-fast"]).fast is False
