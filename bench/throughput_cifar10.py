@@ -331,7 +331,11 @@ def profile_markdown(doc: dict) -> str:
              "1 thread, bf16 autocast, channels_last, torch.profiler (CPU); each path in its "
              "own process. An op of a category counts with everything it calls; framework "
              "overhead is the self time of everything else. Profiling adds overhead of its "
-             f"own. Widths: {prof['widths']}.", "",
+             "own. Seconds are wall time on a contended machine (load average "
+             f"{' '.join(doc['machine']['loadavg_at_end'])} on {doc['machine']['cores']} cores "
+             "at the end), and the two paths ran one after the other: compare shares within "
+             "a path, and take the speed-up from throughput_cifar10.md, not from these "
+             f"seconds. Widths: {prof['widths']}.", "",
              "| where | plain s | plain share | fast s | fast share |", "|---|---|---|---|---|"]
     tot = {p: sum(paths[p]["categories_s"].values()) for p in PATHS}
     for c in cats:
