@@ -84,6 +84,10 @@ def run_leg(spec: dict) -> dict:
     from archsearch.genome import Genome
 
     torch.set_num_threads(1)
+    if spec.get("allocator") is False:  # an ablation (throughput_ablation.py): the fast
+        from archsearch.train import _fast  # path without its allocator setting
+
+        _fast.tune_cpu_allocator = lambda: False
     bound = bind(spec["space"], "cifar10")
     genome = Genome.from_dict(spec["genome"])
     splits = random_splits(bound, spec["images"])
