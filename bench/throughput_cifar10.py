@@ -309,7 +309,9 @@ def speed_markdown(doc: dict) -> str:
              "stage ratios falling linearly 1 → 0.5 (wide early stages), fitted to the budget.", "",
              "Measured 1-thread matmul rate (512², per CPU second): fp32 "
              f"{peaks['fp32'] / 1e9:.1f} GMAC/s, bf16 {peaks['bf16'] / 1e9:.1f} GMAC/s. "
-             "GMAC/s = images/s × 3 × forward MACs (one core).", "",
+             "GMAC/s = images/s × 3 × forward MACs (one core). Where the time goes: "
+             "throughput_cifar10_profile.md; per-layer candidates: throughput_kernels.md; "
+             "which piece pays: throughput_ablation.md.", "",
              "| space | budget | genome | plain img/CPU-s | fast img/CPU-s | speed-up median "
              "[min, max] | plain GMAC/s | fast GMAC/s | fast, of peak | page faults/step plain → "
              "fast |", "|---|---|---|---|---|---|---|---|---|---|"]
