@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if is_train_run(args.run):
         return _export_trained(args)
     if args.fmt is not None:
-        raise ArchsearchError(f"--format exports a train run, but {args.run} is not one (no "
-                              "checkpoint.pt or train config.json): pass the --out folder of "
-                              "`archsearch train`")
+        raise ArchsearchError(f"--format exports a train run, but {args.run} is not a train "
+                              "run folder (no checkpoint.pt or train config.json): pass the "
+                              "--out folder of `archsearch train`")
     return _export_genomes(args)
 
 
