@@ -4,8 +4,11 @@ network's outputs; its latency against the base is measured; bad input is one li
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,6 +28,9 @@ from archsearch.train import load_checkpoint
 from tests.test_cli_train import needs_fmnist
 
 pytestmark = needs_fmnist
+needs_onnx = pytest.mark.skipif(
+    any(importlib.util.find_spec(n) is None for n in ("onnx", "onnxscript", "onnxruntime")),
+    reason="the onnx extra is not installed: pip install 'archsearch[onnx]'")
 
 # runs in `python -I` (no PYTHONPATH, no cwd on the path) with archsearch blocked
 WITHOUT_ARCHSEARCH = textwrap.dedent("""
@@ -44,7 +50,20 @@ WITHOUT_ARCHSEARCH = textwrap.dedent("""
     with torch.no_grad():
         np.save(sys.argv[5], program(torch.from_numpy(images)).numpy())
         np.save(sys.argv[6], program(torch.from_numpy(images[:1])).numpy())
+        x = torch.from_numpy(images)
+        exec(sys.argv[7])  # the README's lines, on model.onnx and model.pt2 in the cwd
+        np.save(sys.argv[8], logits.numpy())  # noqa: F821
 """)
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_export_block() -> str:
+    """The python block of the README's export subsection."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Export: a trained network", 1)[1].split("\n#", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    return blocks[0]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +103,7 @@ def export(run: Path, *argv: str, capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@needs_onnx
 def test_onnx_and_pt2_run_without_archsearch(train_run, images, tmp_path, capsys):
     onnx = export(train_run, "--format", "onnx", "--no-speed", capsys=capsys)
     pt2 = export(train_run, "--format", "pt2", "--out", str(tmp_path / "net.pt2"),
@@ -94,17 +114,20 @@ def test_onnx_and_pt2_run_without_archsearch(train_run, images, tmp_path, capsys
         assert doc["check"]["images"] == "fashion-mnist test" and doc["check"]["count"] == 64
         assert doc["check"]["max_abs_diff"] <= 1e-4
     np.save(tmp_path / "x.npy", images.numpy())
+    shutil.copy(onnx["files"][0], tmp_path / "model.onnx")
+    shutil.copy(pt2["files"][0], tmp_path / "model.pt2")
     outs = [tmp_path / f"{name}.npy" for name in ("onnx", "pt2", "pt2_one")]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-I", "-c", WITHOUT_ARCHSEARCH, str(tmp_path / "x.npy"),
-                           onnx["files"][0], pt2["files"][0], *map(str, outs)],
+                           onnx["files"][0], pt2["files"][0], *map(str, outs),
+                           readme_export_block(), str(tmp_path / "readme.npy")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     want = trained_outputs(train_run, images)
     fresh = bind("resnet20", "fashion-mnist").build(Genome.load(train_run / "genome.json"))
     with torch.no_grad():  # the outputs are the trained weights', not any network's
         assert (fresh.eval()(images) - want).abs().max() > 1e-2
-    for path in outs[:2]:
+    for path in [*outs[:2], tmp_path / "readme.npy"]:
         got = torch.from_numpy(np.load(path))
         assert got.dtype == torch.float32 and got.shape == (64, 10)
         assert (got - want).abs().max() <= 1e-4
@@ -125,6 +148,7 @@ def test_state_dict_pair_rebuilds_the_trained_network(train_run, images, tmp_pat
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_export_reports_latency_against_the_base(train_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(train_run), "--format", "pt2", "--out", str(tmp_path / "m.pt2"),

@@ -29,6 +29,7 @@ from archsearch.deploy._latency import (
     onnx_latency,
     time_calls,
     time_interleaved,
+    time_models,
     torch_latency,
     torch_threads,
 )
@@ -38,4 +39,4 @@ __all__ = ["FORMATS", "INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "Latency", "Speed
            "TrainedRun", "check_format", "compare_speed", "export_model", "exported_program",
            "is_train_run", "max_abs_diff", "onnx_available", "onnx_bytes", "onnx_latency",
            "open_train_run", "output_paths", "rebuild", "run_onnx", "time_calls",
-           "time_interleaved", "torch_latency", "torch_threads"]
+           "time_interleaved", "time_models", "torch_latency", "torch_threads"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -150,12 +150,12 @@ def onnx_available() -> bool:
     return all(_importable(name) for name in FORMATS["onnx"][1])
 
 
-def compare_speed(pruned: nn.Module, base: nn.Module, input_shape: Sequence[int], *,
-                  batches: Sequence[int] = (1, 64), threads: int | None = None,
-                  runtimes: Sequence[str] = RUNTIMES, repeats: int = 10, warmup: int = 3
-                  ) -> list[SpeedRow]:
-    """The latency of `pruned` and `base` per runtime and batch size, timed in turns in this
-    process (`threads`: torch's current setting when None; onnxruntime gets as many)."""
+def time_models(models: Mapping[str, nn.Module], input_shape: Sequence[int], *,
+                batches: Sequence[int] = (1, 64), threads: int | None = None,
+                runtimes: Sequence[str] = RUNTIMES, repeats: int = 10, warmup: int = 3
+                ) -> dict[tuple[str, int], dict[str, Latency]]:
+    """The latency of every model per (runtime, batch size), the models timed in turns
+    (`threads`: torch's current setting when None; onnxruntime gets as many)."""
     unknown = set(runtimes) - set(RUNTIMES)
     if unknown:
         raise ArchsearchError(f"unknown runtime(s) {sorted(unknown)}: {', '.join(RUNTIMES)}")
@@ -164,16 +164,27 @@ def compare_speed(pruned: nn.Module, base: nn.Module, input_shape: Sequence[int]
     threads = threads if threads is not None else torch.get_num_threads()
     if threads < 1:
         raise ArchsearchError(f"threads must be >= 1, but got {threads}")
-    shape = tuple(input_shape)
-    rows: list[SpeedRow] = []
+    shape, names = tuple(input_shape), list(models)
+    out: dict[tuple[str, int], dict[str, Latency]] = {}
     with torch_threads(threads):
         for runtime in runtimes:
-            callers = _callers(runtime, (base, pruned), shape, batches, threads)
-            for b, pair in zip(batches, callers, strict=True):
-                base_t, pruned_t = time_interleaved(pair, repeats, warmup)
-                rows.append(SpeedRow(runtime, b, _latency(runtime, b, threads, base_t, warmup),
-                                     _latency(runtime, b, threads, pruned_t, warmup)))
-    return rows
+            callers = _callers(runtime, [models[n] for n in names], shape, batches, threads)
+            for b, calls in zip(batches, callers, strict=True):
+                times = time_interleaved(calls, repeats, warmup)
+                out[runtime, b] = {n: _latency(runtime, b, threads, t, warmup)
+                                   for n, t in zip(names, times, strict=True)}
+    return out
+
+
+def compare_speed(pruned: nn.Module, base: nn.Module, input_shape: Sequence[int], *,
+                  batches: Sequence[int] = (1, 64), threads: int | None = None,
+                  runtimes: Sequence[str] = RUNTIMES, repeats: int = 10, warmup: int = 3
+                  ) -> list[SpeedRow]:
+    """`pruned` against `base` per runtime and batch size, timed in turns in this process."""
+    timed = time_models({"base": base, "pruned": pruned}, input_shape, batches=batches,
+                        threads=threads, runtimes=runtimes, repeats=repeats, warmup=warmup)
+    return [SpeedRow(runtime, b, pair["base"], pair["pruned"])
+            for (runtime, b), pair in timed.items()]
 
 
 def _callers(runtime: str, models: Sequence[nn.Module], shape: tuple[int, ...],
