@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"train run: {'|'.join(FORMAT_CHOICES)}")
     add_shared(p, "out", out="search run: the folder to write the genomes to (default "
                "RUN/export); train run: the file (default RUN/export/model.onnx|.pt2|.pt)")
+    add_shared(p, "data_root", data_root="train run: where the dataset's files are, for the "
+               "check on test images (else $ARCHSEARCH_DATA, then /usr/share/datasets)")
     p.add_argument("--no-speed", action="store_true",
                    help="train run: skip timing the network against the base")
     p.add_argument("--threads", type=int, help="train run: CPU threads the timing uses "
@@ -113,7 +115,7 @@ def _export_trained(args: argparse.Namespace) -> int:
         check_out_file(path, "--out")
     model = trained.model()
     paths = export_model(model, trained.input_shape, fmt, out, trained.genome.to_dict())
-    images, source = _check_images(trained)
+    images, source = _check_images(trained, args.data_root)
     doc: dict[str, Any] = {
         "run": str(trained.path), "format": fmt, "files": [str(p) for p in paths],
         "space": trained.genome.space, "dataset": trained.bound.info.name,
@@ -127,20 +129,23 @@ def _export_trained(args: argparse.Namespace) -> int:
     return emit(doc, args.json, _render)
 
 
-def _check_images(trained: Any) -> tuple[Any, str]:
+def _check_images(trained: Any, data_root: str | None) -> tuple[Any, str]:
     """A batch of the dataset's test images, normalised as training does; seeded noise when
     the dataset's files are not here."""
     import torch
 
-    from archsearch.data import load_data
+    from archsearch.data import ImageSet, load_data
 
     info = trained.bound.info
     try:
-        images = load_data(info, val_fraction=0.0).test.images[:CHECK_IMAGES]
+        test = load_data(info, data_root, val_fraction=0.0).test
     except ArchsearchError:
+        test = None
+    if not isinstance(test, ImageSet):  # no files here, or a streamed (ImageNet) folder
         noise = torch.randn(CHECK_IMAGES, *trained.input_shape,
                             generator=torch.Generator().manual_seed(0))
-        return noise, "random (the dataset's files are not here)"
+        return noise, "random (the dataset's test images are not in memory)"
+    images = test.images[:CHECK_IMAGES]
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     return (images.float() / 255 - mean) / std, f"{info.name} test"
