@@ -1,6 +1,6 @@
 """Deployed speed of pruned networks: the measured speed-up against the MACs ratio.
 
-    python bench/deploy_speed.py [--spaces resnet20,vgg11] [--repeats 5] [--warmup 2]
+    python bench/deploy_speed.py [--spaces resnet20,vgg11] [--repeats 7] [--warmup 1]
 
 For each shipped CIFAR-style space at 50%, 25% and 12.5%FLOPs: the uniform genome, and the
 slimming genome of a cheap sparse training (one epoch on 2000 Fashion-MNIST images; its
@@ -14,6 +14,7 @@ rounds. Writes bench/results/deploy_speed.json and .md (after each space).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -105,6 +106,23 @@ def bench_space(space: str, args: argparse.Namespace, workdir: Path) -> dict[str
             "timing_s": time.perf_counter() - start}
 
 
+def summary(doc: dict[str, Any]) -> list[str]:
+    """Median measured speed-up over the spaces, per method and budget, beside the ideal."""
+    import statistics
+
+    rows = [r for space in doc["spaces"] for r in space["rows"]]
+    lines = [f"## Summary: median speed-up over {len(doc['spaces'])} space(s)", "",
+             "| genome | ideal (median) | torch b1 | torch b64 | ort b1 | ort b64 |",
+             "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["genome"] for r in rows):
+        mine = [r for r in rows if r["genome"] == name]
+        cells = [f"{statistics.median(r[f'{rt}_b{bs}_speedup'] for r in mine):.2f}×"
+                 for rt in RUNTIMES for bs in BATCHES]
+        ideal = statistics.median(1 / r["macs_ratio"] for r in mine)
+        lines.append(f"| {name} | {ideal:.2f}× | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
@@ -122,6 +140,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "with other work: absolute times are noisy, ratios are taken side by side.",
         "",
     ]
+    lines += summary(doc)
     for space in doc["spaces"]:
         b = space["base"]
         lines += [f"## {space['space']} (base {space['base_macs'] / 1e6:.1f} MMACs; base ms: "
@@ -147,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slim-epochs", type=int, default=1)
     p.add_argument("--slim-subset", type=int, default=2000)
     p.add_argument("--out", default=str(RESULTS / "deploy_speed"))
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite the .md from the .json of an earlier run")
     args = p.parse_args(argv)
+    if args.render:
+        doc = json.loads(Path(args.out + ".json").read_text(encoding="utf-8"))
+        atomic_write_text(args.out + ".md", markdown(doc))
+        return 0
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     import onnxruntime
