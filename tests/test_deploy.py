@@ -182,6 +182,10 @@ def test_help_names_both_uses(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "search run folder" in text and "train run folder" in text
     assert "onnx" in text and "pt2" in text and "state-dict" in text
+    from archsearch.cli.cmd_export import FORMAT_CHOICES
+    from archsearch.deploy import FORMATS
+
+    assert FORMAT_CHOICES == tuple(FORMATS)  # the CLI's list is the library's
 
 
 def error(capsys, *argv: str) -> str:
