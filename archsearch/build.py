@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +50,7 @@ class BoundSpace:
         """The input size a genome made here records: this size when it is not the
         dataset's own (None: the dataset's size, which a genome leaves out)."""
         try:
-            native = dataset_info(self.info.name).size
+            native = dataset_info(self.info.key).size
         except ArchsearchError:  # a dataset known only by its DatasetInfo
             native = None
         return None if self.info.size == native else self.info.size
@@ -55,8 +58,11 @@ class BoundSpace:
     def genome(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
                provenance: Mapping[str, object] | None = None) -> Genome:
         """A validated genome of this space with its cost filled in."""
-        genome = Genome(self.space.name, dict(widths), dict(blocks or {}), self.info.name,
-                        dict(provenance or {}))
+        facts = dict(provenance or {})
+        if self.info.fingerprint:  # a folder's files, so a changed folder is noticed
+            facts.setdefault("dataset_fingerprint", self.info.fingerprint)
+        genome = Genome(self.space.name, dict(widths), dict(blocks or {}), self.info.key,
+                        facts)
         self.validate(genome)
         return self.with_cost(genome)
 
@@ -121,12 +127,29 @@ class BoundSpace:
                       graph=self.graph, init=init_weights)
 
 
-@lru_cache(maxsize=32)
-def _bind(space_name: str, dataset: str, input_size: int | None = None) -> BoundSpace:
-    space = load_space(space_name)
-    if input_size is not None:
-        space = replace(space, input_size=input_size)
-    return BoundSpace(space, space.dataset(dataset))
+RECENT_BINDS = 4  # bound spaces held strongly (their traced graphs are the big part)
+_ALIVE: weakref.WeakValueDictionary[tuple[Any, ...], BoundSpace] = weakref.WeakValueDictionary()
+_RECENT: OrderedDict[tuple[Any, ...], BoundSpace] = OrderedDict()
+
+
+def _bind(space_name: str, info: DatasetInfo, input_size: int | None = None) -> BoundSpace:
+    """Cached by the dataset's facts, not its name: two folders both called `data` (or one
+    folder whose files changed) are two datasets. Only the RECENT_BINDS last ones are kept
+    alive by the cache (a long-lived worker binding many spaces stays bounded); any other
+    still in use elsewhere is found again."""
+    key = (space_name, info, input_size)
+    bound = _RECENT.get(key) or _ALIVE.get(key)
+    if bound is None:
+        space = load_space(space_name)
+        if input_size is not None:
+            space = replace(space, input_size=input_size)
+        bound = BoundSpace(space, info)
+        _ALIVE[key] = bound
+    _RECENT[key] = bound
+    _RECENT.move_to_end(key)
+    while len(_RECENT) > RECENT_BINDS:
+        _RECENT.popitem(last=False)
+    return bound
 
 
 def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
@@ -139,7 +162,7 @@ def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
     info = space_obj.dataset(dataset)
     if isinstance(space, Space) and space.path is None:
         return BoundSpace(space_obj, info)
-    return _bind(space_obj.path or space_obj.name, info.name, input_size)
+    return _bind(space_obj.path or space_obj.name, info, input_size)
 
 
 def genome_input_size(genome: Genome | object, input_size: int | None = None,

@@ -35,8 +35,8 @@ from archsearch.pipeline import (
     save_sparse_checkpoint,
     train_base,
 )
+from archsearch.pruners import plot_scales, scale_cuts, scale_distribution
 from archsearch.pruners._evidence import warning_line
-from archsearch.pruners._report import plot_scales, scale_distribution
 
 if TYPE_CHECKING:
     from archsearch.train import TrainProgress
@@ -68,7 +68,8 @@ def write_outputs(plan: Plan, model: nn.Module | None, genome: Genome,
     if model is not None:
         save_sparse_checkpoint(run / "sparse.pt", plan, model)
         dist = scale_distribution(plan.pruner, model)
-        plot_scales(dist, run / "scales.png", genome.provenance.get("threshold"))
+        cuts = scale_cuts(dist, genome.provenance.get("threshold"))
+        plot_scales(dist, run / "scales.png", cuts)
         files.update(checkpoint=str(run / "sparse.pt"), scales_plot=str(run / "scales.png"))
     result = {"method": plan.pruner.name, "space": plan.bound.space.name,
               "dataset": plan.bound.info.name, "budget": str(plan.budget),

@@ -45,6 +45,16 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) ->
     return target
 
 
+def cache_dir() -> Path:
+    """Where archsearch caches what it can rebuild (decoded datasets, latency tables):
+    $ARCHSEARCH_CACHE, else $XDG_CACHE_HOME/archsearch, else ~/.cache/archsearch."""
+    explicit = os.environ.get("ARCHSEARCH_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "archsearch"
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return _atomic(path, lambda fh: fh.write(data))
 

@@ -24,7 +24,7 @@ from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save
 from archsearch.presets import DEFAULT_PRESET, PRESETS, get_preset, paper_sparsity, sparsity_for
-from archsearch.pruners import PRUNERS, SPARSIFIERS, Pruner, get_pruner
+from archsearch.pruners import METHOD_CLASSES, PRUNERS, Pruner, get_pruner
 from archsearch.train import load_checkpoint
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def plan(cfg: DiscoverConfig) -> Plan:
     get_preset(cfg.preset)
     bound = bind(cfg.space, cfg.dataset, input_size=cfg.input_size)
     budget = parse_budget(cfg.budget)
-    methods = {**PRUNERS, **SPARSIFIERS}
+    methods = METHOD_CLASSES
     takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
     if not isinstance(cfg.sparsity, str) and not takes_sparsity:
         raise ArchsearchError(f"--sparsity applies to methods with a sparsity term "
@@ -168,7 +168,9 @@ def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
     if cfg.sparsity == "paper":
         return paper_sparsity(cfg.method, family)
     gates = {k: v for k, v in cfg.pruner_options.items() if k in ("gate_lr", "momentum")}
+    recipe = get_preset(cfg.preset)
     return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64,
+                        lr=recipe.lr, shape=recipe.lr_schedule,
                         **(gates if cfg.method == "sss" else {}))  # sss: --gate-lr, --momentum
 
 
@@ -214,7 +216,8 @@ def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
     from archsearch.train import TrainConfig
 
     cfg = plan.config
-    opts: dict[str, Any] = {"schedule": schedule, "epochs": epochs or cfg.epochs, "seed": seed,
+    opts: dict[str, Any] = {**get_preset(cfg.preset).train, "schedule": schedule,
+                            "epochs": epochs or cfg.epochs, "seed": seed,
                             "train_subset": cfg.subset, "eval_split": "val"}
     if cfg.batch_size is not None:
         opts["batch_size"] = cfg.batch_size

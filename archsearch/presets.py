@@ -27,9 +27,11 @@ only when the run is too short for that travel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from archsearch.errors import ArchsearchError
+from archsearch.train import lr_at
 
 # The paper's slimming λ per model family (Liu et al. 2017/2019 code: VGG 1e-4, ResNet and
 # DenseNet 1e-5), for its CIFAR schedule below.
@@ -45,6 +47,11 @@ PAPER_EPOCHS = 160
 PAPER_BATCH = 64
 PAPER_LR = 0.1
 PAPER_FINETUNE_EPOCHS = 40
+# The CIFAR preset: standard, architecture-neutral tricks, the same for every genome
+# (measured: bench/results/cifar_recipe.md).
+CIFAR_EPOCHS = 20
+CIFAR_TRAIN: dict[str, Any] = {"lr_schedule": "onecycle", "nesterov": True,
+                               "weight_decay": 5e-4, "label_smoothing": 0.1, "test_flip": True}
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,15 @@ class Preset:
     finetune_epochs: int | None  # None: a quarter of the base epochs (paper: 40 of 160)
     sparsity: str  # "auto": sized to the schedule; "paper": the paper's λ for the family
     summary: str
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields it sets
+
+    @property
+    def lr_schedule(self) -> str:
+        return str(self.train.get("lr_schedule", "step"))
+
+    @property
+    def lr(self) -> float:
+        return float(self.train.get("lr", PAPER_LR))
 
 
 PRESETS = {
@@ -68,6 +84,11 @@ PRESETS = {
                     finetune_epochs=PAPER_FINETUNE_EPOCHS, sparsity="paper",
                     summary="Liu et al.: the full training split, 160 epochs, batch 64, lr 0.1 "
                     "(×0.1 at 50%/75%), the paper's λ; hours on a GPU"),
+    "cifar": Preset("cifar", epochs=CIFAR_EPOCHS, subset=None, batch_size=128,
+                    finetune_epochs=None, sparsity="auto", train=CIFAR_TRAIN,
+                    summary=f"CIFAR-scale data on a CPU: the full training split, "
+                    f"{CIFAR_EPOCHS} epochs, batch 128, one-cycle lr 0.1, Nesterov, weight "
+                    "decay 5e-4, label smoothing 0.1, test-time flip"),
 }
 DEFAULT_PRESET = "quick"
 
@@ -78,16 +99,12 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def step_lr(epoch: int, epochs: int, lr: float = PAPER_LR) -> float:
-    """The paper's step schedule (the trainer's `TrainConfig.lr_at` for base training)."""
-    return lr * 0.1 ** ((epoch >= epochs * 0.5) + (epoch >= epochs * 0.75))
-
-
-def lr_sum(images: int, epochs: int, batch_size: int, lr: float = PAPER_LR) -> float:
+def lr_sum(images: int, epochs: int, batch_size: int, lr: float = PAPER_LR,
+           shape: str = "step") -> float:
     """Σ_t lr_t over a base-training run: steps per epoch (the trainer drops the last partial
-    batch) times the epoch's learning rate."""
+    batch) times the epoch's learning rate (`archsearch.train` `lr_at`, of `shape`)."""
     steps = max(1, images // batch_size)
-    return steps * sum(step_lr(e, epochs, lr) for e in range(epochs))
+    return steps * sum(lr_at(shape, lr, e, epochs) for e in range(epochs))
 
 
 PAPER_LR_SUM = lr_sum(PAPER_IMAGES, PAPER_EPOCHS, PAPER_BATCH)
@@ -101,7 +118,8 @@ def paper_sparsity(method: str, family: str) -> float:
 
 
 def sparsity_for(method: str, family: str, images: int, epochs: int, batch_size: int,
-                 lr: float = PAPER_LR, gate_lr: float = 0.1, momentum: float = 0.9) -> float:
+                 lr: float = PAPER_LR, gate_lr: float = 0.1, momentum: float = 0.9,
+                 shape: str = "step") -> float:
     """The sparsity strength sized to a schedule (see the module doc).
 
     slimming: λ = AUTO_TRAVEL · (1 - momentum) / Σ lr, whatever the family (the paper's
@@ -116,10 +134,11 @@ def sparsity_for(method: str, family: str, images: int, epochs: int, batch_size:
         steps = max(1, images // batch_size) * epochs
         travel = steps * gate_lr * anchor / (1 - momentum)
         return anchor if travel >= SSS_TRAVEL else float(f"{anchor * SSS_TRAVEL / travel:.3g}")
-    return float(f"{AUTO_TRAVEL * (1 - momentum) / lr_sum(images, epochs, batch_size, lr):.3g}")
+    pull = lr_sum(images, epochs, batch_size, lr, shape)
+    return float(f"{AUTO_TRAVEL * (1 - momentum) / pull:.3g}")
 
 
 def travel(sparsity: float, images: int, epochs: int, batch_size: int,
-           lr: float = PAPER_LR, momentum: float = 0.9) -> float:
+           lr: float = PAPER_LR, momentum: float = 0.9, shape: str = "step") -> float:
     """How far the L1 term can move a BatchNorm scale over a run (in its initial value)."""
-    return lr_sum(images, epochs, batch_size, lr) * sparsity / (1 - momentum)
+    return lr_sum(images, epochs, batch_size, lr, shape) * sparsity / (1 - momentum)

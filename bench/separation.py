@@ -26,11 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.discover import DiscoverConfig, discover, load_sparse_checkpoint, plan
-from archsearch.presets import travel
+from archsearch.presets import get_preset, travel
 from archsearch.pruners import SlimmingPruner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from genome_quality import log, machine, open_bench, write_results  # noqa: E402
+from genome_quality import (  # noqa: E402
+    SHARED_CIFAR,
+    log,
+    machine,
+    open_bench,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +44,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--spaces", default="resnet20,vgg11-half")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-root", default=None, help="default for cifar10: the shared copy")
     p.add_argument("--sparsities", default="auto")
     p.add_argument("--preset", default="quick")
     p.add_argument("--epochs", type=int)
@@ -53,9 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _config(space: str, sparsity: str, args, root: Path) -> tuple[DiscoverConfig, str]:
     value: float | str = sparsity if sparsity in ("auto", "paper") else float(sparsity)
-    tag = f"{space}-{args.preset}-e{args.epochs}-n{args.subset}-{sparsity}"
+    data = "" if args.dataset == "fashion-mnist" else f"{args.dataset}-"
+    tag = f"{data}{space}-{args.preset}-e{args.epochs}-n{args.subset}-{sparsity}"
     return DiscoverConfig.from_preset(args.preset, method="slimming", budget=args.budget,
                                       space=space, epochs=args.epochs, subset=args.subset,
+                                      dataset=args.dataset, data_root=args.data_root,
                                       sparsity=value, out=str(root / tag), resume=True), tag
 
 
@@ -67,10 +77,13 @@ def one(space: str, sparsity: str, args, root: Path) -> dict[str, Any]:
     wall = time.perf_counter() - start
     pruner = the_plan.pruner
     images = len(the_plan.splits.train.subset(cfg.subset, cfg.seed))
-    return {"space": space, "preset": args.preset, "epochs": cfg.epochs,
+    recipe = get_preset(cfg.preset)
+    return {"space": space, "dataset": args.dataset, "preset": args.preset,
+            "epochs": cfg.epochs,
             "images": images, "steps": images // cfg.batch_size * cfg.epochs,
             "sparsity": pruner.sparsity, "rule": result["provenance"].get("sparsity_rule"),
-            "travel": travel(pruner.sparsity, images, cfg.epochs, cfg.batch_size),
+            "travel": travel(pruner.sparsity, images, cfg.epochs, cfg.batch_size,
+                             lr=recipe.lr, shape=recipe.lr_schedule),
             "val_acc": (result.get("train") or {}).get("val_acc"),
             "flagged": result["flagged_groups"], "wall_s": wall,
             **scored(the_plan, root / tag, args.budget)}
@@ -115,7 +128,8 @@ def rescore(args, root: Path, ledger: Any) -> list[dict[str, Any]]:
 def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = ["# Separation of slimming's scores by schedule and sparsity", "",
-             f"`archsearch discover --method slimming` on Fashion-MNIST, genome at "
+             f"`archsearch discover --method slimming` on "
+             f"{doc['args'].get('dataset', 'fashion-mnist')}, genome at "
              f"{doc['args']['budget']}; separation = (q10(log K) − q90(log D)) / "
              "(q90(log K) − q10(log D)) at the cut that made the genome, separated at ≥ 0.2. "
              "travel = Σ lr·λ/(1−momentum) (in units of a scale's initial value). "
@@ -139,11 +153,19 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dataset != "fashion-mnist":  # CIFAR-10: the shared copy, results named after it
+        tag = args.dataset.replace("-", "_")
+        if args.data_root is None and args.dataset == "cifar10":
+            args.data_root = str(SHARED_CIFAR)
+        if args.out == str(RESULTS / "separation"):
+            args.out = str(RESULTS / f"separation_{tag}")
     root, ledger = open_bench(args)
     rows = rescore(args, root, ledger) if args.rescore else []
     for space in args.spaces.split(",") if not args.rescore else []:
         for sparsity in args.sparsities.split(","):
-            key = f"{space}/{args.preset}/{args.epochs}/{args.subset}/{sparsity}/{args.budget}"
+            data = "" if args.dataset == "fashion-mnist" else f"{args.dataset}/"
+            key = (f"{data}{space}/{args.preset}/{args.epochs}/{args.subset}/{sparsity}/"
+                   f"{args.budget}")
             rec = ledger.get(key) or ledger.put(key, one(space, sparsity, args, root))
             log(f"{space} {sparsity}: separation {rec['statistic']} ({rec['cut']}), "
                 f"travel {rec['travel']:.2f}, {rec['wall_s']:.0f}s")

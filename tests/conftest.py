@@ -14,3 +14,49 @@ import torch
 THREADS = int(os.environ.get("ARCHSEARCH_TEST_THREADS", "1"))
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 torch.set_num_threads(THREADS)
+
+
+import pytest  # noqa: E402
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+needs_shared_cifar = pytest.mark.skipif(
+    not (SHARED_CIFAR / "train").is_dir(),
+    reason=f"the shared CIFAR-10 JPEG copy is not at {SHARED_CIFAR} (CI has it)")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Decoded datasets and other caches go to a folder of this test session's."""
+    previous = os.environ.get("ARCHSEARCH_CACHE")
+    os.environ["ARCHSEARCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ARCHSEARCH_CACHE", None)
+    else:
+        os.environ["ARCHSEARCH_CACHE"] = previous
+
+
+def make_image_folder(root, classes=("a", "b"), per_class=4, size=(20, 16),
+                      modes=("RGB", "L", "RGBA"), start=0):
+    """An image folder `root/{train,test}/<class>/img N.png`: `per_class` training and
+    per_class // 3 (at least 1) test images a class, modes cycling through `modes`, every
+    fourth image 24×24 (the rest `size`, width × height), pixels seeded per class."""
+    import numpy as np
+    from PIL import Image
+
+    for label, name in enumerate(classes):
+        for split, count in (("train", per_class), ("test", max(1, per_class // 3))):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(label * 1000 + start + (split == "test"))
+            for i in range(start, start + count):
+                w, h = (24, 24) if i % 4 == 3 else size
+                mode = modes[i % len(modes)]
+                depth = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+                pixels = rng.integers(0, 256, (h, w, depth), dtype=np.uint8)
+                pixels[..., : min(depth, 3)] //= 2
+                pixels[..., min(label, depth - 1)] += 100
+                img = Image.fromarray(pixels[..., 0] if depth == 1 else pixels, mode)
+                img.save(folder / f"img {i}.png")
+    return root

@@ -18,6 +18,8 @@ from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.train import load_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
+
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(),
                                   reason="Debian package dataset-fashion-mnist not installed")
@@ -94,6 +96,24 @@ def test_one_epoch_on_fashion_mnist_is_sane(genomes, tmp_path):
         assert (out / name).is_file(), name
 
 
+# `archsearch train` whose run stalls right after writing its first checkpoint (the point
+# the test kills it at: deterministic, whatever the machine's speed)
+STALL_AFTER_FIRST_CHECKPOINT = """
+import pathlib, sys, time
+from archsearch.train import _run
+marker = pathlib.Path(sys.argv[1])
+sys.argv = ["archsearch", *sys.argv[2:]]
+save = _run.RunFolder.save
+def stalling(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    marker.write_text("saved")
+    time.sleep(3600)
+_run.RunFolder.save = stalling
+from archsearch.cli.main import main
+raise SystemExit(main())
+"""
+
+
 @needs_fmnist
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(genomes, tmp_path):
@@ -103,19 +123,21 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(genomes, tmp_path):
     assert ref.returncode == 0, ref.stderr
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "archsearch", *args, "--out", str(out)],
+    marker = tmp_path / "epoch-1-saved"
+    proc = subprocess.Popen([sys.executable, "-c", STALL_AFTER_FIRST_CHECKPOINT, str(marker),
+                             *args, "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "checkpoint.pt"
     deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside epoch 2
-    proc.send_signal(signal.SIGKILL)
+    assert marker.exists(), "the run never wrote its first checkpoint"
+    proc.send_signal(signal.SIGKILL)  # at the injected point: in epoch 2, after checkpoint 1
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
     assert not (out / "result.json").exists()
     killed_at = load_checkpoint(ckpt)["epoch"]
-    assert 1 <= killed_at < 4
+    assert killed_at == 1
 
     resumed = cli(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr

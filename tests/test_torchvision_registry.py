@@ -4,7 +4,7 @@ trace, a 50%FLOPs genome and a random one, shrink, forward + backward, cost == t
 A fast subset runs by default; the whole registry runs under the `registry` marker
 (`pytest -m registry`: about 16 minutes of CPU, so not in the default run or CI), at the
 smallest input size each builder accepts (bench/torchvision_coverage.py is the same check,
-writing the README's coverage table)."""
+writing the coverage table of docs/models.md)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ from archsearch.data import DATASETS
 from archsearch.errors import ArchsearchError
 
 SHARED: dict[str, dict[str, Any]] = {
-    "dataset": {"help": f"dataset whose images and shapes to use ({', '.join(DATASETS)}); "
+    "dataset": {"help": f"dataset whose images and shapes to use: a known name "
+                        f"({', '.join(DATASETS)}), an image folder DIR (train/<class>/… and "
+                        "test/<class>/…) or a dataset .toml file (`archsearch datasets`); "
                         "default: the genome's, else the space's"},
     "data_root": {"help": "where the dataset files are (else $ARCHSEARCH_DATA, then "
                           "/usr/share/datasets)"},

@@ -34,6 +34,19 @@ def load_target(arg: str, dataset: str | None, input_size: int | None = None
     return bind(arg, dataset, input_size=input_size), None
 
 
+def data_lines(splits: Any, genome: Genome | None = None, source: str = "the genome"
+               ) -> list[str]:
+    """What a run should say about its data: the notes of loading (converted or resized
+    images) and, for a genome made on other files, that its dataset changed since."""
+    lines = [f"note: {note}" for note in splits.notes]
+    made = genome.provenance.get("dataset_fingerprint") if genome is not None else None
+    if made and splits.fingerprint and made != splits.fingerprint:
+        lines.append(f"warning: the dataset {splits.info.key} changed since {source} was made "
+                     f"(fingerprint {made}, now {splits.fingerprint}): its files were added, "
+                     "removed or resized")
+    return lines
+
+
 def human(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:

@@ -21,11 +21,11 @@ from archsearch.cli._args import (
     pruner_options,
 )
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, err_console, human, print_json
+from archsearch.cli._common import console, data_lines, err_console, human, print_json
 from archsearch.cli._progress import progress_bar
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.presets import PRESETS
-from archsearch.pruners import METHODS, PRUNERS, SPARSIFIERS
+from archsearch.pruners import METHOD_CLASSES, METHODS
 from archsearch.rethink import images_label
 from archsearch.viz import FLAG_BELOW
 
@@ -64,7 +64,7 @@ COMMON_HELP = {
     "require_separation": "exit 2 (and write no genome) when the pruner's scores did not "
                           "separate at the budget",
 }
-METHOD_CLASSES = {**PRUNERS, **SPARSIFIERS}
+
 
 
 def sparsity_arg(text: str) -> float | str:
@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DiscoverConfig.from_preset(args.preset, **common_options(args))
     the_plan = plan(cfg)  # every check, nothing written
+    if the_plan.splits is not None and not args.json:
+        for line in data_lines(the_plan.splits):
+            err_console.print(line, style="yellow", highlight=False, soft_wrap=True)
     check_out_dir(the_plan.run_dir)  # writable before anything is trained
     if not args.json:
         console.print(f"[bold]{the_plan.pruner.name}[/] on {the_plan.bound.space.name} / "

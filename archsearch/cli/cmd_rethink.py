@@ -17,7 +17,7 @@ from rich.table import Table
 
 from archsearch.cli._args import add_fields, field_values
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, emit, human
+from archsearch.cli._common import console, data_lines, emit, err_console, human
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import add_common, common_options, preset_line
 
@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = RethinkConfig.from_preset(args.preset, **common_options(args),
                                     **field_values(args, FIELD_HELP))
     the_plan = plan(cfg)
+    if the_plan.splits is not None and not args.json:
+        for line in data_lines(the_plan.splits):
+            err_console.print(line, style="yellow", highlight=False, soft_wrap=True)
     check_out_dir(the_plan.run_dir)  # writable before anything is trained
 
     def on_leg(rec: dict[str, Any]) -> None:

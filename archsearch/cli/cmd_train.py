@@ -18,19 +18,24 @@ from rich.table import Table
 
 from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, emit, human
+from archsearch.cli._common import console, data_lines, emit, err_console, human
 from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
-from archsearch.train import SCHEDULES, TrainConfig
+from archsearch.presets import PRESETS
+from archsearch.train import LR_SCHEDULES, SCHEDULES, TrainConfig
 from archsearch.train._config import AMP_MODES
 
 FIELD_HELP = {
     "schedule": "the training recipe (see above)",
-    "epochs": "base epochs (scratch-b scales them)",
+    "epochs": "base epochs (scratch-b scales them; default: --preset's, else 160)",
     "max_scale": "scratch-b: cap the epoch scale factor",
-    "batch_size": "training batch size",
+    "batch_size": "training batch size (default: --preset's, else 64)",
     "lr": "initial lr (default: the schedule's)",
+    "lr_schedule": "lr shape: step (×0.1 at 50%, 75%: the paper's) or onecycle (linear up "
+                   "over 15%, then down to 0) (default: --preset's, else step)",
+    "label_smoothing": "label smoothing of the loss (default: --preset's, else 0)",
+    "weight_decay": "SGD weight decay (default: --preset's, else 1e-4)",
     "seed": "random seed",
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "mixed precision",
@@ -38,9 +43,24 @@ FIELD_HELP = {
 }
 
 
+RECIPE_FIELDS = ("epochs", "batch_size", "lr_schedule", "label_smoothing", "weight_decay",
+                 "nesterov", "test_flip")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("genome", metavar="GENOME.json")
-    add_fields(p, TrainConfig, FIELD_HELP, choices={"schedule": SCHEDULES, "amp": AMP_MODES})
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help=("take the training fields of a named recipe ("
+                         + "; ".join(f"{n}: {r.summary}" for n, r in PRESETS.items())
+                         + "); flags given explicitly win").replace("%", "%%"))
+    add_fields(p, TrainConfig, FIELD_HELP, choices={"schedule": SCHEDULES, "amp": AMP_MODES,
+                                                    "lr_schedule": LR_SCHEDULES},
+               unset=RECIPE_FIELDS)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help="Nesterov momentum (default: --preset's, else off)")
+    p.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time flip: average the logits of each image and its mirror "
+                        "(default: --preset's, else off)")
     add_shared(p, "dataset", "data_root", "input_size")
     p.add_argument("--subset", type=float,
                    help="train on a subset: a fraction (<= 1) or a number of images")
@@ -48,6 +68,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="finetune: checkpoint of the trained base (discover's sparse.pt, or a "
                         "checkpoint.pt of a base run) whose surviving weights are inherited")
     add_shared(p, "out", "resume", "json")
+
+
+def recipe_values(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig's fields: the flags given, else --preset's, else TrainConfig's defaults."""
+    values = field_values(args, [*FIELD_HELP, "nesterov", "test_flip"])
+    if args.preset is not None:
+        preset = PRESETS[args.preset]
+        given = {"epochs": preset.epochs, "batch_size": preset.batch_size, **preset.train}
+        for name, value in given.items():
+            if values.get(name) is None:
+                values[name] = value
+    return {k: v for k, v in values.items() if not (k in RECIPE_FIELDS and v is None)}
 
 
 def _restartable(out: Path) -> bool:
@@ -81,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     bound = bind_genome(genome, args.dataset, args.input_size, source=args.genome)
     bound.validate(genome)
     genome = bound.with_cost(genome)
-    config = TrainConfig(train_subset=subset(args.subset), **field_values(args, FIELD_HELP))
+    config = TrainConfig(train_subset=subset(args.subset), **recipe_values(args))
     if (args.schedule == "finetune") != (args.source is not None):
         raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "
                               "--schedule finetune, and only then")
@@ -93,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         raise ArchsearchError(f"run folder {out} exists: pass --resume to continue it, or "
                               "--out for a new one")
     splits = load_data(bound.info, args.data_root, val_fraction=0.0)
+    for line in data_lines(splits, genome, args.genome):
+        err_console.print(line, style="yellow", highlight=False, soft_wrap=True)
     seed_everything(args.seed)
     if args.source:
         from archsearch.pipeline import inherit
@@ -108,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(model, splits, config, epochs=epochs, genome=genome, run_dir=out,
                    resume=args.resume, progress=progress_bar(not args.json))
     doc = {**result.summary(), "schedule": args.schedule, "space": genome.space,
-           "dataset": bound.info.name, "input_size": bound.info.size,
+           "dataset": bound.info.key, "dataset_fingerprint": splits.fingerprint,
+           "input_size": bound.info.size,
            "macs": genome.cost["macs"],
            "params": genome.cost["params"], "macs_ratio": genome.cost["macs_ratio"],
            "run_dir": str(out)}
@@ -116,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(doc: dict[str, Any]) -> None:
-    table = Table(title=f"{doc['space']} on {doc['dataset']}: {doc['schedule']}")
+    table = Table(title=f"{doc['space']} on {Path(doc['dataset']).name}: {doc['schedule']}")
     for col in ("test acc", "epochs", "MACs", "params", "wall", "img/s", "precision"):
         table.add_column(col, justify="right")
     acc = doc["test_acc"]

@@ -24,6 +24,7 @@ from archsearch.errors import ArchsearchError, DivergenceError
 
 COMMANDS = [
     "archsearch.cli.cmd_spaces",
+    "archsearch.cli.cmd_datasets",
     "archsearch.cli.cmd_show",
     "archsearch.cli.cmd_discover",
     "archsearch.cli.cmd_rethink",

@@ -19,12 +19,18 @@ from archsearch.errors import ArchsearchError
 
 
 class _Decoded(Dataset):
-    def __init__(self, samples: list[tuple[str, int]], size: int, train: bool):
+    def __init__(self, samples: list[tuple[str, int]], size: int, train: bool,
+                 plain: tuple[int, int] | None = None):
         from torchvision import transforms as T
 
         self.samples = samples
-        crop = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()] if train else [
-            T.Resize(round(size * 256 / 224)), T.CenterCrop(size)]
+        self.mode = "RGB" if plain is None or plain[1] == 3 else "L"
+        if plain is not None:  # an open dataset: resized, augmented later on the device
+            crop = [T.Resize((plain[0], plain[0]))]
+        elif train:
+            crop = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+        else:
+            crop = [T.Resize(round(size * 256 / 224)), T.CenterCrop(size)]
         self.transform = T.Compose([*crop, T.PILToTensor()])
 
     def __len__(self) -> int:
@@ -34,19 +40,25 @@ class _Decoded(Dataset):
         from PIL import Image
 
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB")), label
+        try:
+            with Image.open(path) as img:
+                return self.transform(img.convert(self.mode)), label
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ArchsearchError(f"cannot decode image {path}: {exc}") from None
 
 
 @dataclass
 class FolderSet:
-    """A streamed image folder: (path, label) samples, decoded by DataLoader workers."""
+    """A streamed image folder: (path, label) samples, decoded by DataLoader workers.
+    `plain` (size, channels): an open dataset's images, only resized and converted (the
+    trainer augments them on the device); None: ImageNet's crops."""
 
     samples: list[tuple[str, int]]
     size: int
     train: bool
     name: str = ""
     workers: int = min(8, os.cpu_count() or 1)
+    plain: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -56,14 +68,15 @@ class FolderSet:
         if idx is None:
             return self
         return FolderSet([self.samples[i] for i in idx.tolist()], self.size, self.train,
-                         self.name, self.workers)
+                         self.name, self.workers, self.plain)
 
     def batches(self, order: torch.Tensor, batch_size: int, seed: int
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """uint8 batches of the samples in `order` (augmented when training)."""
         chosen = [self.samples[i] for i in order.tolist()]
         drop = self.train and len(chosen) >= batch_size
-        loader = DataLoader(_Decoded(chosen, self.size, self.train), batch_size=batch_size,
+        loader = DataLoader(_Decoded(chosen, self.size, self.train, self.plain),
+                            batch_size=batch_size,
                             shuffle=False, num_workers=self.workers, drop_last=drop,
                             pin_memory=torch.cuda.is_available(),
                             generator=torch.Generator().manual_seed(seed),

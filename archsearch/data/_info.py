@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archsearch.errors import ArchsearchError
-
 NO_DOWNLOAD = "archsearch never downloads"
 
 
 @dataclass(frozen=True)
 class Files:
     """Where a dataset's files are and how they are read. `reader` names the loader
-    ("idx", "cifar", "folder", or "generated": made up, no files); `folder` is looked for
-    below each root; `train`/`test` are the file names; `missing` says, when the files are
-    not found, what to install or which --data-root to pass."""
+    ("idx", "cifar", "folder" (ImageNet, streamed), "images" (an image folder of the user's),
+    or "generated": made up, no files); `folder` is looked for below each root (for
+    "images": the folder itself); `train`/`test` are the file names (for "images": the
+    split folders); `missing` says, when the files are not found, what to install or which
+    --data-root to pass."""
 
     reader: str = "generated"
     folder: str = ""
@@ -44,6 +44,15 @@ class DatasetInfo:
     files: Files = Files()
     stored_size: int | None = None  # None: the files hold `size`-sized images
     aliases: tuple[str, ...] = ()
+    ref: str = ""  # what a genome records to find it again: a folder's or file's path
+    classes: tuple[str, ...] = ()  # class names, in label order (known for folders)
+    fingerprint: str = ""  # of the files (folders: every image's path and byte size)
+    in_memory: bool | None = None  # folders: held in memory (None: when they fit)
+
+    @property
+    def key(self) -> str:
+        """The dataset as a genome and a run record it: its name, or its folder's path."""
+        return self.ref or self.name
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -57,13 +66,19 @@ class DatasetInfo:
 
 _CIFAR_MISSING = ("{name} not found: pass --data-root DIR (or set $ARCHSEARCH_DATA) where "
                   "DIR/{folder} is torchvision's on-disk format (the python version of the "
-                  f"dataset); {NO_DOWNLOAD}")
+                  "dataset), or DIR holds image folders train/<class>/ and test/<class>/; "
+                  f"{NO_DOWNLOAD}")
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")  # label order of the official batches (sorted names)
 
 
 def _cifar(name: str, classes: int, folder: str, train: tuple[str, ...], test: tuple[str, ...],
            key: str, mean: tuple[float, ...], std: tuple[float, ...]) -> DatasetInfo:
     return DatasetInfo(name, 3, 32, classes, mean, std, pad=4, flip=True, stored_size=32,
                        aliases=(name.replace("cifar", "cifar-"),),
+                       classes=CIFAR10_CLASSES if classes == 10 else (),
                        files=Files("cifar", folder, train, test, key,
                                    missing=_CIFAR_MISSING.format(name=name, folder=folder)))
 
@@ -99,12 +114,7 @@ DATASETS: dict[str, DatasetInfo] = {
 _ALIASES = {alias: info.name for info in DATASETS.values() for alias in info.aliases}
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The shape of a dataset by name (case-insensitive)."""
+def known_dataset(name: str) -> DatasetInfo | None:
+    """A dataset known by name or alias (case-insensitive); None for any other name."""
     key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ArchsearchError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
-        )
-    return DATASETS[key]
+    return DATASETS.get(_ALIASES.get(key, key))

@@ -8,22 +8,35 @@ which `--data-root` to pass.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from archsearch.data._folder import FolderSet, scan_folder, subset_indices
 from archsearch.data._formats import check_labelled, cifar_arrays, read_cifar_batch, read_idx
-from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
+from archsearch.data._images import (
+    Scan,
+    Split,
+    channel_stats,
+    decode,
+    find_test_dir,
+    load_decoded,
+    scan,
+)
+from archsearch.data._info import DATASETS, DatasetInfo
+from archsearch.data._open import IN_MEMORY_BYTES, dataset_info
 from archsearch.errors import ArchsearchError
 
 # where a system package installs a dataset (the facts live on DatasetInfo.files)
 SYSTEM_ROOTS = {info.name: Path(info.files.system_root) for info in DATASETS.values()
                 if info.files.system_root}
 RESIZE_CHUNK = 4096  # images resized at a time (bounds the float copy)
+STATS_SAMPLE = 5000  # training images a streamed dataset's mean/std are computed from
 
 
 @dataclass
@@ -63,6 +76,8 @@ class Splits:
     std: tuple[float, ...]
     pad: int = 0
     flip: bool = False
+    fingerprint: str = ""  # of the files read (`DatasetInfo.fingerprint` for folders)
+    notes: tuple[str, ...] = ()  # what loading changed (converted or resized images)
 
     def split(self, name: str) -> ImageSet | FolderSet:
         if name not in ("train", "val", "test"):
@@ -83,19 +98,37 @@ def load_data(name: str | DatasetInfo, root: str | Path | None = None, *,
         raise ArchsearchError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if info.files.reader == "folder":
         return _imagenet(info, root, val_fraction, split_seed)
+    if info.files.reader == "images":
+        return load_folder(info, val_fraction, split_seed)
     if info.files.reader == "generated":
         train, test = _synthetic(info, size or 2048)
-    else:
-        train, test = _READERS[info.files.reader](info, root)
-        train, test = resized(train, info.size), resized(test, info.size)
-    n_val = round(val_fraction * len(train))
+        return _carve(info, train, test, val_fraction, split_seed)
+    return _READERS[info.files.reader](info, root, val_fraction, split_seed)
+
+
+def _carve(info: DatasetInfo, train: ImageSet, test: ImageSet, val_fraction: float,
+           split_seed: int, **extra: Any) -> Splits:
+    """Splits with a seeded validation share carved from the training images (at the
+    dataset's size); `extra` sets mean/std/fingerprint/notes beyond the DatasetInfo's."""
+    train, test = resized(train, info.size), resized(test, info.size)
+    n_val = val_count(val_fraction, len(train))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:n_val].sort()[0], order[n_val:].sort()[0]
+    facts: dict[str, Any] = {"mean": info.mean, "std": info.std, "pad": info.pad,
+                             "flip": info.flip, "fingerprint": info.fingerprint, **extra}
     return Splits(
         info,
         ImageSet(train.images[train_idx], train.labels[train_idx], f"{info.name}/train"),
         ImageSet(train.images[val_idx], train.labels[val_idx], f"{info.name}/val"),
-        test, info.mean, info.std, info.pad, info.flip)
+        test, **facts)
+
+
+def val_count(val_fraction: float, images: int) -> int:
+    """Validation images carved from `images`: the fraction, at least one (when asked for
+    and there are two or more), so a small dataset still has something to monitor."""
+    if val_fraction <= 0 or images < 2:
+        return 0
+    return min(images - 1, max(1, round(val_fraction * images)))
 
 
 def resized(images: ImageSet, size: int) -> ImageSet:
@@ -123,15 +156,19 @@ def _roots(root: str | Path | None, name: str) -> list[Path]:
 
 # -- IDX files (Fashion-MNIST), gzipped or not --------------------------------------------
 
-def _idx(info: DatasetInfo, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
+def _idx(info: DatasetInfo, root: str | Path | None, val_fraction: float,
+         split_seed: int) -> Splits:
     names = {"train": info.files.train, "test": info.files.test}
     for base in _roots(root, info.name):
         for folder in (base, base / "FashionMNIST" / "raw"):  # torchvision's layout too
-            files = {k: [_find_idx(folder, f) for f in v] for k, v in names.items()}
-            if all(p is not None for v in files.values() for p in v):
-                return tuple(  # type: ignore[return-value]
-                    _idx_set(img, lab, info, f"{info.name}/{split}")
-                    for split, (img, lab) in files.items())
+            found = {k: [_find_idx(folder, f) for f in v] for k, v in names.items()}
+            paths = [p for v in found.values() for p in v if p is not None]
+            if len(paths) == 4:
+                train, test = (_idx_set(paths[2 * i], paths[2 * i + 1], info,
+                                        f"{info.name}/{split}")
+                               for i, split in enumerate(names))
+                return _carve(info, train, test, val_fraction, split_seed,
+                              fingerprint=files_fingerprint(paths))
     raise ArchsearchError(info.files.missing)
 
 
@@ -152,14 +189,95 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 # -- CIFAR: torchvision's python pickles ---------------------------------------------------
 
-def _cifar(info: DatasetInfo, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
+def _cifar(info: DatasetInfo, root: str | Path | None, val_fraction: float,
+           split_seed: int) -> Splits:
+    """CIFAR from torchvision's pickles, else from image folders (train/ and test/ of
+    <class>/<image>, as the shared JPEG copy is laid out) with the same augmentation."""
     files = info.files
-    for base in _roots(root, info.name):
+    roots = _roots(root, info.name)
+    for base in roots:
         d = base / files.folder
-        if all((d / f).is_file() for f in files.train + files.test):
-            return (_cifar_files(d, info, files.train, f"{info.name}/train"),
-                    _cifar_files(d, info, files.test, f"{info.name}/test"))
+        paths = [d / f for f in files.train + files.test]
+        if all(p.is_file() for p in paths):
+            return _carve(info, _cifar_files(d, info, files.train, f"{info.name}/train"),
+                          _cifar_files(d, info, files.test, f"{info.name}/test"),
+                          val_fraction, split_seed, fingerprint=files_fingerprint(paths))
+    for base in roots:
+        if (base / "train").is_dir() and find_test_dir(base) is not None:
+            return _cifar_folder(info, base, val_fraction, split_seed)
     raise ArchsearchError(files.missing)
+
+
+def _cifar_folder(info: DatasetInfo, base: Path, val_fraction: float, split_seed: int
+                  ) -> Splits:
+    found = scan(base)
+    if len(found.classes) != info.num_classes or (info.classes and found.classes !=
+                                                  info.classes):
+        raise ArchsearchError(f"{base} is not {info.name}: its {len(found.classes)} class "
+                              f"folders are not {info.name}'s {info.num_classes}"
+                              + (f" ({', '.join(info.classes)})" if info.classes else ""))
+    decoded = load_decoded(found, info.file_size, info.channels)
+    return _carve(info, ImageSet(decoded.train, decoded.train_labels, f"{info.name}/train"),
+                  ImageSet(decoded.test, decoded.test_labels, f"{info.name}/test"),
+                  val_fraction, split_seed, fingerprint=found.fingerprint, notes=decoded.notes)
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    """The fingerprint of a dataset's files: their names and byte sizes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+# -- an image folder of the user's ---------------------------------------------------------
+
+def load_folder(info: DatasetInfo, val_fraction: float, split_seed: int) -> Splits:
+    """An open dataset's folder: decoded once into memory (cached) when the images fit,
+    else streamed (mean/std from a sample of the training images)."""
+    root = Path(info.files.folder)
+    found = scan(root, info.files.train[0], info.files.test[0])
+    if found.fingerprint != info.fingerprint:
+        info = replace(info, fingerprint=found.fingerprint)
+    decoded_bytes = (len(found.train.files) + len(found.test.files)) * info.channels * \
+        info.size ** 2
+    if info.in_memory is False or (info.in_memory is None and decoded_bytes > IN_MEMORY_BYTES):
+        return _streamed(info, found, val_fraction, split_seed)
+    decoded = load_decoded(found, info.size, info.channels)
+    return _carve(info, ImageSet(decoded.train, decoded.train_labels, f"{info.name}/train"),
+                  ImageSet(decoded.test, decoded.test_labels, f"{info.name}/test"),
+                  val_fraction, split_seed, mean=info.mean or decoded.mean,
+                  std=info.std or decoded.std, notes=decoded.notes)
+
+
+def _streamed(info: DatasetInfo, found: Scan, val_fraction: float, split_seed: int) -> Splits:
+    """A folder too large for memory: decoded per batch by loader workers at the dataset's
+    size and channels, augmented on the device like the in-memory sets."""
+    mean, std, notes = info.mean, info.std, ()
+    if not mean:
+        step = max(1, len(found.train.files) // STATS_SAMPLE)
+        sample, _ = decode(found.root, found.train.files[::step][:STATS_SAMPLE], info.size,
+                           info.channels)
+        mean, std = channel_stats(sample)
+        notes = (f"mean/std computed from {len(sample)} of the {len(found.train.files)} "
+                 "training images (streamed dataset)",)
+    shape = (info.size, info.channels)
+
+    def samples(split: Split) -> list[tuple[str, int]]:
+        return [(str(found.root / f), y) for f, y in zip(split.files, split.labels,
+                                                          strict=True)]
+
+    train = samples(found.train)
+    n_val = val_count(val_fraction, len(train))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+    return Splits(
+        info, FolderSet([train[i] for i in train_idx], info.size, True, f"{info.name}/train",
+                        plain=shape),
+        FolderSet([train[i] for i in val_idx], info.size, False, f"{info.name}/val",
+                  plain=shape),
+        FolderSet(samples(found.test), info.size, False, f"{info.name}/test", plain=shape),
+        mean, std, info.pad, info.flip, info.fingerprint, notes)
 
 
 def _cifar_files(d: Path, info: DatasetInfo, files: tuple[str, ...], name: str) -> ImageSet:
@@ -205,7 +323,7 @@ def _imagenet(info: DatasetInfo, root: str | Path | None, val_fraction: float,
             train = scan_folder(base / train_dir, info.size, True, f"{info.name}/train")
             classes = sorted(d.name for d in (base / train_dir).iterdir() if d.is_dir())
             test = scan_folder(base / test_dir, info.size, False, f"{info.name}/test", classes)
-            n_val = round(val_fraction * len(train))
+            n_val = val_count(val_fraction, len(train))
             order = torch.randperm(len(train),
                                    generator=torch.Generator().manual_seed(split_seed)).tolist()
             val = FolderSet([train.samples[i] for i in sorted(order[:n_val])], info.size,

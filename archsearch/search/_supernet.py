@@ -36,6 +36,7 @@ from archsearch.genome import Genome
 from archsearch.graph import Segment
 from archsearch.io import atomic_torch_save
 from archsearch.search._evaluators import BNScorer, Scoring
+from archsearch.train import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +212,7 @@ def _zero(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
 
 
 def _lr(schedule: SupernetSchedule, epoch: int) -> float:
-    drops = (epoch >= schedule.epochs * 0.5) + (epoch >= schedule.epochs * 0.75)
-    return schedule.lr * 0.1 ** drops
+    return lr_at("step", schedule.lr, epoch, schedule.epochs)  # the trainer's one schedule
 
 
 def train_supernet(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
@@ -259,7 +259,7 @@ def _save(path: str | Path, supernet: Supernet, optimizer: Any, schedule: Supern
           epoch: int, train_s: float) -> None:
     atomic_torch_save(path, {
         "format": FORMAT, "version": VERSION, "space": supernet.bound.space.name,
-        "dataset": supernet.bound.info.name, "schedule": asdict(schedule), "epoch": epoch,
+        "dataset": supernet.bound.info.key, "schedule": asdict(schedule), "epoch": epoch,
         "train_s": train_s,
         "state_dict": {k: v.detach().cpu() for k, v in supernet.model.state_dict().items()},
         "optimizer": optimizer.state_dict()})
@@ -296,7 +296,7 @@ def _resume(path: str | Path, supernet: Supernet, optimizer: Any,
         return 0, 0.0
     doc = _load(path)
     bound = supernet.bound
-    mine = {"space": bound.space.name, "dataset": bound.info.name, "schedule": asdict(schedule)}
+    mine = {"space": bound.space.name, "dataset": bound.info.key, "schedule": asdict(schedule)}
     theirs = {k: doc.get(k) for k in mine}
     if theirs != mine:
         raise ArchsearchError(f"{path} was trained with {theirs}, not {mine}: use another "

@@ -5,12 +5,20 @@ the private modules `_run`, `_epochs`, `_step`, `_dist` and `_device`."""
 
 from __future__ import annotations
 
-from archsearch.train._config import SCHEDULES, TrainConfig, resolve_epochs, scratch_b_epochs
+from archsearch.train._config import (
+    LR_SCHEDULES,
+    SCHEDULES,
+    TrainConfig,
+    lr_at,
+    resolve_epochs,
+    scratch_b_epochs,
+)
 from archsearch.train._loop import TrainResult, evaluate, seed_everything, train
 from archsearch.train._progress import LogProgress, TrainProgress
 from archsearch.train._run import load_checkpoint
 
 __all__ = [
+    "LR_SCHEDULES",
     "SCHEDULES",
     "LogProgress",
     "TrainConfig",
@@ -18,6 +26,7 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "load_checkpoint",
+    "lr_at",
     "resolve_epochs",
     "scratch_b_epochs",
     "seed_everything",

@@ -10,6 +10,8 @@ from archsearch.errors import ArchsearchError
 SCHEDULES = ("base", "scratch-e", "scratch-b", "finetune")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 EVAL_SPLITS = ("test", "val")
+LR_SCHEDULES = ("step", "onecycle")
+WARMUP = 0.15  # onecycle: the share of the epochs the lr rises over
 MAX_LR = 1e3  # far beyond any rate SGD trains with; larger ones overflow float32
 DEFAULT_LR = {"base": 0.1, "scratch-e": 0.1, "scratch-b": 0.1, "finetune": 1e-3}
 
@@ -34,6 +36,10 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: bool = True
     augment: bool = True
+    lr_schedule: str = "step"
+    label_smoothing: float = 0.0
+    nesterov: bool = False
+    test_flip: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -54,6 +60,12 @@ class TrainConfig:
             raise ArchsearchError(f"eval split must be test or val, got {self.eval_split!r}")
         if self.max_scale is not None and not self.max_scale >= 1:
             raise ArchsearchError(f"--max-scale must be >= 1, but got {self.max_scale}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ArchsearchError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, but "
+                                  f"got {self.lr_schedule!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ArchsearchError(f"label smoothing must be in [0, 1), but got "
+                                  f"{self.label_smoothing}")
         sub = self.train_subset
         if sub is not None and not (0 < sub <= 1 if isinstance(sub, float) else sub >= 1):
             raise ArchsearchError(f"train subset must be a fraction in (0, 1] or a count >= 1, "
@@ -64,12 +76,13 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.schedule]
 
     def lr_at(self, epoch: int, epochs: int) -> float:
-        """lr for 0-based `epoch` of `epochs`: step ×0.1 at 50% and 75% (constant for
-        finetune), as in the paper's code."""
+        """lr for 0-based `epoch` of `epochs`. step: ×0.1 at 50% and 75%, as in the paper's
+        code; onecycle: linear from a tenth of the lr up to it over the first WARMUP of the
+        epochs, then linear down towards 0 (taken at each epoch's middle). Constant for
+        finetune."""
         if self.schedule == "finetune":
             return self.base_lr
-        drops = (epoch >= epochs * 0.5) + (epoch >= epochs * 0.75)
-        return self.base_lr * 0.1 ** drops
+        return lr_at(self.lr_schedule, self.base_lr, epoch, epochs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +91,17 @@ class TrainConfig:
     def from_dict(cls, doc: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+def lr_at(shape: str, lr: float, epoch: int, epochs: int) -> float:
+    """The one lr schedule every training shares (the trainer, the presets' sparsity
+    sizing): `shape` step or onecycle (see `TrainConfig.lr_at`)."""
+    if shape == "step":
+        return lr * 0.1 ** ((epoch >= epochs * 0.5) + (epoch >= epochs * 0.75))
+    t = (epoch + 0.5) / epochs
+    if t < WARMUP:
+        return lr * (0.1 + 0.9 * t / WARMUP)
+    return lr * (1 - t) / (1 - WARMUP)
 
 
 def scratch_b_epochs(epochs: int, base_macs: float, genome_macs: float,

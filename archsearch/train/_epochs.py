@@ -64,6 +64,10 @@ class Epochs:
     def _from_loader(self, order: torch.Tensor, epoch: int) -> Iterator[Batch]:
         assert isinstance(self.images, FolderSet)
         batches = self.images.batches(order, self.per_rank, seed=self.seed * 1009 + epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         for xb, yb in batches:
-            yield (self.augment.normalise(xb.to(self.device, non_blocking=True)),
-                   yb.to(self.device, non_blocking=True))
+            xb = xb.to(self.device, non_blocking=True)
+            if self.images.plain is not None:  # an open dataset: augmented here, as in memory
+                yield self.augment(xb, gen), yb.to(self.device, non_blocking=True)
+            else:
+                yield self.augment.normalise(xb), yb.to(self.device, non_blocking=True)

@@ -146,7 +146,7 @@ def _epoch(step: Step, data: Epochs, eval_set: ImageSet | FolderSet, config: Tra
                               f"{train_loss} (lr {lr:g}){where}")
     world = step.world
     c, t = _correct(unwrap(step.net), eval_set, data.augment, step.device, step.precision,
-                    max(data.per_rank, 256), world.rank, world.size)
+                    max(data.per_rank, 256), world.rank, world.size, config.test_flip)
     c, t = world.all_sum([c, t], step.device)
     return {"epoch": epoch + 1, "epochs": epochs, "lr": lr, "train_loss": train_loss,
             "train_acc": train_acc, "eval_acc": c / max(t, 1),
@@ -155,8 +155,10 @@ def _epoch(step: Step, data: Epochs, eval_set: ImageSet | FolderSet, config: Tra
 
 @torch.no_grad()
 def _correct(model: nn.Module, data: ImageSet | FolderSet, augment: Augment, device: torch.device,
-             precision: Precision, batch_size: int, rank: int = 0, world: int = 1
-             ) -> tuple[int, int]:
+             precision: Precision, batch_size: int, rank: int = 0, world: int = 1,
+             flip: bool = False) -> tuple[int, int]:
+    """Correct top-1 predictions and images; `flip`: logits of the image and its mirror
+    image summed (test-time flip)."""
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -169,7 +171,10 @@ def _correct(model: nn.Module, data: ImageSet | FolderSet, augment: Augment, dev
     for xb, yb in batches:
         x = augment.normalise(xb.to(device, non_blocking=True))
         with precision.autocast(device):
-            pred = model(x).argmax(1)
+            logits = model(x).float()
+            if flip:
+                logits += model(x.flip(3)).float()
+            pred = logits.argmax(1)
         correct += int((pred.cpu() == yb).sum())
         total += len(yb)
     model.train(was_training)
@@ -178,7 +183,7 @@ def _correct(model: nn.Module, data: ImageSet | FolderSet, augment: Augment, dev
 
 def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits,
              device: str | torch.device = "auto", batch_size: int = 512,
-             amp: str = "auto", channels_last: bool = True) -> float:
+             amp: str = "auto", channels_last: bool = True, test_flip: bool = False) -> float:
     """Top-1 accuracy of `model` on `data`, normalised as training does (with `splits`'
     statistics: required, so evaluation can never see other inputs than training)."""
     dev = resolve_device(device) if isinstance(device, str) else device
@@ -186,5 +191,6 @@ def evaluate(model: nn.Module, data: ImageSet | FolderSet, splits: Splits,
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    c, t = _correct(model, data, aug, dev, resolve_precision(amp, dev), batch_size)
+    c, t = _correct(model, data, aug, dev, resolve_precision(amp, dev), batch_size,
+                    flip=test_flip)
     return c / max(t, 1)

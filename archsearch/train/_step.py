@@ -21,7 +21,7 @@ Regularizer = Callable[[nn.Module], None]
 def sgd(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     """The optimizer of every schedule: SGD with momentum and weight decay."""
     return torch.optim.SGD(model.parameters(), lr=config.base_lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+                           weight_decay=config.weight_decay, nesterov=config.nesterov)
 
 
 class Step:
@@ -36,6 +36,7 @@ class Step:
                  device: torch.device, precision: Precision, world: World,
                  regularizer: Regularizer | None = None):
         self.model, self.optimizer, self.regularizer = model, optimizer, regularizer
+        self.smoothing = config.label_smoothing
         self.device, self.precision, self.world = device, precision, world
         net: nn.Module = model
         if world.size > 1:
@@ -60,7 +61,7 @@ class Step:
         """One step on the batch (x, y): its loss and outputs, detached."""
         with self.precision.autocast(self.device):
             out = self.net(x)
-            loss = nn.functional.cross_entropy(out.float(), y)
+            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
