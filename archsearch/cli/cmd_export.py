@@ -173,6 +173,9 @@ def _render(doc: dict[str, Any]) -> None:
                   f"(x/255 - mean)/std with mean {doc['mean']}, std {doc['std']}")
     console.print(f"check: max |exported - trained| = {check['max_abs_diff']:.2e} on "
                   f"{check['count']} {check['images']} images (fp32)")
+    if doc["format"] == "state-dict":
+        console.print(f"rebuild: archsearch.deploy.rebuild({doc['files'][0]!r}, "
+                      f"{doc['files'][1]!r})")
     speed = doc.get("speed")
     if not speed:
         return
