@@ -22,7 +22,8 @@ from archsearch.budget import parse_budget
 from archsearch.build import bind, bind_genome
 from archsearch.cli.main import main
 from archsearch.data import load_data
-from archsearch.deploy import compare_speed, open_train_run, time_interleaved
+from archsearch.deploy import compare_speed, open_train_run, rebuild, time_interleaved
+from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.train import load_checkpoint
 from tests.test_cli_train import needs_fmnist
@@ -145,6 +146,12 @@ def test_state_dict_pair_rebuilds_the_trained_network(train_run, images, tmp_pat
     with torch.no_grad():
         assert torch.equal(model.eval()(images), trained_outputs(train_run, images))
     assert doc["check"]["max_abs_diff"] == 0.0
+    with torch.no_grad():  # the library's one call does the same
+        assert torch.equal(rebuild(weights, genome_path)(images), model(images))
+    other = tmp_path / "other.pt"
+    torch.save({"features.0.weight": torch.zeros(1)}, other)
+    with pytest.raises(ArchsearchError, match="cannot load .*other.pt"):
+        rebuild(other, genome_path)
 
 
 @pytest.mark.slow
