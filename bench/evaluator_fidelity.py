@@ -3,7 +3,7 @@
     python bench/evaluator_fidelity.py [--spaces vgg11-half,resnet20] [--budget 25%FLOPs]
         [--genomes 16] [--seeds 1] [--work runs/evaluator_fidelity]
     python bench/evaluator_fidelity.py --dataset cifar10 --preset cifar --spaces resnet20 \
-        --budget-minutes 85      # one link of the CIFAR-10 chain (see below)
+        --budget-minutes 55      # one link of the CIFAR-10 chain (see below)
 
 For each space (Fashion-MNIST), at one budget, a fixed set of genomes that all cost the
 budget: the uniform genome, the generators' genomes (slimming's from `archsearch
@@ -32,10 +32,12 @@ quarter of the images, about the base's compute); test accuracy with the preset'
 flip. The proxy keeps the search's settings. Every finished leg is recorded in the committed
 ledger bench/results/evaluator_fidelity_cifar10.legs.json (`--ledger`): a study longer than
 one invocation is a chain of invocations of the same command, each resuming from the ledger
-the last one committed and stopping cleanly after `--budget-minutes` (a leg is never cut);
-results go to bench/results/evaluator_fidelity_cifar10.{json,md}, the spaces not yet
-complete named there. (The checkpoints the cheap evaluators inherit live in `--work`; a new
-machine trains them again only for an evaluator whose scores are not yet recorded.)
+the last one committed and stopping cleanly after `--budget-minutes` (a leg is never cut;
+the slimming base and the supernet, full width on 20 epochs, are the longest legs, about 35
+min each at the ~440 images/s issue 21 measured for vgg11-half, so 55 keeps an invocation within
+90 min); results go to bench/results/evaluator_fidelity_cifar10.{json,md}, the spaces not
+yet complete named there. (The checkpoints the cheap evaluators inherit live in `--work`; a
+new machine trains them again only for an evaluator whose scores are not yet recorded.)
 """
 
 from __future__ import annotations

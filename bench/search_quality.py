@@ -4,7 +4,7 @@
                                    [--budgets 25%FLOPs,12.5%FLOPs] [--seeds 3] [--threads 1]
     python bench/search_quality.py --smoke     # tiny sizes, writes under runs/ only
     python bench/search_quality.py --dataset cifar10 --preset cifar --spaces resnet20 \
-        --budgets 12.5%FLOPs --budget-minutes 85      # one link of the CIFAR-10 chain
+        --budgets 12.5%FLOPs --budget-minutes 55      # one link of the CIFAR-10 chain
 
 On Fashion-MNIST, for each space and budget:
 1. searched genome: `archsearch search --space S --budget B --guide SLIMMING.json` (the
@@ -37,7 +37,9 @@ Each space's finished legs are recorded in a committed ledger,
 bench/results/search_quality_cifar10_SPACE.legs.json (`--ledger`, `{space}` in it is the
 space): a study longer than one invocation is a chain of invocations of the same command,
 each resuming from the ledger the last one committed and stopping cleanly after
-`--budget-minutes` (a leg, the search included, is never cut); results go to
+`--budget-minutes` (a leg, the search included, is never cut; slimming's sparsity training,
+full width on 20 epochs, is the longest leg, about 35 min at the ~440 images/s issue 21
+measured for vgg11-half, so 55 keeps an invocation within 90 min); results go to
 bench/results/search_quality_cifar10.{json,md}, the budgets not yet complete named there.
 """
 

@@ -91,6 +91,10 @@ def test_cifar10_runs_on_the_preset_with_committed_ledgers_and_named_results():
     import evaluator_fidelity as ef
     import genome_quality as gq
 
+    g = gq.defaults_for_dataset(gq.parse_args(["--dataset", "cifar10"]))  # as before
+    assert (g.ledger, g.out, g.runs) == (str(gq.RESULTS / "genome_quality_cifar10.legs.json"),
+                                         str(gq.RESULTS / "genome_quality_cifar10"),
+                                         "runs/genome_quality_cifar10")
     args = sq.parse_args(["--dataset", "cifar10", "--preset", "cifar"])
     assert args.data_root == str(gq.SHARED_CIFAR)
     assert args.out == str(gq.RESULTS / "search_quality_cifar10")
