@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.data._folder import FolderSet
-from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
+from archsearch.data._info import DATASETS, DatasetInfo
 from archsearch.data._loaders import ImageSet, Splits, load_data
+from archsearch.data._open import dataset_info
 
 FOLDER_HELP = ("any image folder: --dataset DIR, where DIR holds train/<class>/<image> and "
                "test/<class>/<image> (or val/); an optional DIR/dataset.toml (or --dataset "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archsearch.errors import ArchsearchError
-
 NO_DOWNLOAD = "archsearch never downloads"
 
 
@@ -116,17 +114,7 @@ DATASETS: dict[str, DatasetInfo] = {
 _ALIASES = {alias: info.name for info in DATASETS.values() for alias in info.aliases}
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """A dataset by name (case-insensitive), or by the path of an image folder or of a
-    dataset file (`archsearch.data._open`)."""
+def known_dataset(name: str) -> DatasetInfo | None:
+    """A dataset known by name or alias (case-insensitive); None for any other name."""
     key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key in DATASETS:
-        return DATASETS[key]
-    from archsearch.data._open import looks_like_path, open_dataset
-
-    if looks_like_path(name):
-        return open_dataset(name)
-    raise ArchsearchError(
-        f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or a folder of "
-        "train/<class>/<image> and test/<class>/<image> (or a dataset .toml file)")
+    return DATASETS.get(_ALIASES.get(key, key))

@@ -28,8 +28,8 @@ from archsearch.data._images import (
     load_decoded,
     scan,
 )
-from archsearch.data._info import DATASETS, DatasetInfo, dataset_info
-from archsearch.data._open import IN_MEMORY_BYTES
+from archsearch.data._info import DATASETS, DatasetInfo
+from archsearch.data._open import IN_MEMORY_BYTES, dataset_info
 from archsearch.errors import ArchsearchError
 
 # where a system package installs a dataset (the facts live on DatasetInfo.files)

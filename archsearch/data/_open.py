@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.data._images import Scan, cached_stats, sampled_shape, scan
-from archsearch.data._info import DatasetInfo, Files
+from archsearch.data._info import DATASETS, DatasetInfo, Files, known_dataset
 from archsearch.errors import ArchsearchError
 
 DATASET_FILE = "dataset.toml"
@@ -38,6 +38,19 @@ IN_MEMORY_BYTES = 2 << 30  # decoded images up to this size are held in memory
 _KEYS = {"name", "path", "train", "test", "size", "channels", "mean", "std", "in_memory",
          "augment", "description"}
 _AUGMENT_KEYS = {"pad", "flip"}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """A dataset by name (case-insensitive), or by the path of an image folder or of a
+    dataset file."""
+    known = known_dataset(name)
+    if known is not None:
+        return known
+    if looks_like_path(name):
+        return open_dataset(name)
+    raise ArchsearchError(
+        f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or a folder of "
+        "train/<class>/<image> and test/<class>/<image> (or a dataset .toml file)")
 
 
 def looks_like_path(ref: str) -> bool:
