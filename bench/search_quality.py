@@ -257,8 +257,14 @@ def compare(a: list[float], b: list[float]) -> dict[str, Any]:
 def baseline_genomes(space: str, budgets: list[str], args: argparse.Namespace, root: Path,
                      ledger: Ledger, budget: str) -> dict[str, Genome]:
     bound = bind(space, args.dataset)
-    gen = ledger.get("generate/slimming") or ledger.put(
-        "generate/slimming", generate("slimming", space, budgets, root / "gen-slimming", args))
+    gen = ledger.get("generate/slimming")
+    if gen is None or budget not in gen["genomes"]:  # a budget added since: same base run
+        have = gen["genomes"] if gen else {}
+        first = list(have)[:1]  # the run's own budget first: the same discover config
+        made = generate("slimming", space, first + [b for b in budgets if b not in have],
+                        root / "gen-slimming", args)
+        gen = ledger.put("generate/slimming", {**made, **(gen or {}),
+                                               "genomes": {**made["genomes"], **have}})
     return {"uniform": bound.uniform(parse_budget(budget)),
             "slimming": bound.with_cost(Genome.from_dict(gen["genomes"][budget]))}
 
@@ -403,11 +409,14 @@ def markdown(doc: dict[str, Any]) -> str:
                              + ", ".join(_pct(x) for x in r["per_seed"])
                              + f" | {r['macs_ratio']:.1%} | {r['params_ratio']:.1%} | "
                              f"{r['source']} | {r['widths']}{removed} |")
-    left = [f"{sp['space']} {b}" for sp in doc["spaces"] for b in sp.get("incomplete", [])]
+    left = [sp for sp in doc["spaces"] if sp.get("incomplete")]
     if left:
-        lines += ["", f"Not yet complete: {', '.join(left)} (--budget-minutes spent). Run the "
-                  "same command again: it resumes from the ledger "
-                  f"`{doc['args'].get('ledger') or 'legs.json in --runs/SPACE'}`."]
+        where = doc["args"].get("ledger") or str(Path(doc["args"]["runs"]) / "{space}" /
+                                                 "legs.json")
+        lines += ["", "Not yet complete (--budget-minutes spent): " + "; ".join(
+            f"{sp['space']} {', '.join(sp['incomplete'])}" for sp in left) + ". Run the same "
+            "command again: it resumes from the ledger" + ("s " if len(left) > 1 else " ")
+            + ", ".join(f"`{where.format(space=sp['space'])}`" for sp in left) + "."]
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in doc["commands"]), ""]
     return "\n".join(lines)
 
