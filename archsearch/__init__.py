@@ -7,7 +7,9 @@ The concepts, importable from here (loaded on first use, so `import archsearch` 
 - `Genome`: the widths and kept blocks of one architecture (versioned JSON);
 - `Budget`, `parse_budget`, `fit_to_budget`: cost targets and widths that meet them;
 - `shrink(base, genome, keep, graph=...)`: the physically narrower model;
-- `Cost`, `CostModel`, `genome_cost`: MACs and parameters of a genome.
+- `Cost`, `CostModel`, `genome_cost`: MACs and parameters of a genome;
+- `Pruning(model, example_input, method, budget)`: a pruning method in your own training
+  loop, on your own model (no space file, no run folder).
 
 Orchestration (`archsearch.discover`, `archsearch.rethink`, `archsearch.pipeline`), the
 pruners (`archsearch.pruners`), the trainer (`archsearch.train`) and the search
@@ -30,17 +32,18 @@ _EXPORTS = {
     "Budget": "archsearch.budget", "parse_budget": "archsearch.budget",
     "fit_to_budget": "archsearch.budget", "shrink": "archsearch.shrink",
     "Cost": "archsearch.cost", "CostModel": "archsearch.cost",
-    "genome_cost": "archsearch.build",
+    "genome_cost": "archsearch.build", "Pruning": "archsearch.pruning",
 }
-__all__ = ["Budget", "BoundSpace", "Cost", "CostModel", "Genome", "Space", "__version__",
-           "bind", "fit_to_budget", "genome_cost", "list_spaces", "load_space", "parse_budget",
-           "shrink"]
+__all__ = ["Budget", "BoundSpace", "Cost", "CostModel", "Genome", "Pruning", "Space",
+           "__version__", "bind", "fit_to_budget", "genome_cost", "list_spaces", "load_space",
+           "parse_budget", "shrink"]
 
 if TYPE_CHECKING:
     from archsearch.budget import Budget, fit_to_budget, parse_budget
     from archsearch.build import BoundSpace, bind, genome_cost
     from archsearch.cost import Cost, CostModel
     from archsearch.genome import Genome
+    from archsearch.pruning import Pruning
     from archsearch.shrink import shrink
     from archsearch.spaces import Space, list_spaces, load_space
 

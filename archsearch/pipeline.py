@@ -24,7 +24,7 @@ from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save
 from archsearch.presets import DEFAULT_PRESET, PRESETS, get_preset, paper_sparsity, sparsity_for
-from archsearch.pruners import PRUNERS, SPARSIFIERS, Pruner, get_pruner
+from archsearch.pruners import METHOD_CLASSES, PRUNERS, Pruner, get_pruner
 from archsearch.train import load_checkpoint
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def plan(cfg: DiscoverConfig) -> Plan:
     get_preset(cfg.preset)
     bound = bind(cfg.space, cfg.dataset, input_size=cfg.input_size)
     budget = parse_budget(cfg.budget)
-    methods = {**PRUNERS, **SPARSIFIERS}
+    methods = METHOD_CLASSES
     takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
     if not isinstance(cfg.sparsity, str) and not takes_sparsity:
         raise ArchsearchError(f"--sparsity applies to methods with a sparsity term "

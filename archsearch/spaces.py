@@ -18,10 +18,9 @@ from torch import nn
 
 from archsearch.data import DatasetInfo, dataset_info
 from archsearch.errors import ArchsearchError
-from archsearch.models import FAMILIES, build_family
+from archsearch.models import FAMILIES, build_family, family_args
 
 REPO_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
-MAX_WIDTH = 8192  # channels of one layer; wider base models are not what spaces are for
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,10 @@ def _load_space_file(path: str) -> Space:
         raise ArchsearchError(f"space file {path}: 'description' and [dataset] 'default' "
                               "must be strings")
     dataset_info(default)  # an unknown default dataset is named now, not at first use
-    _check_model_args(family, model, path)
+    try:
+        model = family_args(family, model, Path(path).parent)
+    except ArchsearchError as exc:
+        raise ArchsearchError(f"space file {path}: {exc}"[:300]) from None
     return Space(name=Path(path).stem, family=family, args=model,
                  divisor=_positive_int(search, "divisor", path),
                  min_width=_positive_int(search, "min_width", path),
@@ -163,35 +165,3 @@ def _positive_int(table: dict[str, Any], key: str, path: str) -> int:
         raise ArchsearchError(f"space file {path}: {key} must be a whole number >= 1, but got "
                               f"{value!r}"[:200])
     return value
-
-
-def _widths(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH for w in value)
-
-
-def _check_model_args(family: str, args: dict[str, Any], path: str) -> None:
-    """The arguments of the built-in families, checked before any model is built."""
-    def bad(message: str) -> ArchsearchError:
-        return ArchsearchError(f"space file {path}: {message}"[:300])
-
-    if family == "vgg":
-        cfg = args.get("cfg")
-        if not isinstance(cfg, list) or not cfg or not all(
-                c == "M" or _widths([c]) for c in cfg) or "M" == cfg[0]:
-            raise bad(f"vgg 'cfg' must list widths (whole numbers 1..{MAX_WIDTH}) and \"M\" "
-                      f"(max-pool) entries, starting with a width, but got {cfg!r}")
-    elif family in ("resnet_cifar", "preresnet"):
-        depth, n = args.get("depth"), 6 if family == "resnet_cifar" else 9
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < n + 2 \
-                or (depth - 2) % n or depth > 2000:
-            raise bad(f"{family} 'depth' must be {n}n+2 (n >= 1), but got {depth!r}")
-        if "widths" in args and not (_widths(args["widths"]) and len(args["widths"]) == 3):
-            raise bad(f"{family} 'widths' must be three whole numbers 1..{MAX_WIDTH}, but got "
-                      f"{args['widths']!r}")
-    elif family == "torchvision" and not isinstance(args.get("name"), str):
-        raise bad("torchvision spaces need [model] name = \"<torchvision model name>\"")
-    extra = set(args) - {"vgg": {"cfg"}, "resnet_cifar": {"depth", "widths"},
-                         "preresnet": {"depth", "widths"}}.get(family, set(args))
-    if extra:
-        raise bad(f"unknown [model] argument(s) {sorted(extra)} for family {family!r}")

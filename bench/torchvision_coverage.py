@@ -18,6 +18,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,9 +40,9 @@ def input_size(name: str) -> int:
     return SIZES.get(name, DEFAULT_SIZE)
 
 
-def bound_space(name: str, size: int | None = None) -> BoundSpace:
+def bound_space(name: str, size: int | None = None, family: str = "torchvision") -> BoundSpace:
     size = size or input_size(name)
-    space = Space(name, "torchvision", {"name": name}, divisor=1, min_width=1,
+    space = Space(name, family, {"name": name}, divisor=1, min_width=1,
                   default_dataset="synthetic")
     return BoundSpace(space, DatasetInfo(f"synthetic{size}", 3, size, 10))
 
@@ -105,12 +106,12 @@ def exercise(bound: BoundSpace, genome) -> None:
         raise AssertionError(f"cost {got} != thop {(ref.macs, ref.params)}")
 
 
-def check(name: str) -> dict:
+def check(name: str, family: str = "torchvision", size: int | None = None) -> dict:
     """One builder end to end; the stage it reached and the first line of what failed."""
-    row: dict = {"model": name, "size": input_size(name), "ok": False}
+    row: dict = {"model": name, "size": size or input_size(name), "ok": False}
     stage, start = "build", time.perf_counter()
     try:
-        bound = bound_space(name)
+        bound = bound_space(name, row["size"], family)
         stage = "trace"
         row["share"], row["blocks"] = coverage(bound)
         row["groups"] = len(bound.graph.prunable)
@@ -137,10 +138,10 @@ def check(name: str) -> dict:
     return row
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], what: str = "torchvision builders") -> str:
     ok = [r for r in rows if r["ok"]]
     half = [r for r in ok if r.get("share", 0) >= 0.5]
-    lines = [f"{len(ok)} of {len(rows)} torchvision builders work end to end; "
+    lines = [f"{len(ok)} of {len(rows)} {what} work end to end; "
              f"{len(half)} of {len(rows)} have at least 50% of their channels prunable.", "",
              "| model | input | prunable channels | removable blocks | status |",
              "|---|---:|---:|---:|---|"]
@@ -152,24 +153,27 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torchvision
-
-    from archsearch.io import atomic_write_json, atomic_write_text
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def survey_args(description: str, default_out: Path, argv: list[str] | None
+                ) -> argparse.Namespace:
+    """The flags every coverage survey takes."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--models", help="comma-separated builders (default: all)")
-    p.add_argument("--out", default=str(RESULTS / "torchvision_coverage"),
-                   help="output path without extension")
+    p.add_argument("--out", default=str(default_out), help="output path without extension")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in OUT.json and check only the other builders")
     p.add_argument("--redo", default="",
                    help="with --resume: builders checked again even if OUT.json has them")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def survey(names: list[str], args: argparse.Namespace, check_one: Callable[[str], dict],
+           what: str, header: str = "") -> list[dict]:
+    """`check_one` over `names` (rows kept from OUT.json with --resume), written as OUT.json
+    after every builder (a cut-short run keeps its rows) and OUT.md at the end."""
+    from archsearch.io import atomic_write_json, atomic_write_text
+
     torch.set_num_threads(args.threads)
-    names = args.models.split(",") if args.models else torchvision.models.list_models(
-        module=torchvision.models)
     out = Path(args.out + ".json")
     done = {r["model"]: r for r in json.loads(out.read_text())} if args.resume and \
         out.exists() else {}
@@ -180,15 +184,24 @@ def main(argv: list[str] | None = None) -> int:
         if name in by_model:
             continue
         torch.manual_seed(0)
-        row = by_model[name] = check(name)
+        row = by_model[name] = check_one(name)
         print(f"{name:22s} {row['stage']:14s} {row.get('share', 0):5.0%} "
               f"{row['seconds']:6.1f}s {row.get('error', '')}", flush=True)
-        atomic_write_json(out, list(by_model.values()))  # a cut-short run keeps its rows
-    rows = list(by_model.values())
-    rows.sort(key=lambda r: r["model"])
+        atomic_write_json(out, list(by_model.values()))
+    rows = sorted(by_model.values(), key=lambda r: r["model"])
     atomic_write_json(out, rows)
-    atomic_write_text(Path(args.out + ".md"), markdown(rows))
-    print(markdown(rows).splitlines()[0])
+    atomic_write_text(Path(args.out + ".md"), header + markdown(rows, what))
+    print(markdown(rows, what).splitlines()[0])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torchvision
+
+    args = survey_args(__doc__.splitlines()[0], RESULTS / "torchvision_coverage", argv)
+    names = args.models.split(",") if args.models else torchvision.models.list_models(
+        module=torchvision.models)
+    survey(names, args, check, "torchvision builders")
     return 0
 
 

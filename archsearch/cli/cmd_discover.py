@@ -25,7 +25,7 @@ from archsearch.cli._common import console, data_lines, err_console, human, prin
 from archsearch.cli._progress import progress_bar
 from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.presets import PRESETS
-from archsearch.pruners import METHODS, PRUNERS, SPARSIFIERS
+from archsearch.pruners import METHOD_CLASSES, METHODS
 from archsearch.rethink import images_label
 from archsearch.viz import FLAG_BELOW
 
@@ -64,7 +64,7 @@ COMMON_HELP = {
     "require_separation": "exit 2 (and write no genome) when the pruner's scores did not "
                           "separate at the budget",
 }
-METHOD_CLASSES = {**PRUNERS, **SPARSIFIERS}
+
 
 
 def sparsity_arg(text: str) -> float | str:

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import re
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli.cmd_report import trials_table
 from archsearch.errors import ArchsearchError
+from archsearch.pipeline import budget_slug
 
 REFRESH_S = 1.0
 MAX_WORKERS = 256
@@ -90,10 +90,6 @@ def _objectives(text: str) -> tuple[str, ...]:
     return tuple(o.strip().lower() for o in text.split(",") if o.strip())
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "", text.replace("%", "pct"))
-
-
 def make_config(args: argparse.Namespace) -> Any:
     """A validated SearchConfig from the arguments (nothing written)."""
     from archsearch.build import bind
@@ -101,7 +97,7 @@ def make_config(args: argparse.Namespace) -> Any:
 
     bound = bind(args.space, args.dataset, input_size=args.input_size)
     size = f"-{args.input_size}px" if args.input_size is not None else ""
-    out = args.out or str(Path("runs") / f"search-{bound.space.name}-{_slug(args.budget)}"
+    out = args.out or str(Path("runs") / f"search-{bound.space.name}-{budget_slug(args.budget)}"
                                           f"{size}-s{args.seed}")
     return SearchConfig(budget=args.budget, out=out, dataset=bound.info.key,
                         data_root=args.data_root, input_size=args.input_size,

@@ -34,6 +34,8 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if type(m).__name__ in RUNTIME_MODE_LEAVES + SLICED_LEAVES or is_window_attention(m):
             return True  # window attention: costed whole (archsearch.graph._window)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return True  # subclasses too (timm's BatchNormAct2d: its act is elementwise)
         return super().is_leaf_module(m, qualname)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from archsearch.models._cifar import init_weights
-from archsearch.models._registry import FAMILIES, build_family
+from archsearch.models._external import load_builder
+from archsearch.models._registry import FAMILIES, Family, build_family, family_args
 
-__all__ = ["FAMILIES", "build_family", "init_weights"]
+__all__ = ["FAMILIES", "Family", "build_family", "family_args", "init_weights", "load_builder"]

@@ -33,7 +33,8 @@ PRUNERS: dict[str, type[Pruner]] = {
 # unstructured pruners: their genome is a sparsity genome (archsearch.sparsity), not widths
 SPARSIFIERS: dict[str, type[MagnitudePruner]] = {
     cls.name: cls for cls in (MagnitudePruner, GuidedSparsityPruner)}
-METHODS = [*PRUNERS, *SPARSIFIERS]
+METHOD_CLASSES: dict[str, type] = {**PRUNERS, **SPARSIFIERS}  # every method, by name
+METHODS = list(METHOD_CLASSES)
 
 
 def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudePruner:
@@ -48,14 +49,14 @@ def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudeP
 
 def method_class(name: str) -> type:
     """The class of a pruning method (width pruner or sparsifier)."""
-    classes: dict[str, type] = {**PRUNERS, **SPARSIFIERS}
-    if name not in classes:
+    if name not in METHOD_CLASSES:
         raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}")
-    return classes[name]
+    return METHOD_CLASSES[name]
 
 
 __all__ = [
     "METHODS",
+    "METHOD_CLASSES",
     "PRUNERS",
     "SPARSIFIERS",
     "GuidedSparsityPruner",

@@ -59,6 +59,11 @@ class ProbeStats(nn.Module):
             self.register_buffer(buffer_key(key), torch.zeros(shape))
             self.register_buffer(buffer_key(key) + "__n", torch.zeros(()))
 
+    def forward(self, x: Any) -> Any:
+        """The identity: a model that calls its children in turn (nn.Sequential) passes its
+        input through the statistics it was given."""
+        return x
+
     def stat(self, key: str) -> torch.Tensor:
         return getattr(self, buffer_key(key))
 

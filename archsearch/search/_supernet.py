@@ -36,6 +36,7 @@ from archsearch.genome import Genome
 from archsearch.graph import Segment
 from archsearch.io import atomic_torch_save
 from archsearch.search._evaluators import BNScorer, Scoring
+from archsearch.train import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +212,7 @@ def _zero(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
 
 
 def _lr(schedule: SupernetSchedule, epoch: int) -> float:
-    drops = (epoch >= schedule.epochs * 0.5) + (epoch >= schedule.epochs * 0.75)
-    return schedule.lr * 0.1 ** drops
+    return lr_at("step", schedule.lr, epoch, schedule.epochs)  # the trainer's one schedule
 
 
 def train_supernet(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
