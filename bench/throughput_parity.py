@@ -5,6 +5,8 @@ process's allocator); seeds alternate between the paths.
 
     python bench/throughput_parity.py                     # resnet20 12.5%FLOPs, ~10 min
     python bench/throughput_parity.py --subset 3000 --epochs 2
+    python bench/throughput_parity.py --dataset cifar10 --data-root ../shared/data/cifar10-jpeg \
+        --subset 5000 --epochs 4 --out bench/results/throughput_parity_cifar10
 Writes bench/results/throughput_parity.{json,md}.
 """
 
@@ -34,7 +36,7 @@ def run_leg(spec: dict) -> dict:
     torch.set_num_threads(1)
     bound = bind(spec["space"], spec["dataset"])
     genome = bound.uniform(parse_budget(spec["budget"]))
-    splits = load_data(bound.info, val_fraction=0.0)
+    splits = load_data(bound.info, spec.get("data_root"), val_fraction=0.0)
     cfg = TrainConfig(schedule="scratch-e", epochs=spec["epochs"], batch_size=128, lr=0.1,
                       seed=spec["seed"], train_subset=spec["subset"],
                       fast=spec["path"] == "fast")
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", default="resnet20")
     ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-root", help="the dataset's folder (CIFAR-10: the JPEG copy)")
     ap.add_argument("--budget", default="12.5%FLOPs")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
