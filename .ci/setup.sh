@@ -21,5 +21,5 @@ if [ -x .ci/postgres.sh ] && [ -z "${ARCHSEARCH_TEST_POSTGRES:-}" ]; then
     echo "setup: PostgreSQL not available; its test will skip" >&2
   fi
 fi
-python3 -m pip install -q -e '.[dev,postgres,timm]' 2>&1 | grep -v -i -e "running pip as the 'root' user" -e "is ignored: it is neither a file nor a directory" || true
+python3 -m pip install -q -e '.[dev,postgres,timm,onnx]' 2>&1 | grep -v -i -e "running pip as the 'root' user" -e "is ignored: it is neither a file nor a directory" || true
 python3 -c "import archsearch, torch, torchvision, optuna, thop" 

@@ -2,6 +2,8 @@
 
     python bench/evaluator_fidelity.py [--spaces vgg11-half,resnet20] [--budget 25%FLOPs]
         [--genomes 16] [--seeds 1] [--work runs/evaluator_fidelity]
+    python bench/evaluator_fidelity.py --dataset cifar10 --preset cifar --spaces resnet20 \
+        --budget-minutes 55      # one link of the CIFAR-10 chain (see below)
 
 For each space (Fashion-MNIST), at one budget, a fixed set of genomes that all cost the
 budget: the uniform genome, the generators' genomes (slimming's from `archsearch
@@ -22,6 +24,20 @@ Reported per evaluator: Kendall τ and Spearman ρ against the from-scratch accu
 best), top-3 overlap, and the cost per genome (and the one-off cost of its base). Every leg
 is a file in `--work` (resumable: rerun the same command). Writes
 bench/results/evaluator_fidelity.{json,md}. `--smoke` runs everything at a tiny size.
+
+CIFAR-10 (`--dataset cifar10`, the shared JPEG copy, `--data-root`) with `--preset cifar`:
+the from-scratch legs, discover's slimming base and the supernet train on the preset's
+recipe (its epochs, batch and training fields, the same for every genome; the supernet on a
+quarter of the images, about the base's compute); test accuracy with the preset's test-time
+flip. The proxy keeps the search's settings. Every finished leg is recorded in the committed
+ledger bench/results/evaluator_fidelity_cifar10.legs.json (`--ledger`): a study longer than
+one invocation is a chain of invocations of the same command, each resuming from the ledger
+the last one committed and stopping cleanly after `--budget-minutes` (a leg is never cut;
+the slimming base and the supernet, full width on 20 epochs, are the longest legs, about 35
+min each at the ~440 images/s issue 21 measured for vgg11-half, so 55 keeps an invocation within
+90 min); results go to bench/results/evaluator_fidelity_cifar10.{json,md}, the spaces not
+yet complete named there. (The checkpoints the cheap evaluators inherit live in `--work`; a
+new machine trains them again only for an evaluator whose scores are not yet recorded.)
 """
 
 from __future__ import annotations
@@ -44,6 +60,7 @@ from archsearch.build import bind
 from archsearch.data import load_data
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json
+from archsearch.presets import get_preset
 from archsearch.pruners import get_pruner
 from archsearch.search import (
     AdaptiveBNEvaluator,
@@ -60,8 +77,19 @@ from archsearch.train import TrainConfig, evaluate, seed_everything, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# the genome-quality bench's from-scratch schedule, machine facts and results writer
-from genome_quality import BATCH, EPOCHS, machine, write_results  # noqa: E402
+# the genome-quality bench's from-scratch schedule, machine facts, results writer, ledger
+from genome_quality import (  # noqa: E402
+    BATCH,
+    DATASET,
+    EPOCHS,
+    Ledger,
+    OutOfTime,
+    check_time,
+    defaults_for_dataset,
+    machine,
+    schedule,
+    write_results,
+)
 
 # The ground truth: every genome trained from scratch on genome_quality's schedule (the
 # whole training split less the validation split the cheap evaluators score on).
@@ -83,6 +111,14 @@ SMOKE = {"scratch": {"epochs": 1, "subset": 256, "batch_size": BATCH},
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default=DATASET)
+    p.add_argument("--data-root", default=None, help="default for cifar10: the shared copy")
+    p.add_argument("--preset", default=None, help="train every leg on this preset's recipe "
+                   "(epochs, batch, training fields); default: the Fashion-MNIST schedule")
+    p.add_argument("--ledger", default=None, help="legs.json to resume from and write "
+                   "(default: a file per leg in --work; for cifar10 the committed one)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="start no new leg after this many minutes (a link of a chain)")
     p.add_argument("--spaces", default="vgg11-half,resnet20")
     p.add_argument("--budget", default="25%FLOPs")
     p.add_argument("--genomes", type=int, default=16, help="genomes per space (>= 8)")
@@ -96,68 +132,123 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.genomes < 8:
         p.error(f"--genomes must be >= 8, but got {args.genomes}")
-    sizes = SMOKE if args.smoke else {"scratch": SCRATCH, "proxy": PROXY, "base": BASE,
-                                      "supernet": SUPERNET, "scoring": SCORING}
-    args.sizes = sizes
+    args.sizes = sizes_for(args)
     if args.smoke:  # never mixed with (or written over) the real results
         args.work = str(Path(args.work).with_name(Path(args.work).name + "-smoke"))
         if args.out == str(RESULTS / "evaluator_fidelity"):
             args.out = str(Path(args.work) / "evaluator_fidelity")
-    return args
+        if args.ledger is None and args.dataset != DATASET:
+            args.ledger = str(Path(args.work) / "legs.json")
+    return defaults_for_dataset(args, "evaluator_fidelity", folder="work")
+
+
+def sizes_for(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every leg's size: the Fashion-MNIST ones above, or the preset's recipe (its epochs,
+    batch and training fields) for the from-scratch legs, the slimming base and the
+    supernet (a quarter of the images: 4 passes a step, about the base's compute)."""
+    if args.preset is None:
+        return SMOKE if args.smoke else {"scratch": SCRATCH, "proxy": PROXY, "base": BASE,
+                                         "supernet": SUPERNET, "scoring": SCORING}
+    legs = schedule(argparse.Namespace(preset=args.preset, epochs=EPOCHS))
+    if args.smoke:
+        return {**SMOKE, "scratch": {**legs, "epochs": 1, "subset": 256},
+                "base": {**SMOKE["base"], "batch_size": legs["batch_size"]}}
+    return {"scratch": {**legs, "subset": None}, "proxy": PROXY,
+            "base": {"epochs": legs["epochs"], "subset": None, "batch_size": legs["batch_size"]},
+            "supernet": {"epochs": legs["epochs"], "subset": 0.25, "random_widths": 2},
+            "scoring": SCORING}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def cached(path: Path, make: Any) -> Any:
-    """The JSON at `path`, or `make()` written there (the resumable unit of this bench)."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = make()
-    atomic_write_json(path, value)
-    return value
+class Legs:
+    """The bench's resumable units by key (SPACE/NAME): one JSON file per leg in --work
+    (WORK/SPACE/NAME.json), or the records of a ledger (`--ledger`) that a chain of
+    invocations resumes from. A leg not yet recorded is made only while --budget-minutes
+    last (else OutOfTime)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.work = args, Path(args.work)
+        self.ledger = Ledger(self.work, Path(args.ledger)) if args.ledger else None
+
+    def get(self, key: str) -> Any:
+        if self.ledger is not None:
+            return self.ledger.get(key)
+        path = self.work / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def cached(self, key: str, make: Any) -> Any:
+        """The record at `key`, or `make()` recorded there."""
+        value = self.get(key)
+        if value is not None:
+            return value
+        check_time(self.args)
+        value = make()
+        if self.ledger is not None:
+            return self.ledger.put(key, value)
+        atomic_write_json(self.work / f"{key}.json", value)
+        return value
 
 
 # -- the bases the cheap evaluators inherit from ---------------------------------------------
-def slimming_base(space: str, budget: str, splits: Any, sizes: dict, work: Path
-                  ) -> tuple[Path, Genome, float]:
-    """discover's slimming run (resumable): its sparse.pt, its genome, its seconds."""
+def _discover(space: str, budget: str, splits: Any, args: argparse.Namespace, root: Path
+              ) -> float:
+    """discover's slimming run into `root` (resumable); its seconds."""
     from archsearch.discover import DiscoverConfig, discover, plan
 
-    root = work / "slimming"
+    b = args.sizes["base"]
+    cfg = DiscoverConfig(method="slimming", budget=budget, space=space, dataset=args.dataset,
+                         data_root=args.data_root, preset=args.preset or "quick",
+                         epochs=b["epochs"], subset=b["subset"],
+                         batch_size=b.get("batch_size", BATCH), sparsity="auto",
+                         out=str(root), resume=True)
+    the_plan = plan(cfg)
+    the_plan.splits = splits
+    start = time.perf_counter()
+    discover(the_plan, progress=False)
+    return time.perf_counter() - start
+
+
+def slimming_base(space: str, budget: str, splits: Any, args: argparse.Namespace, legs: Legs,
+                  checkpoint: bool = False) -> tuple[Path, Genome, float]:
+    """discover's slimming run (resumable): its sparse.pt (trained again when `checkpoint`
+    asks for it and --work lacks it), its genome, its recorded seconds."""
+    root = Path(args.work) / space / "slimming"
 
     def make() -> dict:
-        cfg = DiscoverConfig(method="slimming", budget=budget, space=space,
-                             dataset="fashion-mnist", epochs=sizes["base"]["epochs"],
-                             subset=sizes["base"]["subset"], batch_size=BATCH,
-                             sparsity="auto", out=str(root), resume=True)
-        the_plan = plan(cfg)
-        the_plan.splits = splits
-        start = time.perf_counter()
-        discover(the_plan, progress=False)
-        return {"wall_s": time.perf_counter() - start}
+        took = _discover(space, budget, splits, args, root)
+        return {"wall_s": took, "genome": Genome.load(root / "genome.json").to_dict()}
 
-    doc = cached(work / "slimming.json", make)
-    return root / "sparse.pt", Genome.load(root / "genome.json"), doc["wall_s"]
+    doc = legs.cached(f"{space}/slimming", make)
+    if checkpoint and not (root / "sparse.pt").is_file():
+        check_time(args)
+        _discover(space, budget, splits, args, root)
+    genome = Genome.from_dict(doc["genome"]) if "genome" in doc else \
+        Genome.load(root / "genome.json")  # leg files written before the field
+    return root / "sparse.pt", genome, doc["wall_s"]
 
 
-def supernet(space: str, splits: Any, sizes: dict, work: Path) -> tuple[Any, float]:
-    bound = bind(space, "fashion-mnist")
-    s = sizes["supernet"]
+def supernet(space: str, splits: Any, args: argparse.Namespace, legs: Legs) -> Any:
+    """The supernet (trained, or resumed from --work), its seconds recorded once."""
+    bound = bind(space, args.dataset)
+    s = args.sizes["supernet"]
     schedule = SupernetSchedule(epochs=s["epochs"], subset=s["subset"],
                                 random_widths=s["random_widths"], seed=0)
+    check_time(args)
     start = time.perf_counter()
-    net = train_supernet(bound, splits, schedule, work / "supernet.pt")
+    net = train_supernet(bound, splits, schedule, Path(args.work) / space / "supernet.pt")
     took = time.perf_counter() - start
-    doc = cached(work / "supernet.json", lambda: {"wall_s": took})
-    return net, doc["wall_s"]
+    legs.cached(f"{space}/supernet", lambda: {"wall_s": took})
+    return net
 
 
 # -- the genomes ---------------------------------------------------------------------------
-def genomes(space: str, budget: str, slim: Genome, n: int) -> list[Genome]:
+def genomes(space: str, budget: str, slim: Genome, n: int, dataset: str = DATASET
+            ) -> list[Genome]:
     """n genomes at the budget: uniform, generators', guided, random and extreme shapes."""
-    bound = bind(space, "fashion-mnist")
+    bound = bind(space, dataset)
     param = Parameterisation(bound, parse_budget(budget))
     stages = bound.graph.stages()
     last = max(stages.values())
@@ -199,15 +290,18 @@ def _labelled(genome: Genome, label: str) -> Genome:
 
 # -- the legs ------------------------------------------------------------------------------
 def scratch(genome: Genome, splits: Any, seed: int, sizes: dict) -> dict:
-    s = sizes["scratch"]
+    """From scratch on `sizes["scratch"]` (a schedule's TrainConfig fields and the subset);
+    test accuracy with the schedule's test-time flip where it sets one."""
+    fields = dict(sizes["scratch"])
+    subset = fields.pop("subset")
     seed_everything(seed)
     model = bind(genome.space, genome.dataset).build(genome)
-    cfg = TrainConfig(schedule="scratch-e", epochs=s["epochs"], train_subset=s["subset"],
-                      batch_size=s["batch_size"], eval_split="val", seed=seed)
+    cfg = TrainConfig(schedule="scratch-e", train_subset=subset, eval_split="val", seed=seed,
+                      **fields)
     start = time.perf_counter()
     result = train(model, splits, cfg, progress=False)
-    return {"test_acc": evaluate(result.model, splits.test, splits), "val_acc": result.val_acc,
-            "wall_s": time.perf_counter() - start}
+    return {"test_acc": evaluate(result.model, splits.test, splits, test_flip=cfg.test_flip),
+            "val_acc": result.val_acc, "wall_s": time.perf_counter() - start}
 
 
 def score_all(name: str, evaluator: Any, gs: list[Genome]) -> list[dict]:
@@ -221,24 +315,30 @@ def score_all(name: str, evaluator: Any, gs: list[Genome]) -> list[dict]:
     return out
 
 
-def evaluator_for(name: str, space: str, budget: str, splits: Any, sizes: dict, work: Path
-                  ) -> tuple[Any, float]:
-    """(evaluator, one-off seconds of its base)."""
-    bound = bind(space, "fashion-mnist")
+def evaluator_for(name: str, space: str, splits: Any, args: argparse.Namespace, legs: Legs
+                  ) -> Any:
+    """The evaluator `name`, its base trained (or resumed) when it has one."""
+    bound = bind(space, args.dataset)
+    sizes = args.sizes
     scoring = Scoring(calib_images=sizes["scoring"]["calib_images"],
                       val_images=sizes["scoring"]["val_images"], seed=0)
     if name == "proxy":
         p = sizes["proxy"]
         schedule = ProxySchedule(epochs=p["epochs"], subset=p["subset"], val_subset=p["val"])
-        return ProxyEvaluator("fashion-mnist", schedule, splits=splits), 0.0
+        return ProxyEvaluator(args.dataset, schedule, data_root=args.data_root, splits=splits)
     if name == "adaptive-bn":
-        path, _, took = slimming_base(space, budget, splits, sizes, work)
+        path, _, _ = slimming_base(space, args.budget, splits, args, legs, checkpoint=True)
         base, pruner = load_base(path, bound)
-        return AdaptiveBNEvaluator(bound, base, pruner, splits, scoring), took
+        return AdaptiveBNEvaluator(bound, base, pruner, splits, scoring)
     if name == "supernet":
-        net, took = supernet(space, splits, sizes, work)
-        return SupernetEvaluator(net, splits, scoring), took
+        return SupernetEvaluator(supernet(space, splits, args, legs), splits, scoring)
     raise SystemExit(f"unknown evaluator {name!r}")
+
+
+def base_seconds(name: str, space: str, legs: Legs) -> float:
+    """The one-off training of the evaluator's base, as recorded."""
+    key = {"adaptive-bn": "slimming", "supernet": "supernet"}.get(name)
+    return legs.get(f"{space}/{key}")["wall_s"] if key else 0.0
 
 
 # -- statistics ----------------------------------------------------------------------------
@@ -263,17 +363,17 @@ def fidelity(scores: list[float], truth: list[float], reps: int) -> dict:
             "top3_overlap": len(best & set(picked)) / 3}
 
 
-def run_space(space: str, args: argparse.Namespace, splits: Any) -> dict:
-    work = Path(args.work) / space
-    work.mkdir(parents=True, exist_ok=True)
+def run_space(space: str, args: argparse.Namespace, splits: Any, legs: Legs) -> dict:
+    (Path(args.work) / space).mkdir(parents=True, exist_ok=True)
     sizes = args.sizes
-    _, slim_genome, _ = slimming_base(space, args.budget, splits, sizes, work)
-    gs = [Genome.from_dict(d) for d in cached(work / "genomes.json", lambda: [
-        g.to_dict() for g in genomes(space, args.budget, slim_genome, args.genomes)])]
+    _, slim_genome, _ = slimming_base(space, args.budget, splits, args, legs)
+    gs = [Genome.from_dict(d) for d in legs.cached(f"{space}/genomes", lambda: [
+        g.to_dict() for g in genomes(space, args.budget, slim_genome, args.genomes,
+                                     args.dataset)])]
     truth = []
     for i, genome in enumerate(gs):
-        runs = [cached(work / f"scratch-{i}-s{seed}.json",
-                       lambda g=genome, s=seed: scratch(g, splits, s, sizes))
+        runs = [legs.cached(f"{space}/scratch-{i}-s{seed}",
+                            lambda g=genome, s=seed: scratch(g, splits, s, sizes))
                 for seed in range(args.seeds)]
         truth.append(runs)
         log(f"[{space}] genome {i} {genome.provenance['label']}: "
@@ -283,30 +383,48 @@ def run_space(space: str, args: argparse.Namespace, splits: Any) -> dict:
     results = {}
     for name in args.evaluators.split(","):
         log(f"[{space}] evaluator {name}")
-        evaluator, once = evaluator_for(name, space, args.budget, splits, sizes, work)
-        rows = cached(work / f"eval-{name}.json", lambda e=evaluator, n=name: score_all(n, e, gs))
+        key = f"{space}/eval-{name}"
+        rows = legs.get(key) or legs.cached(key, lambda n=name: score_all(
+            n, evaluator_for(n, space, splits, args, legs), gs))
         per = statistics.fmean(r["wall_s"] for r in rows)
         results[name] = {**fidelity([r["score"] for r in rows], acc, args.bootstrap),
                          "scores": [r["score"] for r in rows], "per_genome_s": per,
-                         "base_s": once, "per_genome_vs_scratch": per / scratch_s}
+                         "base_s": base_seconds(name, space, legs),
+                         "per_genome_vs_scratch": per / scratch_s}
     return {"space": space, "genomes": [{"label": g.provenance["label"], "widths": g.widths,
                                          "blocks": g.blocks, "macs_ratio": g.cost["macs_ratio"],
                                          "test_acc": a} for g, a in zip(gs, acc, strict=True)],
-            "scratch_per_genome_s": scratch_s, "evaluators": results}
+            "scratch_per_genome_s": scratch_s, "seeds": args.seeds, "evaluators": results}
+
+
+def _images(subset: float | int | None) -> str:
+    return "all" if subset is None else f"{subset:.0%} of the" if isinstance(subset, float) \
+        else str(subset)
+
+
+def _recipe(doc: dict) -> str:
+    """The from-scratch schedule in words: genome_quality's, or the preset's recipe."""
+    if not doc.get("preset"):
+        return "genome_quality's schedule"
+    p = get_preset(doc["preset"])
+    return (f"the `{p.name}` preset's recipe, the same for every genome: {p.summary}"
+            + ("; test accuracy with the test-time flip" if p.train.get("test_flip") else ""))
 
 
 def markdown(doc: dict) -> str:
     s = doc["sizes"]
-    lines = [f"# Evaluator fidelity (Fashion-MNIST, {doc['budget']})", "",
+    name = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}.get(
+        doc.get("dataset", DATASET), doc.get("dataset"))
+    lines = [f"# Evaluator fidelity ({name}, {doc['budget']})", "",
              f"Ground truth: each genome trained from scratch {s['scratch']['epochs']} epochs "
-             f"on {s['scratch']['subset'] or 'all'} training images (genome_quality's "
-             f"schedule), {doc['seeds']} seed(s), top-1 on the full "
+             f"on {_images(s['scratch']['subset'])} training images ({_recipe(doc)}), "
+             f"{doc['seeds']} seed(s), top-1 on the full "
              "test set. Proxy: "
              f"{s['proxy']['epochs']} epochs on {s['proxy']['subset']} images, "
              f"{s['proxy']['val']} val images. adaptive-bn: discover's slimming base "
-             f"({s['base']['epochs']} epochs on {s['base']['subset'] or 'all'} images, auto "
+             f"({s['base']['epochs']} epochs on {_images(s['base']['subset'])} images, auto "
              f"sparsity); supernet: {s['supernet']['epochs']} epochs on "
-             f"{s['supernet']['subset']} images, sandwich rule with "
+             f"{_images(s['supernet']['subset'])} images, sandwich rule with "
              f"{s['supernet']['random_widths']} random widths; both re-estimate BatchNorm on "
              f"{s['scoring']['calib_images']} images and score {s['scoring']['val_images']} "
              "val images. Intervals: 95% bootstrap over genomes.", "",
@@ -339,6 +457,10 @@ def markdown(doc: dict) -> str:
               f"invocation {doc['wall_min']:.1f} min (legs recorded earlier are read back, "
               "not rerun).", "",
               f"Command: `{doc['command']}`", ""]
+    if doc.get("incomplete"):
+        lines += [f"Not yet complete: {', '.join(doc['incomplete'])} (--budget-minutes "
+                  "spent). Run the same command again: it resumes from the ledger "
+                  f"`{doc['ledger'] or doc['work']}`.", ""]
     return "\n".join(lines)
 
 
@@ -353,10 +475,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    splits = load_data("fashion-mnist", val_fraction=0.1, split_seed=0)
-    spaces = [run_space(space, args, splits) for space in args.spaces.split(",")]
+    splits = load_data(args.dataset, root=args.data_root, val_fraction=0.1, split_seed=0)
+    legs, spaces, incomplete = Legs(args), [], []
+    for space in args.spaces.split(","):
+        try:
+            spaces.append(run_space(space, args, splits, legs))
+        except OutOfTime:  # the next link of the chain goes on from the recorded legs
+            log(f"[{space}] --budget-minutes {args.budget_minutes} spent: not complete")
+            incomplete.append(space)
     doc = {"budget": args.budget, "seeds": args.seeds, "sizes": args.sizes, "spaces": spaces,
-           "machine": machine(),
+           "dataset": args.dataset, "preset": args.preset, "data_root": args.data_root,
+           "ledger": args.ledger, "work": args.work, "incomplete": incomplete, "machine": machine(),
            "legs_min": sum(_legs_s(sp) for sp in spaces) / 60,
            "wall_min": (time.perf_counter() - start) / 60,
            "command": "python bench/evaluator_fidelity.py " + " ".join(

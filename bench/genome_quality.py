@@ -477,18 +477,22 @@ def merge_results(prev: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
             "legs_wall_s": prev["legs_wall_s"] + doc["legs_wall_s"]}
 
 
-def defaults_for_dataset(args: argparse.Namespace) -> argparse.Namespace:
-    """CIFAR-10: the shared copy, the committed ledger, results named after it."""
+def defaults_for_dataset(args: argparse.Namespace, bench: str = "genome_quality",
+                         folder: str = "runs", ledger: str = ".legs.json"
+                         ) -> argparse.Namespace:
+    """CIFAR-10: the shared copy, the committed ledger, results named after it. `bench` names
+    the results and run folder (`args.<folder>`, default runs/BENCH); the ledger is
+    bench/results/BENCH_TAG`ledger` (e.g. "_{space}.legs.json": a template per space)."""
     if args.dataset != DATASET:
         tag = args.dataset.replace("-", "_")
         if args.data_root is None and args.dataset == "cifar10":
             args.data_root = str(SHARED_CIFAR)
         if args.ledger is None:
-            args.ledger = str(RESULTS / f"genome_quality_{tag}.legs.json")
-        if args.out == str(RESULTS / "genome_quality"):
-            args.out = str(RESULTS / f"genome_quality_{tag}")
-        if args.runs == "runs/genome_quality":
-            args.runs = f"runs/genome_quality_{tag}"
+            args.ledger = str(RESULTS / f"{bench}_{tag}{ledger}")
+        if args.out == str(RESULTS / bench):
+            args.out = str(RESULTS / f"{bench}_{tag}")
+        if getattr(args, folder) == f"runs/{bench}":
+            setattr(args, folder, f"runs/{bench}_{tag}")
     return args
 
 

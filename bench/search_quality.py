@@ -3,6 +3,8 @@
     python bench/search_quality.py [--spaces vgg11-half,resnet20]
                                    [--budgets 25%FLOPs,12.5%FLOPs] [--seeds 3] [--threads 1]
     python bench/search_quality.py --smoke     # tiny sizes, writes under runs/ only
+    python bench/search_quality.py --dataset cifar10 --preset cifar --spaces resnet20 \
+        --budgets 12.5%FLOPs --budget-minutes 55      # one link of the CIFAR-10 chain
 
 On Fashion-MNIST, for each space and budget:
 1. searched genome: `archsearch search --space S --budget B --guide SLIMMING.json` (the
@@ -25,6 +27,20 @@ rows' std), the search's time and candidates per fidelity. Every leg is a run fo
 `--runs/SPACE` with its record in that folder's legs.json (resumable: rerun the same
 command). Runs of different `--spaces` may run in parallel (each space has its own ledger);
 every run merges its spaces into bench/results/search_quality.{json,md}.
+
+CIFAR-10 (`--dataset cifar10`, the shared JPEG copy, `--data-root`) with `--preset cifar`:
+uniform, slimming and the searched genome train from scratch on the preset's recipe (its
+epochs, batch and training fields: genome_quality's CIFAR legs; test accuracy with its
+test-time flip), their rows reused from bench/results/genome_quality_cifar10.json when it
+ran exactly that schedule; the search reads the same data and keeps its own proxy schedule.
+Each space's finished legs are recorded in a committed ledger,
+bench/results/search_quality_cifar10_SPACE.legs.json (`--ledger`, `{space}` in it is the
+space): a study longer than one invocation is a chain of invocations of the same command,
+each resuming from the ledger the last one committed and stopping cleanly after
+`--budget-minutes` (a leg, the search included, is never cut; slimming's sparsity training,
+full width on 20 epochs, is the longest leg, about 35 min at the ~440 images/s issue 21
+measured for vgg11-half, so 55 keeps an invocation within 90 min); results go to
+bench/results/search_quality_cifar10.{json,md}, the budgets not yet complete named there.
 """
 
 from __future__ import annotations
@@ -43,16 +59,22 @@ from genome_quality import (
     BATCH,
     DATASET,
     EPOCHS,
+    RESULTS,
     VAL_FRACTION,
     Ledger,
+    OutOfTime,
     _shared_splits,
+    check_time,
+    defaults_for_dataset,
     generate,
     log,
     machine,
     mean_std,
+    recipe_line,
     scratch,
     write_results,
 )
+from genome_quality import schedule as leg_schedule
 
 from archsearch.budget import parse_budget
 from archsearch.build import bind
@@ -71,7 +93,6 @@ from archsearch.search import write_results as write_search_results
 from archsearch.search._fidelity import fidelity_of
 from archsearch.search._results import trial_genome
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ("uniform", "slimming")
 # the search as shipped: no override of SearchConfig's defaults
 SEARCH: dict[str, Any] = {}
@@ -83,15 +104,24 @@ SMOKE = {"epochs": 1, "subset": 512, "seeds": 2}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default=DATASET)
+    p.add_argument("--data-root", default=None, help="default for cifar10: the shared copy")
+    p.add_argument("--preset", default=None, help="train every genome on this preset's recipe "
+                   "(epochs, batch, training fields); default: the Fashion-MNIST schedule")
+    p.add_argument("--ledger", default=None, help="each space's legs.json ({space} in it: the "
+                   "space; default: in --runs/SPACE; for cifar10 the committed ones)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="start no new leg after this many minutes (a link of a chain)")
     p.add_argument("--spaces", default="vgg11-half,resnet20")
     p.add_argument("--budgets", default="25%FLOPs,12.5%FLOPs")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", default="runs/search_quality", help="run folders (resumable)")
     p.add_argument("--out", default=str(RESULTS / "search_quality"))
-    p.add_argument("--recorded", default=str(RESULTS / "genome_quality.json"),
+    p.add_argument("--recorded", default=None,
                    help="genome_quality results whose uniform/slimming rows are reused when "
-                        "their schedule matches")
+                        "their schedule matches (default: genome_quality.json, or "
+                        "genome_quality_cifar10.json for cifar10)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a few minutes)")
     args = p.parse_args(argv)
     args.epochs, args.subset, args.search = EPOCHS, None, SEARCH
@@ -101,13 +131,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.runs = str(Path(args.runs).with_name(Path(args.runs).name + "-smoke"))
         if args.out == str(RESULTS / "search_quality"):
             args.out = str(Path(args.runs) / "search_quality")
-    return args
+        if args.ledger is None and args.dataset != DATASET:
+            args.ledger = str(Path(args.runs) / "{space}" / "legs.json")
+    if args.recorded is None:
+        tag = "" if args.dataset == DATASET else "_" + args.dataset.replace("-", "_")
+        args.recorded = str(RESULTS / f"genome_quality{tag}.json")
+    return defaults_for_dataset(args, "search_quality", ledger="_{space}.legs.json")
 
 
 def schedule(args: argparse.Namespace) -> dict[str, Any]:
-    """The from-scratch schedule every genome here trains on (compared before merging)."""
-    return {"epochs": args.epochs, "subset": args.subset, "batch_size": BATCH,
-            "val_fraction": VAL_FRACTION, "seeds": args.seeds, "search": args.search}
+    """The from-scratch schedule every genome here trains on (compared before merging); on
+    another dataset or a preset, with them and the preset's training fields."""
+    out = {"epochs": args.epochs, "subset": args.subset, "batch_size": BATCH,
+           "val_fraction": VAL_FRACTION, "seeds": args.seeds, "search": args.search}
+    if args.dataset != DATASET or args.preset is not None:
+        out.update({"dataset": args.dataset, "preset": args.preset, **leg_schedule(args)})
+    return out
+
+
+def legs_schedule(a: dict[str, Any]) -> dict[str, Any]:
+    """What a from-scratch leg of a bench with these args trains on: dataset, subset and
+    genome_quality's schedule (a preset's epochs, batch and training fields)."""
+    ns = argparse.Namespace(preset=a.get("preset"), epochs=a.get("epochs"))
+    return {"dataset": a.get("dataset", DATASET), "subset": a.get("subset"),
+            **leg_schedule(ns)}
 
 
 def cli_command(space: str, budget: str, overrides: dict[str, Any], out: Path) -> str:
@@ -123,14 +170,18 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
     run_dir = root / budget / "search"
     if ledger.get(key) is not None:
         rec = ledger.get(key)
-        rec.setdefault("one_off", screen_setup_cost(run_dir))  # records older than the field
+        if "one_off" not in rec:  # records older than the field
+            rec["one_off"] = screen_setup_cost(run_dir)
         return rec
+    check_time(args)
     guide_path = root / budget / "guide-slimming.json"
     if not guide_path.is_file():
         guide.save(guide_path)
-    flags = {"guide": guide_path, **args.search}
-    config = SearchConfig(budget=budget, out=str(run_dir), space=space, dataset=DATASET,
-                          guides=[str(guide_path)], **args.search)
+    data = {"dataset": args.dataset, "data_root": args.data_root} \
+        if args.dataset != DATASET else {}
+    flags = {"guide": guide_path, **data, **args.search}
+    config = SearchConfig(budget=budget, out=str(run_dir), space=space, dataset=args.dataset,
+                          data_root=args.data_root, guides=[str(guide_path)], **args.search)
     log(f"[{space}] {budget}: {cli_command(space, budget, flags, run_dir)}")
     start = time.perf_counter()
     Search(config, evaluators_for(config), worker_index=0).work()
@@ -156,8 +207,7 @@ def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
     if not doc:
         return None
     a = doc.get("args", {})
-    if a.get("epochs") != args.epochs or a.get("subset") != args.subset or \
-            (a.get("seeds") or 0) < args.seeds:
+    if legs_schedule(a) != legs_schedule(vars(args)) or (a.get("seeds") or 0) < args.seeds:
         return None
     rows = {r["method"]: r for sp in doc.get("spaces", []) if sp["space"] == space
             for r in sp["rows"] if r["budget"] == budget and r["method"] in BASELINES}
@@ -167,7 +217,8 @@ def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
     return {m: {"per_seed": r["per_seed"][:args.seeds], "wall_s": r["wall_s"][:args.seeds],
                 "widths": r["widths"], "removed_blocks": r.get("removed_blocks") or [],
                 "macs_ratio": r["macs_ratio"],
-                "params_ratio": r["params_ratio"], "source": "genome_quality.json"}
+                "params_ratio": r["params_ratio"],
+                "source": Path(args.recorded).name}
             for m, r in rows.items()}
 
 
@@ -205,9 +256,15 @@ def compare(a: list[float], b: list[float]) -> dict[str, Any]:
 
 def baseline_genomes(space: str, budgets: list[str], args: argparse.Namespace, root: Path,
                      ledger: Ledger, budget: str) -> dict[str, Genome]:
-    bound = bind(space, DATASET)
-    gen = ledger.get("generate/slimming") or ledger.put(
-        "generate/slimming", generate("slimming", space, budgets, root / "gen-slimming", args))
+    bound = bind(space, args.dataset)
+    gen = ledger.get("generate/slimming")
+    if gen is None or budget not in gen["genomes"]:  # a budget added since: same base run
+        have = gen["genomes"] if gen else {}
+        first = list(have)[:1]  # the run's own budget first: the same discover config
+        made = generate("slimming", space, first + [b for b in budgets if b not in have],
+                        root / "gen-slimming", args)
+        gen = ledger.put("generate/slimming", {**made, **(gen or {}),
+                                               "genomes": {**made["genomes"], **have}})
     return {"uniform": bound.uniform(parse_budget(budget)),
             "slimming": bound.with_cost(Genome.from_dict(gen["genomes"][budget]))}
 
@@ -215,36 +272,51 @@ def baseline_genomes(space: str, budgets: list[str], args: argparse.Namespace, r
 def run_space(space: str, args: argparse.Namespace, recorded: dict[str, Any] | None
               ) -> dict[str, Any]:
     root = Path(args.runs) / space
-    ledger = Ledger(root)
-    bound = bind(space, DATASET)
-    splits = _shared_splits(load_data(bound.info, None, val_fraction=VAL_FRACTION))
+    ledger = Ledger(root, Path(args.ledger.format(space=space)) if args.ledger else None)
+    bound = bind(space, args.dataset)
+    splits = _shared_splits(load_data(bound.info, args.data_root, val_fraction=VAL_FRACTION))
     budgets = args.budgets.split(",")
-    out = []
+    out: list[dict[str, Any]] = []
+    incomplete: list[str] = []
     for budget in budgets:
-        base = recorded_rows(recorded, space, budget, args)
-        if base is None:
-            log(f"[{space}] {budget}: uniform and slimming trained here (no recorded rows "
-                "on this schedule)")
-            genomes = baseline_genomes(space, budgets, args, root, ledger, budget)
-            base = trained_rows(genomes, budget, args, splits, root, ledger)
-            guide = genomes["slimming"]
-        else:
-            slim = base["slimming"]
-            guide = bound.genome(dict(zip(bound.graph.prunable, slim["widths"], strict=True)),
-                                 {b: False for b in slim.get("removed_blocks") or []},
-                                 {"method": "slimming", "source": "genome_quality.json"})
-        search = run_search(space, budget, args, root, ledger, guide)
-        searched = bound.with_cost(Genome.from_dict(search["genome"]))
-        rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
-        rows.update(base)
-        for row in rows.values():
-            row["mean"], row["std"] = mean_std(row["per_seed"])
-        out.append({"budget": budget, "rows": rows, "search": search,
-                    "vs": {m: compare(rows["searched"]["per_seed"], rows[m]["per_seed"])
-                           for m in BASELINES}})
+        try:
+            out.append(run_budget(space, budget, args, recorded, ledger, splits))
+        except OutOfTime:  # the next link of the chain goes on from the ledger
+            log(f"[{space}] {budget}: --budget-minutes {args.budget_minutes} spent")
+            incomplete.append(budget)
     return {"space": space, "groups": list(bound.graph.prunable),
             "base_widths": [bound.graph.groups[g].size for g in bound.graph.prunable],
-            "budgets": out}
+            "budgets": out, "incomplete": incomplete}
+
+
+def run_budget(space: str, budget: str, args: argparse.Namespace,
+               recorded: dict[str, Any] | None, ledger: Ledger, splits: Any
+               ) -> dict[str, Any]:
+    """One budget's rows: uniform and slimming (recorded or trained), the search, the
+    searched genome from scratch (OutOfTime before any leg past --budget-minutes)."""
+    root, bound, budgets = Path(args.runs) / space, bind(space, args.dataset), \
+        args.budgets.split(",")
+    base = recorded_rows(recorded, space, budget, args)
+    if base is None:
+        log(f"[{space}] {budget}: uniform and slimming trained here (no recorded rows "
+            "on this schedule)")
+        genomes = baseline_genomes(space, budgets, args, root, ledger, budget)
+        base = trained_rows(genomes, budget, args, splits, root, ledger)
+        guide = genomes["slimming"]
+    else:
+        slim = base["slimming"]
+        guide = bound.genome(dict(zip(bound.graph.prunable, slim["widths"], strict=True)),
+                             {b: False for b in slim.get("removed_blocks") or []},
+                             {"method": "slimming", "source": slim["source"]})
+    search = run_search(space, budget, args, root, ledger, guide)
+    searched = bound.with_cost(Genome.from_dict(search["genome"]))
+    rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
+    rows.update(base)
+    for row in rows.values():
+        row["mean"], row["std"] = mean_std(row["per_seed"])
+    return {"budget": budget, "rows": rows, "search": search,
+            "vs": {m: compare(rows["searched"]["per_seed"], rows[m]["per_seed"])
+                   for m in BASELINES}}
 
 
 def merged(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
@@ -285,18 +357,30 @@ def _search_line(s: dict[str, Any]) -> str:
             f"({s['fidelity']}), val acc {_pct(s['val_acc'])}%. `{s['command']}`")
 
 
+def _intro(doc: dict[str, Any]) -> str:
+    """The from-scratch schedule in words."""
+    sch = doc["schedule"]
+    if "preset" not in sch:  # the Fashion-MNIST schedule, as before the option
+        return (f"Fashion-MNIST. Every genome trained from scratch {sch['epochs']} epochs on "
+                f"{sch['subset'] or 'all'} training images (bench/genome_quality.py's "
+                f"schedule: the 60,000-image split less a {sch['val_fraction']:.0%} "
+                f"validation split, batch {sch['batch_size']}), {sch['seeds']} seeds, top-1 "
+                "on the full test set (10,000 images), mean ± std.")
+    flip = ", with the test-time flip" if sch.get("test_flip") else ""
+    return (f"Every genome trained from scratch on genome_quality's schedule: "
+            f"{recipe_line(doc['args'])}; {sch['seeds']} seeds, top-1 on the full test set"
+            f"{flip}, mean ± std.")
+
+
 def markdown(doc: dict[str, Any]) -> str:
     sch, m = doc["schedule"], doc["machine"]
     lines = ["# Search quality: searched vs uniform vs slimming, trained from scratch", "",
-             f"Fashion-MNIST. Every genome trained from scratch {sch['epochs']} epochs on "
-             f"{sch['subset'] or 'all'} training images (bench/genome_quality.py's schedule: "
-             f"the 60,000-image split less a {sch['val_fraction']:.0%} validation split, "
-             f"batch {sch['batch_size']}), {sch['seeds']} seeds, top-1 on the full test set "
-             "(10,000 images), mean ± std. The search: `archsearch search --guide` (the "
+             _intro(doc) + " The search: `archsearch search --guide` (the "
              "slimming genome of the same space and budget) with its shipped defaults"
              + (f" overridden by {sch['search']}" if sch["search"] else "")
              + " (its own 10% validation split of the training set). Uniform and slimming "
-             "rows come from genome_quality.json where marked (same schedule and seeds). "
+             f"rows come from {Path(doc['args']['recorded']).name} where marked (same "
+             "schedule and seeds). "
              "Δ = searched − baseline; it *exceeds one std* when |Δ| is larger than the "
              "larger std of the two rows. FLOPs = MACs.", "",
              f"Machine: {m['cpu']}, {m['threads']} threads, {m['precision']}, torch "
@@ -325,6 +409,14 @@ def markdown(doc: dict[str, Any]) -> str:
                              + ", ".join(_pct(x) for x in r["per_seed"])
                              + f" | {r['macs_ratio']:.1%} | {r['params_ratio']:.1%} | "
                              f"{r['source']} | {r['widths']}{removed} |")
+    left = [sp for sp in doc["spaces"] if sp.get("incomplete")]
+    if left:
+        where = doc["args"].get("ledger") or str(Path(doc["args"]["runs"]) / "{space}" /
+                                                 "legs.json")
+        lines += ["", "Not yet complete (--budget-minutes spent): " + "; ".join(
+            f"{sp['space']} {', '.join(sp['incomplete'])}" for sp in left) + ". Run the same "
+            "command again: it resumes from the ledger" + ("s " if len(left) > 1 else " ")
+            + ", ".join(f"`{where.format(space=sp['space'])}`" for sp in left) + "."]
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in doc["commands"]), ""]
     return "\n".join(lines)
 

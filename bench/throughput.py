@@ -12,7 +12,9 @@ against the machine's measured fp32 matmul rate.
 
     python bench/throughput.py                  # resnet20 and vgg11, Fashion-MNIST
     python bench/throughput.py --images 2048 --rounds 3 --models resnet20
-Writes bench/results/throughput.{json,md}.
+    python bench/throughput.py --section cifar10 [its options]   # see throughput_cifar10.py
+Writes bench/results/throughput.{json,md}; the CIFAR-10 section (small genomes, the
+engine's fast path against its plain path) writes throughput_cifar10*.{json,md}.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def engine_epoch(model: nn.Module, splits: Splits, data: ImageSet, batch_size: i
     tiny = ImageSet(splits.test.images[:64], splits.test.labels[:64], "eval")
     sub = Splits(splits.info, data, tiny, tiny, splits.mean, splits.std, splits.pad,
                  splits.flip)
-    cfg = TrainConfig(schedule="scratch-e", epochs=1, batch_size=batch_size, lr=0.1)
+    cfg = TrainConfig(schedule="scratch-e", epochs=1, batch_size=batch_size, lr=0.1,
+                      fast=False)  # the engine as measured here; its fast path: cifar10
     result = train(model, sub, cfg, progress=False)
     return result.history[-1]["images_per_s"]
 
@@ -128,6 +131,13 @@ def matmul_rate(n: int = 1024, reps: int = 10) -> float:
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:3] == ["--section", "cifar10"]:
+        import throughput_cifar10  # beside this file: the script's folder is on sys.path
+
+        throughput_cifar10.main(sys.argv[3:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="resnet20,vgg11")
     ap.add_argument("--images", type=int, default=3072, help="images per measured epoch")

@@ -85,3 +85,67 @@ def test_candidates_per_hour_with_and_without_the_one_off_training():
                                   "multi-fidelity": new | {"command": "n", "wall_s": 610.0}}})
     assert f"**{t['ratio']:.1f}×**" in text and "Target ≥ 10×: no" in text
     assert "adaptive-bn's base, 200 s" in text
+
+
+def test_cifar10_runs_on_the_preset_with_committed_ledgers_and_named_results():
+    import evaluator_fidelity as ef
+    import genome_quality as gq
+
+    g = gq.defaults_for_dataset(gq.parse_args(["--dataset", "cifar10"]))  # as before
+    assert (g.ledger, g.out, g.runs) == (str(gq.RESULTS / "genome_quality_cifar10.legs.json"),
+                                         str(gq.RESULTS / "genome_quality_cifar10"),
+                                         "runs/genome_quality_cifar10")
+    args = sq.parse_args(["--dataset", "cifar10", "--preset", "cifar"])
+    assert args.data_root == str(gq.SHARED_CIFAR)
+    assert args.out == str(gq.RESULTS / "search_quality_cifar10")
+    assert args.ledger.format(space="resnet20") == str(
+        gq.RESULTS / "search_quality_cifar10_resnet20.legs.json")
+    assert args.recorded == str(gq.RESULTS / "genome_quality_cifar10.json")
+    sch = sq.schedule(args)  # the preset's recipe, as genome_quality's CIFAR legs
+    assert (sch["epochs"], sch["batch_size"], sch["test_flip"]) == (20, 128, True)
+    assert sq.schedule(sq.parse_args([])) == {  # Fashion-MNIST: unchanged
+        "epochs": sq.EPOCHS, "subset": None, "batch_size": sq.BATCH,
+        "val_fraction": sq.VAL_FRACTION, "seeds": 3, "search": {}}
+    # genome_quality's CIFAR rows are reused on that schedule only
+    cifar = _doc(epochs=gq.EPOCHS)
+    cifar["args"].update(dataset="cifar10", preset="cifar")
+    assert set(sq.recorded_rows(cifar, "resnet20", "25%FLOPs", args)) == {"uniform",
+                                                                           "slimming"}
+    assert sq.recorded_rows(_doc(), "resnet20", "25%FLOPs", args) is None
+    assert sq.recorded_rows(cifar, "resnet20", "25%FLOPs", sq.parse_args([])) is None
+    smoke = sq.parse_args(["--smoke", "--dataset", "cifar10", "--preset", "cifar"])
+    assert "results" not in Path(smoke.ledger).parts and "results" not in Path(smoke.out).parts
+
+    f = ef.parse_args(["--dataset", "cifar10", "--preset", "cifar"])
+    assert f.ledger == str(gq.RESULTS / "evaluator_fidelity_cifar10.legs.json")
+    assert f.out == str(gq.RESULTS / "evaluator_fidelity_cifar10")
+    assert f.work == "runs/evaluator_fidelity_cifar10" and f.data_root == str(gq.SHARED_CIFAR)
+    s = f.sizes["scratch"]
+    assert (s["epochs"], s["batch_size"], s["lr_schedule"], s["test_flip"]) == \
+        (20, 128, "onecycle", True)
+    assert f.sizes["base"]["epochs"] == 20 and f.sizes["supernet"]["subset"] == 0.25
+    plain = ef.parse_args([])  # Fashion-MNIST: unchanged, a file per leg
+    assert plain.ledger is None and plain.sizes["scratch"] == ef.SCRATCH
+    fsmoke = ef.parse_args(["--smoke", "--dataset", "cifar10", "--preset", "cifar"])
+    assert "results" not in Path(fsmoke.ledger).parts and fsmoke.sizes["scratch"]["epochs"] == 1
+
+
+def test_evaluator_fidelity_legs_resume_and_stop_when_the_minutes_are_spent(tmp_path):
+    import evaluator_fidelity as ef
+    import genome_quality as gq
+
+    for ledger in (None, str(tmp_path / "legs.json")):
+        args = ef.parse_args(["--work", str(tmp_path / "w"), "--budget-minutes", "1000"])
+        args.ledger = ledger
+        legs = ef.Legs(args)
+        assert legs.cached("resnet20/scratch-0-s0", lambda: {"test_acc": 0.5}) == \
+            {"test_acc": 0.5}
+        again = ef.Legs(args)  # a later invocation reads it back, makes nothing
+        assert again.cached("resnet20/scratch-0-s0", lambda: pytest.fail("remade")) == \
+            {"test_acc": 0.5}
+        args.budget_minutes = 0.0  # spent: a new leg is not started, a recorded one is read
+        with pytest.raises(gq.OutOfTime):
+            again.cached("resnet20/scratch-1-s0", lambda: pytest.fail("started"))
+        assert again.get("resnet20/scratch-0-s0") == {"test_acc": 0.5}
+    assert (tmp_path / "w" / "resnet20" / "scratch-0-s0.json").is_file()
+    assert list(ef.Ledger(tmp_path, tmp_path / "legs.json").legs) == ["resnet20/scratch-0-s0"]

@@ -64,6 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time flip: average the logits of each image and its mirror "
                         "(default: --preset's, else off)")
     add_shared(p, "dataset", "data_root", "input_size")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="the engine's fast path on CPU: glibc keeps freed memory, narrow "
+                        "BatchNorm layers run a folded kernel, SGD runs multi-tensor; same "
+                        "training in distribution, not bit for bit (--no-fast: the plain "
+                        "path; default --fast)")
     p.add_argument("--subset", type=float,
                    help="train on a subset: a fraction (<= 1) or a number of images")
     p.add_argument("--from", dest="source", metavar="CKPT",
@@ -119,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     bound = bind_genome(genome, args.dataset, args.input_size, source=args.genome)
     bound.validate(genome)
     genome = bound.with_cost(genome)
-    config = TrainConfig(train_subset=subset(args.subset), **recipe_values(args))
+    config = TrainConfig(train_subset=subset(args.subset), fast=args.fast,
+                         **recipe_values(args))
     latency = latency_settings(args)  # --threads, --latency-batch checked before training
     if (args.schedule == "finetune") != (args.source is not None):
         raise ArchsearchError("--from CKPT is what finetune inherits from: pass it with "

