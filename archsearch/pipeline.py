@@ -61,6 +61,7 @@ class DiscoverConfig:
     resume: bool = False
     require_separation: bool = False
     pruner_options: dict[str, Any] = field(default_factory=dict)
+    fast: bool = True  # the trainer's fast path (TrainConfig.fast)
     latency_device: str = "cpu"  # where a latency budget is measured (archsearch.latency)
     threads: int = 1
     latency_batch: int = 1
@@ -223,7 +224,7 @@ def train_config(plan: Plan, schedule: str, seed: int, epochs: int | None = None
     cfg = plan.config
     opts: dict[str, Any] = {**get_preset(cfg.preset).train, "schedule": schedule,
                             "epochs": epochs or cfg.epochs, "seed": seed,
-                            "train_subset": cfg.subset, "eval_split": "val"}
+                            "train_subset": cfg.subset, "eval_split": "val", "fast": cfg.fast}
     if cfg.batch_size is not None:
         opts["batch_size"] = cfg.batch_size
     if getattr(cfg, "max_scale", None) is not None:

@@ -102,6 +102,7 @@ BASE = {"epochs": EPOCHS, "subset": None}
 # about the compute of the slimming base
 SUPERNET = {"epochs": EPOCHS, "subset": 12000, "random_widths": 2}
 SCORING = {"calib_images": 256, "val_images": 1000}
+ENGINE = {"fast": True}  # --no-fast: the from-scratch legs through the trainer's plain path
 SMOKE = {"scratch": {"epochs": 1, "subset": 256, "batch_size": BATCH},
          "proxy": {"epochs": 1, "subset": 128, "val": 128},
          "base": {"epochs": 1, "subset": 256},
@@ -129,10 +130,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default="runs/evaluator_fidelity", help="resumable leg files")
     p.add_argument("--out", default=str(RESULTS / "evaluator_fidelity"))
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a minute or two)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="legs through the trainer's fast path (--no-fast: the plain one)")
     args = p.parse_args(argv)
     if args.genomes < 8:
         p.error(f"--genomes must be >= 8, but got {args.genomes}")
     args.sizes = sizes_for(args)
+    ENGINE["fast"] = args.fast
     if args.smoke:  # never mixed with (or written over) the real results
         args.work = str(Path(args.work).with_name(Path(args.work).name + "-smoke"))
         if args.out == str(RESULTS / "evaluator_fidelity"):
@@ -297,7 +301,7 @@ def scratch(genome: Genome, splits: Any, seed: int, sizes: dict) -> dict:
     seed_everything(seed)
     model = bind(genome.space, genome.dataset).build(genome)
     cfg = TrainConfig(schedule="scratch-e", train_subset=subset, eval_split="val", seed=seed,
-                      **fields)
+                      fast=ENGINE["fast"], **fields)
     start = time.perf_counter()
     result = train(model, splits, cfg, progress=False)
     return {"test_acc": evaluate(result.model, splits.test, splits, test_flip=cfg.test_flip),

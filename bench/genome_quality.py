@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also train uniform re-fitted to each generator genome's params")
     p.add_argument("--ledger", default=None, help="legs.json to resume from and write "
                    "(default: in --runs; for cifar10 the committed one in bench/results)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="every leg through the trainer's fast path (--no-fast: the plain one)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="start no new leg after this many minutes (a link of a chain)")
     p.add_argument("--spaces", default="vgg11-half,resnet20")
@@ -151,7 +153,7 @@ def scratch(genome: Genome, splits, seed: int, run_dir: Path, args) -> dict[str,
     seed_everything(seed)
     model = bind(genome.space, args.dataset).build(genome)
     cfg = TrainConfig(schedule="scratch-e", seed=seed, train_subset=args.subset,
-                      eval_split="val", **schedule(args))
+                      eval_split="val", fast=getattr(args, "fast", True), **schedule(args))
     start = time.perf_counter()
     result = train(model, splits, cfg, genome=genome, run_dir=run_dir, resume=True,
                    progress=False)
@@ -169,7 +171,7 @@ def generate(method: str, space: str, budgets: list[str], root: Path, args
                          data_root=args.data_root, preset=args.preset or "quick",
                          epochs=sched["epochs"], subset=args.subset,
                          batch_size=sched["batch_size"], sparsity="auto", out=str(root),
-                         resume=True)
+                         resume=True, fast=getattr(args, "fast", True))
     the_plan = plan(cfg)
     the_plan.splits = _shared_splits(the_plan.splits)
     start = time.perf_counter()

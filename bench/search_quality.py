@@ -123,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "their schedule matches (default: genome_quality.json, or "
                         "genome_quality_cifar10.json for cifar10)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a few minutes)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="legs through the trainer's fast path (--no-fast: the plain one)")
     args = p.parse_args(argv)
     args.epochs, args.subset, args.search = EPOCHS, None, SEARCH
     if args.smoke:  # never mixed with (or written over) the real results

@@ -73,3 +73,14 @@ def test_discover_plans_train_with_the_preset_fields(tmp_path):
     assert (leg.lr_schedule, leg.label_smoothing, leg.nesterov, leg.test_flip) == (
         "onecycle", 0.1, True, True)
     assert (leg.epochs, leg.batch_size, leg.weight_decay) == (20, 128, 5e-4)
+
+
+def test_no_fast_reaches_every_leg_of_discover_and_search(tmp_path):
+    from archsearch.pipeline import DiscoverConfig, Plan, train_config
+    from archsearch.search import SearchConfig
+
+    cfg = DiscoverConfig.from_preset("quick", method="uniform", budget="50%FLOPs", fast=False)
+    assert not train_config(Plan(cfg, None, None, None, tmp_path), "base", seed=0).fast
+    search = SearchConfig(budget="25%FLOPs", out=str(tmp_path / "s"), fast=False)
+    assert not search.schedule().fast and not search.final_schedule().fast
+    assert SearchConfig(budget="25%FLOPs", out=str(tmp_path / "t")).schedule().fast

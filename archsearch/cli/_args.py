@@ -29,6 +29,10 @@ SHARED: dict[str, dict[str, Any]] = {
     "out": {"help": "run folder (default: a new one under runs/, named after the run)"},
     "resume": {"action": "store_true", "help": "continue the run in --out"},
     "json": {"action": "store_true", "help": "machine-readable output on stdout"},
+    "fast": {"action": argparse.BooleanOptionalAction, "default": True,
+             "help": "train through the fast path (folded narrow BatchNorm, allocator, foreach "
+                     "SGD; bench/results/throughput_cifar10.md); --no-fast: the plain path "
+                     "(default: fast)"},
     "run": {"positional": True, "metavar": "RUN",
             "help": "a search run folder (the --out of search)"},
 }

@@ -44,7 +44,7 @@ def add_common(p: argparse.ArgumentParser, config: type) -> None:
     add_fields(p, config, COMMON_HELP, choices={"preset": PRESETS},
                types={"subset": float, "sparsity": sparsity_arg},
                metavars={"sparsity": "auto|paper|X"}, unset=PRESET_FIELDS)
-    add_shared(p, "out", "resume", "json")
+    add_shared(p, "out", "resume", "json", "fast")
     add_pruner_options(p.add_argument_group(
         "pruner options", "each applies to the methods it names; unset: the method's default"),
         METHOD_CLASSES)
@@ -84,7 +84,7 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config values the user gave (None: the preset's)."""
     return {"method": args.method, "budget": args.budget, "dataset": args.dataset,
             "data_root": args.data_root, "input_size": args.input_size, "out": args.out,
-            "resume": args.resume,
+            "resume": args.resume, "fast": args.fast,
             **field_values(args, (n for n in COMMON_HELP if n != "preset")),
             **field_values(args, LATENCY_HELP),
             "subset": subset(args.subset),

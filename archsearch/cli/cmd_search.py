@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pruner-found genomes to search around (any space or dataset)")
     add_fields(p, SearchConfig, FIELD_HELP, metavars={"base": "CHECKPOINT"},
                types={"objectives": _objectives})
-    add_shared(p, "out", "json")
+    add_shared(p, "out", "json", "fast")
 
 
 FIELD_HELP = {
@@ -105,7 +105,8 @@ def make_config(args: argparse.Namespace) -> Any:
                                           f"{size}-s{args.seed}")
     return SearchConfig(budget=args.budget, out=out, dataset=bound.info.key,
                         data_root=args.data_root, input_size=args.input_size,
-                        guides=list(args.guide), **field_values(args, FIELD_HELP))
+                        guides=list(args.guide), fast=args.fast,
+                        **field_values(args, FIELD_HELP))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ class ProxySchedule:
     lr: float | None = None
     seed: int = 0
     device: str = "auto"
+    fast: bool = True  # the trainer's fast path (TrainConfig.fast)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -83,7 +84,7 @@ class ProxyEvaluator:
         # 1x1 convs that oneDNN#6035 corrupts through NCHW
         return TrainConfig(schedule="scratch-e", epochs=s.epochs, batch_size=s.batch_size,
                            lr=s.lr, seed=s.seed, device=s.device, train_subset=s.subset,
-                           eval_split="val")
+                           eval_split="val", fast=s.fast)
 
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
         from archsearch.train import seed_everything, train

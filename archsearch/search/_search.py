@@ -96,6 +96,7 @@ class SearchConfig:
     latency_device: str = "cpu"  # where latency is measured (a latency budget or objective)
     threads: int = 1
     latency_batch: int = 1
+    fast: bool = True  # proxy and final trials through the trainer's fast path
 
     def __post_init__(self) -> None:
         self.objectives = tuple(self.objectives)
@@ -140,11 +141,12 @@ class SearchConfig:
     def schedule(self) -> ProxySchedule:
         return ProxySchedule(epochs=self.proxy_epochs, subset=self.proxy_subset,
                              val_subset=self.proxy_val, batch_size=self.batch_size,
-                             seed=self.seed)
+                             seed=self.seed, fast=self.fast)
 
     def final_schedule(self) -> ProxySchedule:
         return ProxySchedule(epochs=self.final_epochs, subset=self.final_subset,
-                             val_subset=None, batch_size=self.batch_size, seed=self.seed)
+                             val_subset=None, batch_size=self.batch_size, seed=self.seed,
+                             fast=self.fast)
 
     def scoring(self) -> Scoring:
         return Scoring(calib_images=self.calib_images, val_images=self.screen_val,
