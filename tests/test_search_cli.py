@@ -33,7 +33,7 @@ def _fashion_mnist_available() -> bool:
     (["--budget", "250%FLOPs"], "percentage"),
     (["--budget", "0.001%FLOPs"], "cannot be met"),
     (["--guide", "missing.json"], "genome file not found"),
-    (["--objectives", "accuracy,latency"], "--objectives"),
+    (["--objectives", "accuracy,energy"], "--objectives"),
     (["--early-stop", "sometimes"], "--early-stop"),
     (["--granularity", "layer"], "granularity"),
     (["--storage", "redis://x"], "--storage"),
