@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(RESULTS / "cifar_recipe"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--subset", type=int, default=None, help="training images (smoke runs)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="the trainer's fast path (--no-fast: the plain one)")
     return p.parse_args(argv)
 
 
@@ -68,7 +70,7 @@ def leg(space: str, variant: str, seed: int, splits, args, root: Path) -> dict[s
     seed_everything(seed)
     model = bound.build(bound.base_genome())
     cfg = TrainConfig(schedule="base", epochs=epochs, batch_size=preset.batch_size, seed=seed,
-                      eval_split="test", train_subset=args.subset, **recipe)
+                      eval_split="test", train_subset=args.subset, fast=args.fast, **recipe)
     start = time.perf_counter()
     result = train(model, splits, cfg, genome=bound.base_genome(),
                    run_dir=root / f"{space}-{variant}-s{seed}", resume=True, progress=False)
