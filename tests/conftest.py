@@ -60,3 +60,53 @@ def make_image_folder(root, classes=("a", "b"), per_class=4, size=(20, 16),
                 img = Image.fromarray(pixels[..., 0] if depth == 1 else pixels, mode)
                 img.save(folder / f"img {i}.png")
     return root
+
+
+# `archsearch ARGS…` whose run stalls right after writing its first checkpoint: the point a
+# kill test kills it at (deterministic, whatever the machine's speed)
+STALL_AFTER_FIRST_CHECKPOINT = """
+import pathlib, sys, time
+from archsearch.train import _run
+marker = pathlib.Path(sys.argv[1])
+sys.argv = ["archsearch", *sys.argv[2:]]
+save = _run.RunFolder.save
+def stalling(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    marker.write_text("saved")
+    time.sleep(3600)
+_run.RunFolder.save = stalling
+from archsearch.cli.main import main
+raise SystemExit(main())
+"""
+
+
+def kill_after_first_checkpoint(argv, marker, env=None):
+    """Run `archsearch *argv` until its first checkpoint is written, then SIGKILL it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", STALL_AFTER_FIRST_CHECKPOINT, str(marker),
+                             *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the run never wrote its first checkpoint"
+    proc.send_signal(signal.SIGKILL)  # at the injected point: after checkpoint 1
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def assert_resumed_equals_uninterrupted(ref_stdout, resumed_stdout, ref_dir, out, epochs):
+    """The resumed run's result and weights equal the uninterrupted run's, bit for bit."""
+    import json
+
+    from archsearch.train import load_checkpoint
+
+    a, b = json.loads(ref_stdout), json.loads(resumed_stdout)
+    assert b["test_acc"] == a["test_acc"] and b["epochs"] == epochs
+    sa = load_checkpoint(ref_dir / "checkpoint.pt")["state_dict"]
+    sb = load_checkpoint(out / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

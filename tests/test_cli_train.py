@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.train import load_checkpoint
+from tests.conftest import assert_resumed_equals_uninterrupted, kill_after_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,24 +95,6 @@ def test_one_epoch_on_fashion_mnist_is_sane(genomes, tmp_path):
         assert (out / name).is_file(), name
 
 
-# `archsearch train` whose run stalls right after writing its first checkpoint (the point
-# the test kills it at: deterministic, whatever the machine's speed)
-STALL_AFTER_FIRST_CHECKPOINT = """
-import pathlib, sys, time
-from archsearch.train import _run
-marker = pathlib.Path(sys.argv[1])
-sys.argv = ["archsearch", *sys.argv[2:]]
-save = _run.RunFolder.save
-def stalling(self, *args, **kwargs):
-    save(self, *args, **kwargs)
-    marker.write_text("saved")
-    time.sleep(3600)
-_run.RunFolder.save = stalling
-from archsearch.cli.main import main
-raise SystemExit(main())
-"""
-
-
 @needs_fmnist
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(genomes, tmp_path):
@@ -123,29 +104,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(genomes, tmp_path):
     assert ref.returncode == 0, ref.stderr
 
     out = tmp_path / "killed"
-    marker = tmp_path / "epoch-1-saved"
-    proc = subprocess.Popen([sys.executable, "-c", STALL_AFTER_FIRST_CHECKPOINT, str(marker),
-                             *args, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out / "checkpoint.pt"
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), "the run never wrote its first checkpoint"
-    proc.send_signal(signal.SIGKILL)  # at the injected point: in epoch 2, after checkpoint 1
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint([*args, "--out", str(out)], tmp_path / "epoch-1-saved")
     assert not (out / "result.json").exists()
-    killed_at = load_checkpoint(ckpt)["epoch"]
-    assert killed_at == 1
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
 
     resumed = cli(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = json.loads(ref.stdout), json.loads(resumed.stdout)
-    assert b["test_acc"] == a["test_acc"] and b["epochs"] == 4
-    sa = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")["state_dict"]
-    sb = load_checkpoint(ckpt)["state_dict"]
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert_resumed_equals_uninterrupted(ref.stdout, resumed.stdout, tmp_path / "ref", out, 4)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
 

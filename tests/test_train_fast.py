@@ -6,12 +6,9 @@ checkpoint is a plain model's."""
 from __future__ import annotations
 
 import copy
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -26,6 +23,7 @@ from archsearch.train._device import Precision
 from archsearch.train._dist import World
 from archsearch.train._fastbn import fold, folded_batch_norm, install, uninstall
 from archsearch.train._step import Step, sgd
+from tests.conftest import assert_resumed_equals_uninterrupted, kill_after_first_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -189,37 +187,25 @@ def test_fast_checkpoint_loads_as_a_plain_model(bound, synth, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_on_the_fast_path_is_bit_identical(bound, tmp_path):
-    """A real process, killed in epoch 2 of 4, resumed: the same weights and accuracy as an
-    uninterrupted fast run."""
+    """A real process, killed after its first checkpoint (in epoch 2 of 4, at an injected
+    point), resumed: the same weights and accuracy as an uninterrupted fast run."""
     path = tmp_path / "genome.json"
     bound.uniform(parse_budget("12.5%FLOPs")).save(path)
-    args = [sys.executable, "-m", "archsearch", "train", str(path), "--dataset", "synthetic",
-            "--epochs", "4", "--subset", "640", "--batch-size", "32", "--seed", "1",
-            "--device", "cpu", "--json"]
+    args = ["train", str(path), "--dataset", "synthetic", "--epochs", "4", "--subset", "640",
+            "--batch-size", "32", "--seed", "1", "--device", "cpu", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run([*args, "--out", str(tmp_path / "ref")], capture_output=True,
+    cmd = [sys.executable, "-m", "archsearch", *args]
+    ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], capture_output=True,
                          text=True, env=env, timeout=600)
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    kill_after_first_checkpoint([*args, "--out", str(out)], tmp_path / "epoch-1-saved", env)
     ckpt = out / "checkpoint.pt"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)  # inside epoch 2 (20 steps)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert 1 <= load_checkpoint(ckpt)["epoch"] < 4
-    resumed = subprocess.run([*args, "--out", str(out), "--resume"], capture_output=True,
+    assert load_checkpoint(ckpt)["epoch"] == 1
+    resumed = subprocess.run([*cmd, "--out", str(out), "--resume"], capture_output=True,
                              text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = json.loads(ref.stdout), json.loads(resumed.stdout)
-    assert b["test_acc"] == a["test_acc"] and b["epochs"] == 4
-    sa = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")["state_dict"]
-    sb = load_checkpoint(ckpt)["state_dict"]
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert_resumed_equals_uninterrupted(ref.stdout, resumed.stdout, tmp_path / "ref", out, 4)
     assert load_checkpoint(ckpt)["config"]["fast"] is True
 
 
