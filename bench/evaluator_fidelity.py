@@ -84,6 +84,7 @@ from genome_quality import (  # noqa: E402
     EPOCHS,
     Ledger,
     OutOfTime,
+    add_chain_args,
     check_time,
     defaults_for_dataset,
     machine,
@@ -112,14 +113,8 @@ SMOKE = {"scratch": {"epochs": 1, "subset": 256, "batch_size": BATCH},
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default=DATASET)
-    p.add_argument("--data-root", default=None, help="default for cifar10: the shared copy")
-    p.add_argument("--preset", default=None, help="train every leg on this preset's recipe "
-                   "(epochs, batch, training fields); default: the Fashion-MNIST schedule")
-    p.add_argument("--ledger", default=None, help="legs.json to resume from and write "
+    add_chain_args(p, "legs.json to resume from and write "
                    "(default: a file per leg in --work; for cifar10 the committed one)")
-    p.add_argument("--budget-minutes", type=float, default=None,
-                   help="start no new leg after this many minutes (a link of a chain)")
     p.add_argument("--spaces", default="vgg11-half,resnet20")
     p.add_argument("--budget", default="25%FLOPs")
     p.add_argument("--genomes", type=int, default=16, help="genomes per space (>= 8)")
@@ -130,8 +125,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default="runs/evaluator_fidelity", help="resumable leg files")
     p.add_argument("--out", default=str(RESULTS / "evaluator_fidelity"))
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a minute or two)")
-    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
-                   help="legs through the trainer's fast path (--no-fast: the plain one)")
     args = p.parse_args(argv)
     if args.genomes < 8:
         p.error(f"--genomes must be >= 8, but got {args.genomes}")

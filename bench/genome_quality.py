@@ -67,20 +67,26 @@ VAL_FRACTION = 0.01
 GENERATORS = ("slimming", "sss", "l1norm", "taylor", "pfa")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_chain_args(p: argparse.ArgumentParser, ledger_help: str) -> None:
+    """The options every from-scratch bench shares: the dataset and its recipe, the ledger a
+    chain of invocations resumes from, the time of one link, the trainer's path."""
     p.add_argument("--dataset", default=DATASET)
     p.add_argument("--data-root", default=None, help="default for cifar10: the shared copy")
     p.add_argument("--preset", default=None, help="train every leg on this preset's recipe "
                    "(epochs, batch, training fields); default: the Fashion-MNIST schedule")
-    p.add_argument("--equal-params", action="store_true",
-                   help="also train uniform re-fitted to each generator genome's params")
-    p.add_argument("--ledger", default=None, help="legs.json to resume from and write "
-                   "(default: in --runs; for cifar10 the committed one in bench/results)")
-    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
-                   help="every leg through the trainer's fast path (--no-fast: the plain one)")
+    p.add_argument("--ledger", default=None, help=ledger_help)
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="start no new leg after this many minutes (a link of a chain)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="every leg through the trainer's fast path (--no-fast: the plain one)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_chain_args(p, "legs.json to resume from and write (default: in --runs; for cifar10 "
+                   "the committed one in bench/results)")
+    p.add_argument("--equal-params", action="store_true",
+                   help="also train uniform re-fitted to each generator genome's params")
     p.add_argument("--spaces", default="vgg11-half,resnet20")
     p.add_argument("--budgets", default="25%FLOPs,12.5%FLOPs")
     p.add_argument("--methods", default=",".join(GENERATORS),

@@ -64,6 +64,7 @@ from genome_quality import (
     Ledger,
     OutOfTime,
     _shared_splits,
+    add_chain_args,
     check_time,
     defaults_for_dataset,
     generate,
@@ -104,14 +105,8 @@ SMOKE = {"epochs": 1, "subset": 512, "seeds": 2}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default=DATASET)
-    p.add_argument("--data-root", default=None, help="default for cifar10: the shared copy")
-    p.add_argument("--preset", default=None, help="train every genome on this preset's recipe "
-                   "(epochs, batch, training fields); default: the Fashion-MNIST schedule")
-    p.add_argument("--ledger", default=None, help="each space's legs.json ({space} in it: the "
+    add_chain_args(p, "each space's legs.json ({space} in it: the "
                    "space; default: in --runs/SPACE; for cifar10 the committed ones)")
-    p.add_argument("--budget-minutes", type=float, default=None,
-                   help="start no new leg after this many minutes (a link of a chain)")
     p.add_argument("--spaces", default="vgg11-half,resnet20")
     p.add_argument("--budgets", default="25%FLOPs,12.5%FLOPs")
     p.add_argument("--seeds", type=int, default=3)
@@ -123,8 +118,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "their schedule matches (default: genome_quality.json, or "
                         "genome_quality_cifar10.json for cifar10)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a few minutes)")
-    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
-                   help="legs through the trainer's fast path (--no-fast: the plain one)")
     args = p.parse_args(argv)
     args.epochs, args.subset, args.search = EPOCHS, None, SEARCH
     if args.smoke:  # never mixed with (or written over) the real results
