@@ -9,7 +9,6 @@ in `sparse.pt` (`method`) and in a base run's `checkpoint.pt` (its genome's prov
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save
-from archsearch.presets import DEFAULT_PRESET, PRESETS, get_preset, paper_sparsity, sparsity_for
+from archsearch.presets import DEFAULT_PRESET, PRESETS, Schedule, get_preset
 from archsearch.pruners import METHOD_CLASSES, PRUNERS, Pruner, get_pruner
 from archsearch.train import load_checkpoint
 
@@ -136,7 +135,8 @@ def plan(cfg: DiscoverConfig) -> Plan:
 
     budget = parse_budget(cfg.budget, settings_of(cfg))
     methods = METHOD_CLASSES
-    takes_sparsity = cfg.method in methods and _takes(methods[cfg.method], "sparsity")
+    rule = methods[cfg.method].sparsity_rule if cfg.method in methods else None
+    takes_sparsity = rule is not None
     if not isinstance(cfg.sparsity, str) and not takes_sparsity:
         raise ArchsearchError(f"--sparsity applies to methods with a sparsity term "
                               f"({', '.join(_sparsity_methods())}), not {cfg.method!r}")
@@ -167,25 +167,23 @@ def plan(cfg: DiscoverConfig) -> Plan:
 
 
 def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
-    """The sparsity strength a run uses: the given number, the paper's λ, or (auto) the λ
-    that gives this schedule the paper's total pull (`archsearch.presets.sparsity_for`)."""
+    """The sparsity strength a run uses: the given number, the paper's λ, or (auto) the λ the
+    method's own rule (`Pruner.sparsity_rule`) sizes to this schedule."""
     if not isinstance(cfg.sparsity, str):
         return float(cfg.sparsity)
+    rule = METHOD_CLASSES[cfg.method].sparsity_rule
+    if rule is None:
+        raise ArchsearchError(f"{cfg.method!r} has no sparsity term")
     if cfg.sparsity == "paper":
-        return paper_sparsity(cfg.method, family)
-    gates = {k: v for k, v in cfg.pruner_options.items() if k in ("gate_lr", "momentum")}
+        return rule.paper(family)
+    options = {k: v for k, v in cfg.pruner_options.items() if k in rule.options}
     recipe = get_preset(cfg.preset)
-    return sparsity_for(cfg.method, family, images, cfg.epochs, cfg.batch_size or 64,
-                        lr=recipe.lr, shape=recipe.lr_schedule,
-                        **(gates if cfg.method == "sss" else {}))  # sss: --gate-lr, --momentum
+    schedule = Schedule(images, cfg.epochs, cfg.batch_size or 64, recipe.lr, recipe.lr_schedule)
+    return rule.auto(family, schedule, **options)
 
 
 def _sparsity_methods() -> list[str]:
-    return [n for n, c in PRUNERS.items() if "sparsity" in inspect.signature(c.__init__).parameters]
-
-
-def _takes(cls: type, option: str) -> bool:
-    return option in inspect.signature(cls.__init__).parameters
+    return [n for n, c in METHOD_CLASSES.items() if c.sparsity_rule is not None]
 
 
 def is_sparse(pruner: object) -> bool:

@@ -21,12 +21,17 @@ schedule a travel of AUTO_TRAVEL, and the quick preset has 625 steps.
 
 sss is different: its gates take proximal steps with their own constant step size, so its λ
 sets *which* blocks die (those whose loss gradient stays below λ) and the schedule only needs
-enough steps for a gate to travel from 1 to 0; `sparsity_for` keeps the anchor and raises it
-only when the run is too short for that travel.
+enough steps for a gate to travel from 1 to 0; its rule keeps the anchor and raises it only
+when the run is too short for that travel.
+
+Each method with a sparsity term declares its rule (`Pruner.sparsity_rule`: a
+`ScaleTravelRule` or a `GateTravelRule` here, or its own `SparsityRule`); nothing here knows a
+method by name.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,32 +115,86 @@ def lr_sum(images: int, epochs: int, batch_size: int, lr: float = PAPER_LR,
 PAPER_LR_SUM = lr_sum(PAPER_IMAGES, PAPER_EPOCHS, PAPER_BATCH)
 
 
-def paper_sparsity(method: str, family: str) -> float:
-    """The paper's sparsity strength for a method on a model family."""
-    if method == "sss":
-        return SSS_ANCHOR
-    return PAPER_SLIMMING.get(family, PAPER_SLIMMING_DEFAULT)
+@dataclass(frozen=True)
+class Schedule:
+    """The base-training run a sparsity strength is sized to."""
+
+    images: int
+    epochs: int
+    batch_size: int
+    lr: float = PAPER_LR
+    shape: str = "step"
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ArchsearchError(f"cannot size the sparsity for images={self.images}, "
+                                  f"epochs={self.epochs}, batch_size={self.batch_size}")
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.images // self.batch_size) * self.epochs
+
+    @property
+    def lr_sum(self) -> float:
+        return lr_sum(self.images, self.epochs, self.batch_size, self.lr, self.shape)
 
 
-def sparsity_for(method: str, family: str, images: int, epochs: int, batch_size: int,
-                 lr: float = PAPER_LR, gate_lr: float = 0.1, momentum: float = 0.9,
-                 shape: str = "step") -> float:
-    """The sparsity strength sized to a schedule (see the module doc).
+class SparsityRule(abc.ABC):
+    """How a method's sparsity strength is chosen: the paper's value for a model family, and
+    the value sized to a schedule (`auto`). A method declares its rule as the class attribute
+    `sparsity_rule`; `options` names the method's own settings the rule reads."""
 
-    slimming: λ = AUTO_TRAVEL · (1 - momentum) / Σ lr, whatever the family (the paper's
-    family values enter through the paper preset). sss: the anchor, raised when the run has
-    too few steps for a gate to travel SSS_TRAVEL × from 1 to 0 (step gate_lr·λ/(1-momentum)).
-    """
-    if images < 1 or epochs < 1 or batch_size < 1:
-        raise ArchsearchError(f"cannot size the sparsity for images={images}, epochs={epochs}, "
-                              f"batch_size={batch_size}")
-    if method == "sss":
-        anchor = paper_sparsity(method, family)
-        steps = max(1, images // batch_size) * epochs
-        travel = steps * gate_lr * anchor / (1 - momentum)
-        return anchor if travel >= SSS_TRAVEL else float(f"{anchor * SSS_TRAVEL / travel:.3g}")
-    pull = lr_sum(images, epochs, batch_size, lr, shape)
-    return float(f"{AUTO_TRAVEL * (1 - momentum) / pull:.3g}")
+    options: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def paper(self, family: str) -> float:
+        """The paper's strength for a model family."""
+
+    @abc.abstractmethod
+    def auto(self, family: str, schedule: Schedule, **options: float) -> float:
+        """The strength sized to `schedule` (see the module doc)."""
+
+
+class ScaleTravelRule(SparsityRule):
+    """An L1 subgradient on BatchNorm scales (slimming): λ = travel · (1 - momentum) / Σ lr,
+    whatever the family; the paper's value per family."""
+
+    def __init__(self, travel: float = AUTO_TRAVEL, paper: dict[str, float] | None = None,
+                 default: float = PAPER_SLIMMING_DEFAULT, momentum: float = 0.9):
+        self.travel, self.momentum = travel, momentum
+        self.table, self.default = dict(PAPER_SLIMMING if paper is None else paper), default
+
+    def paper(self, family: str) -> float:
+        return self.table.get(family, self.default)
+
+    def auto(self, family: str, schedule: Schedule, **options: float) -> float:
+        return float(f"{self.travel * (1 - self.momentum) / schedule.lr_sum:.3g}")
+
+
+class GateTravelRule(SparsityRule):
+    """Proximal steps on gates with their own step size (sss): the anchor, raised when the run
+    has too few steps for a gate to travel `travel` × from 1 to 0 (step gate_lr·λ/(1-momentum))."""
+
+    options = ("gate_lr", "momentum")
+
+    def __init__(self, anchor: float = SSS_ANCHOR, travel: float = SSS_TRAVEL):
+        self.anchor, self.travel = anchor, travel
+
+    def paper(self, family: str) -> float:
+        return self.anchor
+
+    def auto(self, family: str, schedule: Schedule, gate_lr: float = 0.1,
+             momentum: float = 0.9, **options: float) -> float:
+        moved = schedule.steps * gate_lr * self.anchor / (1 - momentum)
+        if moved >= self.travel:
+            return self.anchor
+        return float(f"{self.anchor * self.travel / moved:.3g}")
+
+
+def sparsity_for(rule: SparsityRule, family: str, images: int, epochs: int, batch_size: int,
+                 lr: float = PAPER_LR, shape: str = "step", **options: float) -> float:
+    """The sparsity strength `rule` sizes to a schedule (see the module doc)."""
+    return rule.auto(family, Schedule(images, epochs, batch_size, lr, shape), **options)
 
 
 def travel(sparsity: float, images: int, epochs: int, batch_size: int,

@@ -17,9 +17,10 @@ from archsearch.genome import Genome
 from archsearch.presets import (
     AUTO_TRAVEL,
     PAPER_LR_SUM,
+    Schedule,
+    SparsityRule,
     get_preset,
     lr_sum,
-    paper_sparsity,
     sparsity_for,
     travel,
 )
@@ -34,6 +35,8 @@ from archsearch.pruners._slimming import MIN_KEEP
 from archsearch.train import TrainConfig
 
 from .test_discover import needs_fmnist
+
+SLIMMING, SSS = SlimmingPruner.sparsity_rule, SSSPruner.sparsity_rule
 
 
 def _plant(pruner: SlimmingPruner, model: torch.nn.Module, fill) -> None:
@@ -169,9 +172,9 @@ def test_auto_sparsity_gives_every_schedule_the_same_travel() -> None:
     # travel = Σ lr · λ / (1 - momentum): the same on a short and on the paper's schedule
     for images, epochs, batch in [(8000, 5, 64), (4000, 3, 64), (50_000, 160, 64),
                                   (59_400, 4, 128)]:
-        lam = sparsity_for("slimming", "vgg", images, epochs, batch)
+        lam = sparsity_for(SLIMMING, "vgg", images, epochs, batch)
         assert travel(lam, images, epochs, batch) == pytest.approx(AUTO_TRAVEL, rel=1e-2)
-        assert lam == sparsity_for("slimming", "resnet_cifar", images, epochs, batch)
+        assert lam == sparsity_for(SLIMMING, "resnet_cifar", images, epochs, batch)
     # the paper's λ has the paper's travel on its own schedule (0.66 ResNet, 6.6 VGG)
     assert travel(1e-5, 50_000, 160, 64) == pytest.approx(0.659, rel=1e-2)
     assert travel(1e-4, 50_000, 160, 64) == pytest.approx(PAPER_LR_SUM * 1e-3, rel=1e-6)
@@ -179,8 +182,37 @@ def test_auto_sparsity_gives_every_schedule_the_same_travel() -> None:
     cfg = TrainConfig(schedule="base", epochs=8)
     assert lr_sum(1000, 8, 64) == pytest.approx(15 * sum(cfg.lr_at(e, 8) for e in range(8)))
     # sss: the anchor, unless too few steps for a gate to travel to zero
-    assert sparsity_for("sss", "resnet_cifar", 50_000, 160, 64) == paper_sparsity("sss", "x")
-    assert sparsity_for("sss", "resnet_cifar", 640, 1, 64) > paper_sparsity("sss", "x")
+    assert sparsity_for(SSS, "resnet_cifar", 50_000, 160, 64) == SSS.paper("x")
+    assert sparsity_for(SSS, "resnet_cifar", 640, 1, 64) > SSS.paper("x")
+
+
+class _HalfTravelRule(SparsityRule):
+    """A toy rule: half slimming's auto λ, a fixed paper value, and one option it reads."""
+
+    options = ("gain",)
+
+    def paper(self, family: str) -> float:
+        return 0.125
+
+    def auto(self, family: str, schedule: Schedule, gain: float = 1.0, **options: float) -> float:
+        return gain * SLIMMING.auto(family, schedule) / 2
+
+
+def test_a_method_brings_its_own_sparsity_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a new method with a sparsity term gets its own rule, not slimming's by default
+    monkeypatch.setattr(SlimmingPruner, "sparsity_rule", _HalfTravelRule())
+    cfg = DiscoverConfig(method="slimming", budget="50%FLOPs", space="vgg11", epochs=2,
+                         subset=640, pruner_options={"gain": 3.0})
+    expected = 3.0 * sparsity_for(SLIMMING, "vgg", 640, 2, 64) / 2
+    assert resolve_sparsity(cfg, "vgg", 640) == pytest.approx(expected)
+    paper = DiscoverConfig(method="slimming", budget="50%FLOPs", space="vgg11", sparsity="paper")
+    assert resolve_sparsity(paper, "vgg", 640) == 0.125
+    # sss's rule reads its own options (the gates' step), slimming's reads none
+    sss = DiscoverConfig(method="sss", budget="50%FLOPs", space="resnet20", epochs=1,
+                         subset=640, pruner_options={"gate_lr": 0.2})
+    assert resolve_sparsity(sss, "resnet_cifar", 640) == sparsity_for(
+        SSS, "resnet_cifar", 640, 1, 64, gate_lr=0.2) < sparsity_for(SSS, "resnet_cifar",
+                                                                    640, 1, 64)
 
 
 def test_paper_preset_resolves_to_the_papers_recipe(tmp_path: Path) -> None:
@@ -211,7 +243,7 @@ def test_default_discover_sizes_lambda_to_its_schedule(space: str, tmp_path: Pat
     p = plan(DiscoverConfig(method="slimming", budget="50%FLOPs", space=space, epochs=1,
                             subset=640, out=str(tmp_path / "other")))
     family = p.bound.space.family
-    expected = sparsity_for("slimming", family, 640, 1, 64)
+    expected = sparsity_for(SLIMMING, family, 640, 1, 64)
     assert genome.provenance["sparsity"] == expected == p.pruner.sparsity
     assert genome.provenance["sparsity_rule"] == "auto" and genome.provenance["preset"] == "quick"
     assert set(result["separation"]) >= {"statistic", "separated"}

@@ -11,6 +11,7 @@ import pytest
 from archsearch.cli import cmd_train
 from archsearch.errors import ArchsearchError
 from archsearch.presets import AUTO_TRAVEL, get_preset, lr_sum, sparsity_for, travel
+from archsearch.pruners import METHOD_CLASSES
 from archsearch.train import TrainConfig, lr_at
 
 
@@ -42,7 +43,8 @@ def test_onecycle_rises_then_falls_and_step_drops_twice():
 
 def test_auto_sparsity_gives_the_preset_schedule_the_auto_travel():
     p = get_preset("cifar")
-    lam = sparsity_for("slimming", "vgg", 49_500, p.epochs, p.batch_size, shape="onecycle")
+    rule = METHOD_CLASSES["slimming"].sparsity_rule
+    lam = sparsity_for(rule, "vgg", 49_500, p.epochs, p.batch_size, shape="onecycle")
     assert travel(lam, 49_500, p.epochs, p.batch_size, shape="onecycle") == pytest.approx(
         AUTO_TRAVEL, rel=1e-2)
     assert lr_sum(49_500, 20, 128, shape="onecycle") < lr_sum(49_500, 20, 128, shape="step")

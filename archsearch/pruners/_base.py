@@ -14,6 +14,7 @@ from archsearch.budget import Budget, parse_budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
+from archsearch.presets import SparsityRule
 from archsearch.pruners._options import Option
 
 
@@ -31,6 +32,8 @@ class Pruner(abc.ABC):
     name: str = ""
     needs_training: bool = True  # whether `genome` depends on trained weights
     OPTIONS: ClassVar[tuple[Option, ...]] = ()  # the settings a user may give
+    # a method with a sparsity term: how its strength is chosen (archsearch.presets)
+    sparsity_rule: ClassVar[SparsityRule | None] = None
 
     def __init__(self, bound: BoundSpace):
         self.bound = bound

@@ -46,6 +46,7 @@ class MagnitudePruner:
     """
 
     name = "magnitude"
+    sparsity_rule = None  # no sparsity term in training (archsearch.presets.SparsityRule)
     OPTIONS: tuple[Option, ...] = (
         Option("scope", "one threshold over all layers (global) or the same density in every "
                "layer (layer)", str, choices=SCOPES), LAYERS_OPTION)

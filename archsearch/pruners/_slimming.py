@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from archsearch.budget import TOLERANCE, Budget, fit_to_budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.presets import paper_sparsity
+from archsearch.presets import ScaleTravelRule, SparsityRule
 from archsearch.pruners._base import Pruner, as_budget, check_nonnegative, top_channels
 from archsearch.pruners._evidence import (
     channel_separation,
@@ -46,6 +47,7 @@ class SlimmingPruner(Pruner):
     """
 
     name = "slimming"
+    sparsity_rule: ClassVar[SparsityRule] = ScaleTravelRule()
     OPTIONS = (Option("include_bn1d", "also threshold the classifier's BatchNorm1d scales",
                       boolean, metavar="BOOL"), MIN_KEEP_OPTION)
 
@@ -53,7 +55,7 @@ class SlimmingPruner(Pruner):
                  include_bn1d: bool = False, min_keep: float = MIN_KEEP):
         super().__init__(bound)
         if sparsity is None:
-            sparsity = paper_sparsity(self.name, bound.space.family)
+            sparsity = self.sparsity_rule.paper(bound.space.family)
         self.sparsity = check_nonnegative(sparsity, "sparsity")
         self.include_bn1d = bool(include_bn1d)
         self.min_keep = check_nonnegative(min_keep, "min_keep")

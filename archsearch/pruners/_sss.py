@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import fx, nn
@@ -13,7 +14,7 @@ from archsearch.budget import TOLERANCE, Budget, fit_to_budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.presets import paper_sparsity
+from archsearch.presets import GateTravelRule, SparsityRule
 from archsearch.pruners._base import Pruner, as_budget, check_nonnegative, check_positive, filter_l1
 from archsearch.pruners._evidence import separation
 from archsearch.pruners._options import Option, number
@@ -63,6 +64,7 @@ class SSSPruner(Pruner):
     """
 
     name = "sss"
+    sparsity_rule: ClassVar[SparsityRule] = GateTravelRule()
     OPTIONS = (Option("gate_lr", "step size of the block gates' proximal updates", number),
                Option("momentum", "momentum of the block gates' updates, in [0, 1)", number))
 
@@ -70,7 +72,7 @@ class SSSPruner(Pruner):
                  momentum: float = 0.9):
         super().__init__(bound)
         if sparsity is None:
-            sparsity = paper_sparsity(self.name, bound.space.family)
+            sparsity = self.sparsity_rule.paper(bound.space.family)
         self.sparsity = check_nonnegative(sparsity, "sparsity")
         self.gate_lr = check_positive(gate_lr, "gate_lr")
         self.momentum = check_nonnegative(momentum, "momentum")
