@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 FORMAT, VERSION = "archsearch.latency", 1
 Progress = Callable[[int, int, str], None]  # (done, total, what is being timed)
+# Before a table is timed the device runs the base network this long (wall seconds): timed
+# from a cold process, the first space's table came out ~20% fast against its own networks
+# measured later in the run (bench/results/latency_model.md).
+WARMUP_S = 1.0
 PASSES, PASS_REPEATS = 3, 5  # each point timed in 3 passes apart in time, the fastest kept
 _ENVIRONMENT = ("device", "device_name", "threads", "batch")  # refused when they differ
 _SOFTWARE = ("format", "version", "torch", "space", "fingerprint", "input_shape", "grid")
@@ -65,6 +69,7 @@ class LatencySettings:
     progress: Progress | None = field(default=None, compare=False, repr=False)
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
     cache: str | None = field(default=None, compare=False)
+    warmup_s: float = field(default=WARMUP_S, compare=False)
 
     def __post_init__(self) -> None:
         for name, low in (("threads", 1), ("batch", 1), ("grid", 2)):
@@ -215,6 +220,7 @@ def build_table(bound: BoundSpace, settings: LatencySettings) -> dict[str, Any]:
               for j in range(len(by_key[k].grid_out))]
     best = {p: float("inf") for p in points}
     with on_device(settings) as sync, torch.inference_mode():
+        warm_up(bound, settings, sync)
         for n, (p, key_i_j) in enumerate(
                 (p, q) for p in range(PASSES) for q in points):  # passes apart in time
             spec = by_key[key_i_j[0]]
@@ -237,6 +243,18 @@ def build_table(bound: BoundSpace, settings: LatencySettings) -> dict[str, Any]:
     doc["build_s"] = round(time.perf_counter() - start, 3)
     doc["clock"] = getattr(settings.clock, "__name__", type(settings.clock).__name__)
     return doc
+
+
+def warm_up(bound: BoundSpace, settings: LatencySettings, sync: Callable[[], None]) -> None:
+    """Run the base network for `settings.warmup_s` wall seconds (nothing is timed)."""
+    if settings.warmup_s <= 0:
+        return
+    model = bound.base_model().to(settings.device).eval()
+    x = torch.randn(settings.batch, *bound.info.input_shape, device=settings.device)
+    end = time.perf_counter() + settings.warmup_s
+    while time.perf_counter() < end:
+        model(x)
+        sync()
 
 
 def read_table(path: Path, bound: BoundSpace, settings: LatencySettings
