@@ -73,7 +73,7 @@ def leg(space: str, variant: str, seed: int, splits, args, root: Path) -> dict[s
                       eval_split="test", train_subset=args.subset, fast=args.fast, **recipe)
     start = time.perf_counter()
     result = train(model, splits, cfg, genome=bound.base_genome(),
-                   run_dir=root / f"{space}-{variant}-s{seed}", resume=True, progress=False)
+                   run_dir=root / f"{space}-{variant}-e{epochs}-s{seed}", resume=True, progress=False)
     return {"space": space, "variant": variant, "seed": seed, "epochs": epochs,
             "recipe": recipe, "batch_size": preset.batch_size,
             "test_acc": result.history[-1]["eval_acc"],
@@ -106,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.runs)
     ledger = Ledger(root)
     splits = load_data("cifar10", root=args.data_root, val_fraction=0.0)
+    epochs = args.epochs or get_preset("cifar").epochs
     for space in args.spaces.split(","):
         for variant in args.variants.split(","):
             for seed in range(args.seeds):
-                key = f"{space}/{variant}/s{seed}"
+                key = f"{space}/{variant}/e{epochs}/s{seed}"
                 if ledger.get(key) is None:
                     log(f"{key}: training")
                     ledger.put(key, leg(space, variant, seed, splits, args, root))
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     prev = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(
         ".json").exists() else {"legs": []}
-    legs = {f"{r['space']}/{r['variant']}/s{r['seed']}": r for r in prev["legs"]}
+    legs = {f"{r['space']}/{r['variant']}/e{r['epochs']}/s{r['seed']}": r for r in prev["legs"]}
     legs.update(ledger.legs)
     doc = {"argv": argv if argv is not None else sys.argv[1:], "machine": machine(),
            "legs": list(legs.values())}
