@@ -73,7 +73,8 @@ def leg(space: str, variant: str, seed: int, splits, args, root: Path) -> dict[s
                       eval_split="test", train_subset=args.subset, fast=args.fast, **recipe)
     start = time.perf_counter()
     result = train(model, splits, cfg, genome=bound.base_genome(),
-                   run_dir=root / f"{space}-{variant}-e{epochs}-s{seed}", resume=True, progress=False)
+                   run_dir=root / f"{space}-{variant}-e{epochs}-s{seed}", resume=True,
+                   progress=False)
     return {"space": space, "variant": variant, "seed": seed, "epochs": epochs,
             "recipe": recipe, "batch_size": preset.batch_size,
             "test_acc": result.history[-1]["eval_acc"],
