@@ -62,9 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def leg(space: str, variant: str, seed: int, splits, args, root: Path) -> dict[str, Any]:
+def leg(space: str, variant: str, seed: int, epochs: int, splits, args, root: Path
+        ) -> dict[str, Any]:
     preset = get_preset("cifar")
-    epochs = args.epochs or preset.epochs
     recipe = {**preset.train, **VARIANTS[variant]}
     bound = bind(space, "cifar10")
     seed_everything(seed)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{space}/{variant}/e{epochs}/s{seed}"
                 if ledger.get(key) is None:
                     log(f"{key}: training")
-                    ledger.put(key, leg(space, variant, seed, splits, args, root))
+                    ledger.put(key, leg(space, variant, seed, epochs, splits, args, root))
                 log(f"{key}: {ledger.get(key)['test_acc']:.4f}")
     out = Path(args.out)
     prev = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(
