@@ -159,13 +159,11 @@ class ScaleTravelRule(SparsityRule):
     """An L1 subgradient on BatchNorm scales (slimming): λ = travel · (1 - momentum) / Σ lr,
     whatever the family; the paper's value per family."""
 
-    def __init__(self, travel: float = AUTO_TRAVEL, paper: dict[str, float] | None = None,
-                 default: float = PAPER_SLIMMING_DEFAULT, momentum: float = 0.9):
+    def __init__(self, travel: float = AUTO_TRAVEL, momentum: float = 0.9):
         self.travel, self.momentum = travel, momentum
-        self.table, self.default = dict(PAPER_SLIMMING if paper is None else paper), default
 
     def paper(self, family: str) -> float:
-        return self.table.get(family, self.default)
+        return PAPER_SLIMMING.get(family, PAPER_SLIMMING_DEFAULT)
 
     def auto(self, family: str, schedule: Schedule, **options: float) -> float:
         return float(f"{self.travel * (1 - self.momentum) / schedule.lr_sum:.3g}")
