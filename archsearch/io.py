@@ -1,7 +1,10 @@
-"""Atomic writes: a temp file in the same folder, fsync, then rename over the target."""
+"""Atomic writes (a temp file in the same folder, fsync, then rename over the target) and
+the one inter-process file lock (`file_lock`)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -9,7 +12,7 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +46,20 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created, with its folder, if missing) for the
+    block: the one lock between processes sharing a run folder."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cache_dir() -> Path:

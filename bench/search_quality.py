@@ -46,7 +46,6 @@ bench/results/search_quality_cifar10.{json,md}, the budgets not yet complete nam
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import sys
 import time
@@ -81,6 +80,7 @@ from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.data import load_data
 from archsearch.genome import Genome
+from archsearch.io import file_lock
 from archsearch.search import (
     Search,
     SearchConfig,
@@ -432,8 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(args.runs).mkdir(parents=True, exist_ok=True)
-    with open(Path(args.runs) / "results.lock", "a+") as fh:  # parallel runs merge in turn
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with file_lock(Path(args.runs) / "results.lock"):  # parallel runs merge in turn
         write_results(out, merged(out, doc), markdown)
     log(f"wrote {out.with_suffix('.md')} ({doc['wall_s'] / 60:.1f} min)")
     return 0

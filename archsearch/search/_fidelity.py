@@ -186,23 +186,17 @@ def cheap_evaluator(config: Any, splits: Any) -> Callable[..., float]:
 def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
     """A base trained (or its training resumed) in `run_dir`, once for all workers; the path
     of its checkpoint."""
-    import fcntl
-
+    from archsearch.io import file_lock
     from archsearch.train import TrainConfig, seed_everything, train
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            if not (run_dir / "result.json").exists():
-                seed_everything(config.seed)
-                model = config.bound().base_model()
-                cfg = TrainConfig(schedule="base", epochs=config.base_epochs,
-                                  train_subset=config.base_subset, eval_split="val",
-                                  batch_size=config.batch_size, seed=config.seed)
-                train(model, splits, cfg, run_dir=run_dir, resume=True, progress=False)
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(run_dir / "train.lock"):
+        if not (run_dir / "result.json").exists():
+            seed_everything(config.seed)
+            model = config.bound().base_model()
+            cfg = TrainConfig(schedule="base", epochs=config.base_epochs,
+                              train_subset=config.base_subset, eval_split="val",
+                              batch_size=config.batch_size, seed=config.seed)
+            train(model, splits, cfg, run_dir=run_dir, resume=True, progress=False)
     return run_dir / "checkpoint.pt"
 
 

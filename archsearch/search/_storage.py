@@ -10,7 +10,6 @@ failed, then re-queued with the same parameters.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ArchsearchError
+from archsearch.io import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +194,8 @@ def claim_lock(run_dir: Path, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    path = Path(run_dir) / "claim.lock"
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(run_dir) / "claim.lock"):
+        yield
 
 
 # -- bookkeeping -------------------------------------------------------------------------

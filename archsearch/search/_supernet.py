@@ -19,7 +19,6 @@ most once per run folder, also with several workers (a file lock).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,7 +33,7 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.graph import Segment
-from archsearch.io import atomic_torch_save
+from archsearch.io import atomic_torch_save, file_lock
 from archsearch.search._evaluators import BNScorer, Scoring
 from archsearch.train import lr_at
 
@@ -311,15 +310,10 @@ def supernet_for(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
     """The run folder's supernet: trained (or its training resumed) by the first worker to
     get here, loaded by the others."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "supernet.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            return train_supernet(bound, splits, schedule, run_dir / FILE, on_epoch=lambda r:
-                                  log.info("supernet epoch %d/%d: loss %.4f", r["epoch"],
-                                           r["epochs"], r["loss"]))
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(run_dir / "supernet.lock"):
+        return train_supernet(bound, splits, schedule, run_dir / FILE, on_epoch=lambda r:
+                              log.info("supernet epoch %d/%d: loss %.4f", r["epoch"],
+                                       r["epochs"], r["loss"]))
 
 
 class SupernetEvaluator:
