@@ -29,9 +29,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import GraphError
-from archsearch.graph import ChannelGraph, LayerCall
-from archsearch.graph._attention import ATTENTION_TYPES, count_attention
-from archsearch.graph._window import window_rules
+from archsearch.graph import ATTENTION_TYPES, ChannelGraph, LayerCall, count_attention, window_rules
 
 COSTED_KINDS = ("conv", "linear", "bn", "ln", "avgpool", "adaptive_avgpool", "attn_in",
                 "attn_out")

@@ -35,8 +35,7 @@ from archsearch.pipeline import (
     save_sparse_checkpoint,
     train_base,
 )
-from archsearch.pruners import plot_scales, scale_cuts, scale_distribution
-from archsearch.pruners._evidence import warning_line
+from archsearch.pruners import plot_scales, scale_cuts, scale_distribution, warning_line
 
 if TYPE_CHECKING:
     from archsearch.train import TrainProgress

@@ -23,7 +23,7 @@ from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.pipeline import Plan, derive, load_base, plain, train_base, train_config
-from archsearch.pruners._evidence import warning_line
+from archsearch.pruners import warning_line
 
 if TYPE_CHECKING:
     from archsearch.train import TrainProgress

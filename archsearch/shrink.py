@@ -19,8 +19,7 @@ from torch import fx, nn
 
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.graph import ChannelGraph, LayerCall, Segment, symbolic_trace
-from archsearch.graph._attention import slice_attention
+from archsearch.graph import ChannelGraph, LayerCall, Segment, slice_attention, symbolic_trace
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor]
 

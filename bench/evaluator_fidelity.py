@@ -67,12 +67,13 @@ from archsearch.search import (
     Parameterisation,
     ProxyEvaluator,
     ProxySchedule,
+    Scoring,
     SupernetEvaluator,
     SupernetSchedule,
+    load_base,
+    stage_ratios,
+    train_supernet,
 )
-from archsearch.search._evaluators import Scoring, load_base
-from archsearch.search._space import stage_ratios
-from archsearch.search._supernet import train_supernet
 from archsearch.train import TrainConfig, evaluate, seed_everything, train
 
 RESULTS = Path(__file__).resolve().parent / "results"

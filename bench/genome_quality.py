@@ -52,8 +52,7 @@ from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.presets import get_preset
 from archsearch.pruners import PRUNERS
-from archsearch.train import TrainConfig, evaluate, seed_everything, train
-from archsearch.train._device import cpu_has_fast_bf16
+from archsearch.train import TrainConfig, cpu_has_fast_bf16, evaluate, seed_everything, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"

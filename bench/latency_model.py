@@ -87,7 +87,7 @@ def random_genomes(bound, settings, count: int, rng: random.Random):
 
 def floor_share(bound, settings) -> float:
     """The narrowest genome's predicted latency as a share of the base's."""
-    from archsearch.latency._layers import narrowest
+    from archsearch.latency import narrowest
 
     return bound.cost_at(narrowest(bound), None, "latency", settings) / bound.base_in(
         "latency", settings)

@@ -87,12 +87,12 @@ from archsearch.search import (
     best_trials,
     evaluators_for,
     fidelity_costs,
+    fidelity_of,
     open_run,
     screen_setup_cost,
+    trial_genome,
 )
 from archsearch.search import write_results as write_search_results
-from archsearch.search._fidelity import fidelity_of
-from archsearch.search._results import trial_genome
 
 BASELINES = ("uniform", "slimming")
 # the search as shipped: no override of SearchConfig's defaults

@@ -33,8 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from archsearch.build import bind
 from archsearch.data import ImageSet, Splits, load_data
 from archsearch.io import atomic_write_json, atomic_write_text
-from archsearch.train import TrainConfig, seed_everything, train
-from archsearch.train._device import cpu_has_fast_bf16
+from archsearch.train import TrainConfig, cpu_has_fast_bf16, seed_everything, train
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -279,7 +279,7 @@ def profile_section(args: argparse.Namespace) -> dict:
 # ---- results ------------------------------------------------------------------------------
 
 def machine() -> dict:
-    from archsearch.train._device import cpu_has_fast_bf16
+    from archsearch.train import cpu_has_fast_bf16
 
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from archsearch.io import atomic_write_json, atomic_write_text
-from archsearch.train._device import tune_cpu_allocator
+from archsearch.train import tune_cpu_allocator
 from archsearch.train._fastbn import NARROW, folded_batch_norm
 
 RESULTS = Path(__file__).parent / "results"

@@ -25,8 +25,7 @@ from archsearch.cli._progress import progress_bar
 from archsearch.cli.cmd_discover import subset
 from archsearch.errors import ArchsearchError
 from archsearch.presets import PRESETS
-from archsearch.train import LR_SCHEDULES, SCHEDULES, TrainConfig
-from archsearch.train._config import AMP_MODES
+from archsearch.train import AMP_MODES, LR_SCHEDULES, SCHEDULES, TrainConfig
 
 FIELD_HELP = {
     "schedule": "the training recipe (see above)",

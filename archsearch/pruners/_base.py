@@ -140,7 +140,7 @@ def producer_rows(model: nn.Module, graph: Any, producer: str, group: str) -> to
     weight = getattr(mod, "weight", None)
     if isinstance(weight, torch.Tensor):
         return weight
-    from archsearch.graph._window import is_window_attention, projections
+    from archsearch.graph import is_window_attention, projections
 
     if is_window_attention(mod):
         qkv, proj = (layer.weight for layer in projections(mod))

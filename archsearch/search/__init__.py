@@ -13,8 +13,8 @@ only because archsearch/cli, tests or benches still import them from here; they 
 from __future__ import annotations
 
 from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
-from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator
-from archsearch.search._fidelity import FIDELITIES, evaluators_for
+from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator, Scoring, load_base
+from archsearch.search._fidelity import FIDELITIES, evaluators_for, fidelity_of
 from archsearch.search._fidelity import screen_setup_cost as screen_setup_cost
 from archsearch.search._plots import fidelity_points as fidelity_points
 from archsearch.search._plots import write_plots
@@ -25,6 +25,7 @@ from archsearch.search._results import (
     leaderboard,
     open_run,
     summary,
+    trial_genome,
     write_results,
 )
 from archsearch.search._results import (
@@ -57,15 +58,13 @@ from archsearch.search._space import (
 )
 from archsearch.search._space import (
     Parameterisation,
+    stage_ratios,
 )
 from archsearch.search._space import (
     group_ratios as group_ratios,
 )
 from archsearch.search._space import (
     map_stages as map_stages,
-)
-from archsearch.search._space import (
-    stage_ratios as stage_ratios,
 )
 from archsearch.search._sparse_search import SparseSearch, open_search
 from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
@@ -77,15 +76,13 @@ from archsearch.search._supernet import (
 from archsearch.search._supernet import (
     SupernetEvaluator,
     SupernetSchedule,
+    train_supernet,
 )
 from archsearch.search._supernet import (
     supernet_cost as supernet_cost,
 )
 from archsearch.search._supernet import (
     supernet_for as supernet_for,
-)
-from archsearch.search._supernet import (
-    train_supernet as train_supernet,
 )
 
 __all__ = [
@@ -100,6 +97,7 @@ __all__ = [
     "ProxySchedule",
     "Search",
     "SearchConfig",
+    "Scoring",
     "SearchRun",
     "SparseParameterisation",
     "SparseProxyEvaluator",
@@ -109,10 +107,15 @@ __all__ = [
     "best_trials",
     "evaluators_for",
     "export_genomes",
+    "fidelity_of",
     "leaderboard",
+    "load_base",
     "open_run",
     "open_search",
+    "stage_ratios",
     "summary",
+    "train_supernet",
+    "trial_genome",
     "write_plots",
     "write_results",
 ]

@@ -109,7 +109,7 @@ class BNScorer:
     on a fixed set of validation images: the scoring shared by the cheap evaluators."""
 
     def __init__(self, splits: Any, scoring: Scoring) -> None:
-        from archsearch.train._device import resolve_device
+        from archsearch.train import resolve_device
 
         if len(splits.val) == 0:
             raise ArchsearchError("no validation split to score on")

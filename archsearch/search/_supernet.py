@@ -218,7 +218,7 @@ def train_supernet(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
                    path: str | Path | None = None,
                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Supernet:
     """Train a supernet (resuming from the checkpoint at `path` if there is one)."""
-    from archsearch.train._device import Augment, resolve_device
+    from archsearch.train import Augment, resolve_device
 
     device = resolve_device(schedule.device)
     torch.manual_seed(schedule.seed)

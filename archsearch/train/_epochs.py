@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from archsearch.data._folder import FolderSet
-from archsearch.data._loaders import ImageSet, Splits
+from archsearch.data import FolderSet, ImageSet, Splits
 from archsearch.errors import ArchsearchError
 from archsearch.train._config import TrainConfig
 from archsearch.train._device import Augment

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archsearch.data._folder import FolderSet
-from archsearch.data._loaders import ImageSet, Splits
+from archsearch.data import FolderSet, ImageSet, Splits
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.train._config import TrainConfig
