@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from archsearch.graph._state import Call, Seg, TraceState, node_shape
+from archsearch.graph._state import LayerCall, Seg, TraceState, node_shape
 from archsearch.graph._window import (
     is_window_attention,
     projections,
@@ -100,10 +100,10 @@ class AttentionOps:
                          "attn_out")
             for a, b in ((first.inputs, ins), (first.outputs, inner), (later.outputs, out)):
                 self.st.unite_segs(a, b)
-        call_in = Call(node.target, "attn_in", node.name, ins, inner, tokens, 1.0, bias=bias[0],
-                       module_type=type(mod))
-        call_out = Call(node.target, "attn_out", node.name, inner, out, tokens, float(window),
-                        bias=bias[1], module_type=type(mod), extra=extra)
+        call_in = LayerCall(node.target, "attn_in", node.name, ins, inner, tokens, 1.0,
+                            bias=bias[0], module_type=type(mod))
+        call_out = LayerCall(node.target, "attn_out", node.name, inner, out, tokens,
+                             float(window), bias=bias[1], module_type=type(mod), extra=extra)
         self.st.first_call.setdefault(node.target, call_in)
         self.st.calls.extend([call_in, call_out])
         return out

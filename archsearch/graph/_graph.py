@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import torch
 from torch import fx, nn
 
-from archsearch.graph._state import Call, Seg
+from archsearch.graph._state import LayerCall, Seg
 from archsearch.graph._trace import ADDS, ChannelTracer, trace
 
 
@@ -45,26 +45,6 @@ class Block:
     skip: str  # fx node name of the identity input
     branch: str  # fx node name of the branch output
     modules: tuple[str, ...]  # parametrised modules inside the branch
-
-
-@dataclass(frozen=True)
-class LayerCall:
-    """One call of a costed module, with its channels described by group segments."""
-
-    module: str
-    kind: str
-    inputs: tuple[Segment, ...]
-    outputs: tuple[Segment, ...]
-    spatial: int
-    kernel: float
-    depthwise: bool
-    groups: int
-    bias: bool
-    affine: bool
-    blocks: tuple[str, ...]  # removable blocks containing this call
-    module_type: type = nn.Module
-    axis: int = 0  # param: the parameter's dimension that holds the channels
-    extra: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # attn_out: see Call
 
 
 class ChannelGraph:
@@ -221,10 +201,9 @@ class ChannelGraph:
                 f"{len(self.blocks)} removable blocks)")
 
 
-def _layer_call(c: Call, ins: tuple[Segment, ...], outs: tuple[Segment, ...],
+def _layer_call(c: LayerCall, ins: tuple[Segment, ...], outs: tuple[Segment, ...],
                 blocks: tuple[str, ...]) -> LayerCall:
-    return LayerCall(c.module, c.kind, ins, outs, c.spatial, c.kernel, c.depthwise, c.groups,
-                     c.bias, c.affine, blocks, c.module_type, c.axis, c.extra)
+    return replace(c, inputs=ins, outputs=outs, blocks=blocks)
 
 
 def _group_name(producers: list[str], used: set[str]) -> str:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from archsearch.graph._state import Call, Seg, TraceState, node_shape
+from archsearch.graph._state import LayerCall, Seg, TraceState, node_shape
 
 # channel-agnostic modules: the channels may sit on any axis
 ANY_AXIS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish,
@@ -132,7 +132,7 @@ class LayoutOps:
                 self.st.fix(segs)
                 self.st.fix(first.inputs)
             return
-        call = Call(attr.target, "param", attr.name, segs, segs, 0, 0, axis=axis)
+        call = LayerCall(attr.target, "param", attr.name, segs, segs, 0, 0, axis=axis)
         self.st.first_call[attr.target] = call
         self.st.calls.append(call)
 
@@ -179,7 +179,7 @@ class LayoutOps:
                 or len(b) < 3 or b[:2] != a[:2] or len(dims) != len(b)):
             return self._opaque(node)
         if isinstance(dims[1], int) and dims[1] != -1:  # a constant: shrink rewrites it
-            self.st.calls.append(Call(node.name, "reshape", node.name, segs, segs, 0, 0))
+            self.st.calls.append(LayerCall(node.name, "reshape", node.name, segs, segs, 0, 0))
         elif not isinstance(dims[1], fx.Node) and dims[1] != -1:
             return self._opaque(node)
         return segs

@@ -16,14 +16,19 @@ Seg = tuple[int, int, int]
 
 
 @dataclass
-class Call:
-    """One call of a leaf module that the cost model and `shrink` need to know about."""
+class LayerCall:
+    """One call of a leaf module that the cost model and `shrink` need to know about.
+
+    The one record of a call, in two stages: the trace builds it with `inputs`/`outputs` as
+    channel-variable segments (`Seg`, rewritten while groups are refined) and no `blocks`;
+    the `ChannelGraph` then holds a copy whose segments are its named group `Segment`s and
+    whose `blocks` are the removable blocks containing the call."""
 
     module: str
     kind: str  # conv | linear | bn | ln | avgpool | adaptive_avgpool | attn_in | attn_out | ...
     node: str
-    inputs: list[Seg]
-    outputs: list[Seg]
+    inputs: Any  # list[Seg] while tracing; tuple[Segment, ...] in a ChannelGraph
+    outputs: Any
     spatial: int  # output H*W (1 for 2D outputs)
     kernel: float  # conv: kh*kw; adaptive pool: in area / out area; attn_out: keys per query
     depthwise: bool = False  # per-group conv, in = out channels (depthwise or whole groups)
@@ -35,6 +40,7 @@ class Call:
     # attn_out: (MACs per inner channel, MACs, params per inner channel, params) besides the
     # projections and the two matmuls (relative-position tables, Swin V2's bias MLP)
     extra: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    blocks: tuple[str, ...] = ()  # in a ChannelGraph: the removable blocks containing it
 
 
 @dataclass
@@ -45,8 +51,8 @@ class TraceState:
     producer: dict[int, list[str]] = field(default_factory=dict)
     resolution: dict[int, int] = field(default_factory=dict)
     segs: dict[str, list[Seg] | None] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    first_call: dict[str, Call] = field(default_factory=dict)
+    calls: list[LayerCall] = field(default_factory=list)
+    first_call: dict[str, LayerCall] = field(default_factory=dict)
     leaves: dict[str, type] = field(default_factory=dict)  # every leaf module called
     unit: dict[int, int] = field(default_factory=dict)  # root -> channels pruned as one block
     cdim: dict[str, int] = field(default_factory=dict)  # node -> its channel axis (default 1)

@@ -22,7 +22,7 @@ from archsearch.graph._attention import ATTENTION_TYPES, AttentionOps
 from archsearch.graph._fx import RUNTIME_MODE_LEAVES, propagate_shapes, symbolic_trace
 from archsearch.graph._layout import ANY_AXIS_MODULES, PERMUTES, SPATIAL_FUNCTIONS, LayoutOps
 from archsearch.graph._shuffle import CHUNKS, VIEWS, ShuffleOps
-from archsearch.graph._state import Call, Seg, TraceState, node_shape
+from archsearch.graph._state import LayerCall, Seg, TraceState, node_shape
 from archsearch.graph._window import is_window_attention
 
 PASSTHROUGH_MODULES = (
@@ -280,7 +280,7 @@ class ChannelTracer(LayoutOps, AttentionOps, ShuffleOps):
             kernel = 1.0
             for i, o in zip(in_shape[2:], shape[2:], strict=True):
                 kernel *= i / o
-        call = Call(node.target, kind, node.name, inputs, outputs, spatial, kernel,
+        call = LayerCall(node.target, kind, node.name, inputs, outputs, spatial, kernel,
                     module_type=type(mod), **flags)
         first = self.st.first_call.get(node.target)
         if first is not None and kind in ("conv", "linear", "bn", "ln"):

@@ -14,7 +14,7 @@ each of that MLP's linear layers counted as thop counts a linear layer (in × ou
 once per forward pass. Params are every parameter of the module: the projections, the
 relative-position table (V1, MaxViT) or the logit scale and bias MLP (V2). What scales with
 the heads besides the projections (tables, the MLP's last layer) and what does not (its
-other layers) is `Call.extra` of the `attn_out` call.
+other layers) is `LayerCall.extra` of the `attn_out` call.
 """
 
 from __future__ import annotations
