@@ -18,9 +18,7 @@ pruners (`archsearch.pruners`), the trainer (`archsearch.train`) and the search
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -30,7 +28,7 @@ _EXPORTS = {
     "list_spaces": "archsearch.spaces", "bind": "archsearch.build",
     "BoundSpace": "archsearch.build", "Genome": "archsearch.genome",
     "Budget": "archsearch.budget", "parse_budget": "archsearch.budget",
-    "fit_to_budget": "archsearch.budget", "shrink": "archsearch.shrink",
+    "fit_to_budget": "archsearch.budget", "shrink": "archsearch._shrink",
     "Cost": "archsearch.cost", "CostModel": "archsearch.cost",
     "genome_cost": "archsearch.build", "Pruning": "archsearch.pruning",
 }
@@ -39,12 +37,12 @@ __all__ = ["Budget", "BoundSpace", "Cost", "CostModel", "Genome", "Pruning", "Sp
            "parse_budget", "shrink"]
 
 if TYPE_CHECKING:
+    from archsearch._shrink import shrink
     from archsearch.budget import Budget, fit_to_budget, parse_budget
     from archsearch.build import BoundSpace, bind, genome_cost
     from archsearch.cost import Cost, CostModel
     from archsearch.genome import Genome
     from archsearch.pruning import Pruning
-    from archsearch.shrink import shrink
     from archsearch.spaces import Space, list_spaces, load_space
 
 
@@ -58,19 +56,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-class _Package(ModuleType):
-    """Keeps a concept exported under its own module's name (`shrink`, in archsearch.shrink)
-    the concept: the first import of that module would rebind `archsearch.shrink` to the
-    module, and `from archsearch import shrink` would then give a module, not the function.
-    The module's own names import from it as usual (`from archsearch.shrink import ...`)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and _EXPORTS.get(name) == value.__name__ == \
-                f"{__name__}.{name}":
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch._shrink import Keep, shrink
 from archsearch.budget import Budget, fit_to_budget
 from archsearch.cost import Cost, CostModel
 from archsearch.data import DatasetInfo, dataset_info
@@ -20,7 +21,6 @@ from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
 from archsearch.metrics import MACS, PARAMS, Pricer, get_metric
 from archsearch.models import init_weights
-from archsearch.shrink import Keep, shrink
 from archsearch.spaces import Space, load_space
 
 

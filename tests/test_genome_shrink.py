@@ -10,11 +10,11 @@ import torch
 import torchvision
 from torch import nn
 
+from archsearch import shrink
 from archsearch.build import bind
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
-from archsearch.shrink import shrink
 
 from .test_cost_budget import random_genome
 

@@ -1,4 +1,4 @@
-"""The import directions stay one way: the core (graph, genome, cost, budget, shrink, build,
+"""The import directions stay one way: the core (graph, genome, cost, budget, _shrink, build,
 spaces, io, errors, viz) imports nothing from the layers above it, and only the CLI imports
 the CLI. An `ast` walk over every module, imports inside functions included."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import archsearch
 
 ROOT = Path(archsearch.__file__).parent
-CORE = ("graph", "genome", "cost", "budget", "shrink", "build", "spaces", "io", "errors", "viz")
+CORE = ("graph", "genome", "cost", "budget", "_shrink", "build", "spaces", "io", "errors", "viz")
 ABOVE_CORE = ("cli", "train", "search", "pruners", "pipeline", "discover", "rethink",
               "unstructured", "presets")
 
@@ -71,17 +71,17 @@ def test_the_walk_sees_imports_inside_functions_and_relative_ones():
     assert _imports(source, "archsearch.train") == {
         "archsearch.cli._common", "archsearch.cli._common.console", "archsearch.train",
         "archsearch.train.discover", "archsearch.models", "archsearch.models._cifar"}
-    tree = {"archsearch.shrink": {"archsearch.models._cifar"},
+    tree = {"archsearch._shrink": {"archsearch.models._cifar"},
             "archsearch.train._loop": {"archsearch.cli._common"},
             "archsearch.build": {"archsearch.models", "archsearch.genome"}}
     assert _violations(tree) == [
-        "core archsearch.shrink imports archsearch.models._cifar",
+        "core archsearch._shrink imports archsearch.models._cifar",
         "archsearch.train._loop imports the CLI (archsearch.cli._common)"]
 
 
 def test_every_module_was_walked():
     modules = _modules()
-    assert {"archsearch.shrink", "archsearch.build", "archsearch.train._loop",
+    assert {"archsearch._shrink", "archsearch.build", "archsearch.train._loop",
             "archsearch.pipeline", "archsearch.cli.cmd_train"} <= set(modules)
     assert "archsearch.models._cifar" in modules["archsearch.models"]
 

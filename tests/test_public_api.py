@@ -12,7 +12,7 @@ import pytest
 import archsearch
 
 CORE = {"Space": "spaces", "load_space": "spaces", "bind": "build", "Genome": "genome",
-        "parse_budget": "budget", "fit_to_budget": "budget", "shrink": "shrink",
+        "parse_budget": "budget", "fit_to_budget": "budget", "shrink": "_shrink",
         "Cost": "cost", "genome_cost": "build"}
 HELPERS = {"archsearch.search": {"tally": "_storage", "trial_row": "_results",
                                  "check_subset": "_evaluate", "kendall_tau": "_plots",
@@ -44,19 +44,22 @@ def test_helpers_are_not_exported_but_live_in_their_modules(package):
         assert hasattr(importlib.import_module(f"{package}.{private}"), name), name
 
 
-@pytest.mark.parametrize("first", ["import archsearch.shrink", "from archsearch import shrink",
+@pytest.mark.parametrize("first", ["import archsearch._shrink", "from archsearch import shrink",
                                    "from archsearch import bind; bind('resnet20', 'synthetic')"])
 def test_shrink_stays_the_function_whichever_import_comes_first(first):
-    """`archsearch.shrink` is also a module: its first import must not turn the exported
-    function into the module (a fresh interpreter per order)."""
+    """The function `shrink` lives in the private module `archsearch._shrink`, so no import
+    order can rebind `archsearch.shrink` to a module, and the package is a plain module (no
+    import-time class swap). A fresh interpreter per order."""
     code = (f"{first}\n"
-            "import archsearch, archsearch.shrink as mod, sys\n"
+            "import archsearch, sys, types\n"
             "from archsearch import shrink\n"
-            "from archsearch.shrink import channel_indices\n"
-            "assert shrink is archsearch.shrink is sys.modules['archsearch.shrink'].shrink\n"
+            "from archsearch._shrink import channel_indices\n"
+            "assert shrink is archsearch.shrink is sys.modules['archsearch._shrink'].shrink\n"
+            "assert type(sys.modules['archsearch']) is types.ModuleType\n"
+            "assert 'archsearch.shrink' not in sys.modules\n"
             "assert callable(shrink) and callable(channel_indices)\n"
             "print(shrink.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "archsearch.shrink"
+    assert out.stdout.strip() == "archsearch._shrink"

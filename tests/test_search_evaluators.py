@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from archsearch import shrink
 from archsearch.budget import parse_budget
 from archsearch.build import bind
 from archsearch.data import load_data
@@ -21,7 +22,6 @@ from archsearch.search._supernet import (
     supernet_for,
     train_supernet,
 )
-from archsearch.shrink import shrink
 
 TINY = {"tinyres": '[model]\nfamily = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]\n',
         "tinyvgg": '[model]\nfamily = "vgg"\ncfg = [8, "M", 16, "M", 32, 32]\n'}

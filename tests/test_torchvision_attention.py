@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from archsearch import shrink
 from archsearch.cost import Cost, CostModel, thop_cost
 from archsearch.errors import GraphError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph, SlicedMultiheadAttention, SlicedWindowAttention
-from archsearch.shrink import shrink
 
 SIZE = (3, 16, 16)
 

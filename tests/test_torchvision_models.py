@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from archsearch import shrink
 from archsearch.build import bind
 from archsearch.cost import CostModel, thop_cost
 from archsearch.errors import GraphError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
-from archsearch.shrink import shrink
 
 
 def _space(tmp_path, name: str, body: str):

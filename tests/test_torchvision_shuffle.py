@@ -10,10 +10,10 @@ import random
 import torch
 import torchvision
 
+from archsearch._shrink import channel_indices, shrink
 from archsearch.cost import CostModel, thop_cost
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
-from archsearch.shrink import channel_indices, shrink
 
 SIZE = (3, 32, 32)
 

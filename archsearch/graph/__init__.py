@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from archsearch.graph._attention import (
-    ATTENTION_TYPES,
-    SlicedMultiheadAttention,
-    count_attention,
-    slice_attention,
-)
+from archsearch.graph._attention import ATTENTION_TYPES as ATTENTION_TYPES
+from archsearch.graph._attention import SlicedMultiheadAttention
+from archsearch.graph._attention import count_attention as count_attention
+from archsearch.graph._attention import slice_attention as slice_attention
 from archsearch.graph._fx import symbolic_trace
 from archsearch.graph._graph import Block, ChannelGraph, ChannelGroup, LayerCall, Segment
-from archsearch.graph._window import (
-    SlicedWindowAttention,
-    is_window_attention,
-    projections,
-    window_rules,
-)
+from archsearch.graph._window import SlicedWindowAttention
+from archsearch.graph._window import is_window_attention as is_window_attention
+from archsearch.graph._window import projections as projections
+from archsearch.graph._window import window_rules as window_rules
 
-__all__ = ["ATTENTION_TYPES", "Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment",
-           "SlicedMultiheadAttention", "SlicedWindowAttention", "count_attention",
-           "is_window_attention", "projections", "slice_attention", "symbolic_trace",
-           "window_rules"]
+__all__ = ["Block", "ChannelGraph", "ChannelGroup", "LayerCall", "Segment",
+           "SlicedMultiheadAttention", "SlicedWindowAttention", "symbolic_trace"]

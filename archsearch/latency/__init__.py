@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archsearch.io import atomic_write_json
-from archsearch.latency._layers import narrowest
+from archsearch.latency._layers import narrowest as narrowest
 from archsearch.latency._table import (
     LATENCY_FIELDS,
     LatencyModel,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LATENCY_FIELDS", "LatencyModel", "LatencyPricer", "LatencySettings",
            "LatencyTableError", "build_table", "cache_dir", "device_name", "latency_pricer",
-           "measure_genome", "measure_model", "narrowest", "on_device", "read_table", "settings_of",
+           "measure_genome", "measure_model", "on_device", "read_table", "settings_of",
            "table_path", "time_call", "time_samples"]
 
 _log = logging.getLogger(__name__)

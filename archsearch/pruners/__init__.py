@@ -11,7 +11,7 @@ from typing import Any
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.pruners._base import Pruner, top_channels
-from archsearch.pruners._evidence import warning_line
+from archsearch.pruners._evidence import warning_line as warning_line
 from archsearch.pruners._lasso import LassoPruner
 from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
 from archsearch.pruners._options import Option, option_defaults
@@ -80,5 +80,4 @@ __all__ = [
     "scale_cuts",
     "scale_distribution",
     "top_channels",
-    "warning_line",
 ]

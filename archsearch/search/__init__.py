@@ -13,8 +13,10 @@ only because archsearch/cli, tests or benches still import them from here; they 
 from __future__ import annotations
 
 from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
-from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator, Scoring, load_base
-from archsearch.search._fidelity import FIDELITIES, evaluators_for, fidelity_of
+from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator, Scoring
+from archsearch.search._evaluators import load_base as load_base
+from archsearch.search._fidelity import FIDELITIES, evaluators_for
+from archsearch.search._fidelity import fidelity_of as fidelity_of
 from archsearch.search._fidelity import screen_setup_cost as screen_setup_cost
 from archsearch.search._plots import fidelity_points as fidelity_points
 from archsearch.search._plots import write_plots
@@ -25,12 +27,12 @@ from archsearch.search._results import (
     leaderboard,
     open_run,
     summary,
-    trial_genome,
     write_results,
 )
 from archsearch.search._results import (
     fidelity_costs as fidelity_costs,
 )
+from archsearch.search._results import trial_genome as trial_genome
 from archsearch.search._results import trial_row as trial_row
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._search import (
@@ -58,13 +60,15 @@ from archsearch.search._space import (
 )
 from archsearch.search._space import (
     Parameterisation,
-    stage_ratios,
 )
 from archsearch.search._space import (
     group_ratios as group_ratios,
 )
 from archsearch.search._space import (
     map_stages as map_stages,
+)
+from archsearch.search._space import (
+    stage_ratios as stage_ratios,
 )
 from archsearch.search._sparse_search import SparseSearch, open_search
 from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
@@ -76,13 +80,15 @@ from archsearch.search._supernet import (
 from archsearch.search._supernet import (
     SupernetEvaluator,
     SupernetSchedule,
-    train_supernet,
 )
 from archsearch.search._supernet import (
     supernet_cost as supernet_cost,
 )
 from archsearch.search._supernet import (
     supernet_for as supernet_for,
+)
+from archsearch.search._supernet import (
+    train_supernet as train_supernet,
 )
 
 __all__ = [
@@ -107,15 +113,10 @@ __all__ = [
     "best_trials",
     "evaluators_for",
     "export_genomes",
-    "fidelity_of",
     "leaderboard",
-    "load_base",
     "open_run",
     "open_search",
-    "stage_ratios",
     "summary",
-    "train_supernet",
-    "trial_genome",
     "write_plots",
     "write_results",
 ]

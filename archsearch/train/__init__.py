@@ -14,12 +14,10 @@ from archsearch.train._config import (
     resolve_epochs,
     scratch_b_epochs,
 )
-from archsearch.train._device import (
-    Augment,
-    cpu_has_fast_bf16,
-    resolve_device,
-    tune_cpu_allocator,
-)
+from archsearch.train._device import Augment as Augment
+from archsearch.train._device import cpu_has_fast_bf16 as cpu_has_fast_bf16
+from archsearch.train._device import resolve_device as resolve_device
+from archsearch.train._device import tune_cpu_allocator as tune_cpu_allocator
 from archsearch.train._loop import TrainResult, evaluate, seed_everything, train
 from archsearch.train._progress import LogProgress, TrainProgress
 from archsearch.train._run import load_checkpoint
@@ -27,20 +25,16 @@ from archsearch.train._run import load_checkpoint
 __all__ = [
     "AMP_MODES",
     "LR_SCHEDULES",
-    "Augment",
     "SCHEDULES",
     "LogProgress",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
-    "cpu_has_fast_bf16",
     "evaluate",
     "load_checkpoint",
     "lr_at",
-    "resolve_device",
     "resolve_epochs",
     "scratch_b_epochs",
     "seed_everything",
     "train",
-    "tune_cpu_allocator",
 ]
