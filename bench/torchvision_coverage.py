@@ -138,11 +138,28 @@ def check(name: str, family: str = "torchvision", size: int | None = None) -> di
     return row
 
 
+def rss_mb() -> tuple[float, float]:
+    """This process's resident memory now and its peak so far, in MB (a survey runs every
+    builder in one process: what one builder leaves alive shows as growth here)."""
+    import os
+    import resource
+
+    with open("/proc/self/statm") as fh:
+        now = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return round(now), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def markdown(rows: list[dict], what: str = "torchvision builders") -> str:
     ok = [r for r in rows if r["ok"]]
     half = [r for r in ok if r.get("share", 0) >= 0.5]
     lines = [f"{len(ok)} of {len(rows)} {what} work end to end; "
-             f"{len(half)} of {len(rows)} have at least 50% of their channels prunable.", "",
+             f"{len(half)} of {len(rows)} have at least 50% of their channels prunable.", ""]
+    peaks = [r["peak_rss_mb"] for r in rows if "peak_rss_mb" in r]
+    if peaks:
+        lines += [f"Memory: every builder is checked in one process; its peak resident "
+                  f"memory was {max(peaks) / 1024:.1f} GB (the largest over the invocations "
+                  f"that checked these rows; per builder in the JSON's `rss_mb`).", ""]
+    lines += [
              "| model | input | prunable channels | removable blocks | status |",
              "|---|---:|---:|---:|---|"]
     for r in rows:
@@ -185,6 +202,7 @@ def survey(names: list[str], args: argparse.Namespace, check_one: Callable[[str]
             continue
         torch.manual_seed(0)
         row = by_model[name] = check_one(name)
+        row["rss_mb"], row["peak_rss_mb"] = rss_mb()
         print(f"{name:22s} {row['stage']:14s} {row.get('share', 0):5.0%} "
               f"{row['seconds']:6.1f}s {row.get('error', '')}", flush=True)
         atomic_write_json(out, list(by_model.values()))
