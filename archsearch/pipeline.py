@@ -289,10 +289,13 @@ def save_sparse_checkpoint(path: Path, plan: Plan, model: nn.Module) -> Path:
         "version": CHECKPOINT_VERSION})
 
 
-def load_base(path: str | Path, pruner: Pruner) -> nn.Module:
+def load_base(path: str | Path, pruner: Pruner, doc: dict[str, Any] | None = None
+              ) -> nn.Module:
     """The pruner's prepared base model with the weights (and gates) of a trained base's
-    checkpoint (discover's sparse.pt or a base run's checkpoint.pt)."""
-    doc = load_checkpoint(path)  # one line for a missing, unsafe or foreign file
+    checkpoint (discover's sparse.pt or a base run's checkpoint.pt); `doc`: the checkpoint
+    at `path`, already read."""
+    if doc is None:
+        doc = load_checkpoint(path)  # one line for a missing, unsafe or foreign file
     try:
         model = pruner.prepare(pruner.bound.base_model())
         model.load_state_dict(doc["state_dict"])

@@ -63,16 +63,11 @@ from archsearch.io import atomic_write_json
 from archsearch.presets import get_preset
 from archsearch.pruners import get_pruner
 from archsearch.search import (
-    AdaptiveBNEvaluator,
+    EVALUATORS,
     Parameterisation,
-    ProxyEvaluator,
-    ProxySchedule,
-    Scoring,
-    SupernetEvaluator,
+    SearchConfig,
     SupernetSchedule,
-    load_base,
     stage_ratios,
-    train_supernet,
 )
 from archsearch.train import TrainConfig, evaluate, seed_everything, train
 
@@ -100,15 +95,16 @@ SCRATCH = {"epochs": EPOCHS, "subset": None, "batch_size": BATCH}
 PROXY = {"epochs": 2, "subset": 2000, "val": 500}
 # adaptive-bn's base: discover's slimming run (auto sparsity) on the same schedule
 BASE = {"epochs": EPOCHS, "subset": None}
-# the supernet: 4 passes per step (widest, narrowest, 2 random) on a quarter of the images,
-# about the compute of the slimming base
-SUPERNET = {"epochs": EPOCHS, "subset": 12000, "random_widths": 2}
+# the supernet: 4 passes per step (widest, narrowest, 2 random: the search's, as the
+# registry builds it) on a quarter of the images, about the compute of the slimming base
+RANDOM_WIDTHS = SupernetSchedule().random_widths
+SUPERNET = {"epochs": EPOCHS, "subset": 12000, "random_widths": RANDOM_WIDTHS}
 SCORING = {"calib_images": 256, "val_images": 1000}
 ENGINE = {"fast": True}  # --no-fast: the from-scratch legs through the trainer's plain path
 SMOKE = {"scratch": {"epochs": 1, "subset": 256, "batch_size": BATCH},
          "proxy": {"epochs": 1, "subset": 128, "val": 128},
          "base": {"epochs": 1, "subset": 256},
-         "supernet": {"epochs": 1, "subset": 256, "random_widths": 1},
+         "supernet": {"epochs": 1, "subset": 256, "random_widths": RANDOM_WIDTHS},
          "scoring": {"calib_images": 64, "val_images": 128}}
 
 
@@ -120,7 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", default="25%FLOPs")
     p.add_argument("--genomes", type=int, default=16, help="genomes per space (>= 8)")
     p.add_argument("--seeds", type=int, default=1, help="from-scratch seeds per genome")
-    p.add_argument("--evaluators", default="proxy,adaptive-bn,supernet")
+    p.add_argument("--evaluators", default=",".join(EVALUATORS),
+                   help="the search's evaluators to measure (its registry's names)")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/evaluator_fidelity", help="resumable leg files")
@@ -153,7 +150,8 @@ def sizes_for(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 "base": {**SMOKE["base"], "batch_size": legs["batch_size"]}}
     return {"scratch": {**legs, "subset": None}, "proxy": PROXY,
             "base": {"epochs": legs["epochs"], "subset": None, "batch_size": legs["batch_size"]},
-            "supernet": {"epochs": legs["epochs"], "subset": 0.25, "random_widths": 2},
+            "supernet": {"epochs": legs["epochs"], "subset": 0.25,
+                         "random_widths": RANDOM_WIDTHS},
             "scoring": SCORING}
 
 
@@ -228,20 +226,6 @@ def slimming_base(space: str, budget: str, splits: Any, args: argparse.Namespace
     return root / "sparse.pt", genome, doc["wall_s"]
 
 
-def supernet(space: str, splits: Any, args: argparse.Namespace, legs: Legs) -> Any:
-    """The supernet (trained, or resumed from --work), its seconds recorded once."""
-    bound = bind(space, args.dataset)
-    s = args.sizes["supernet"]
-    schedule = SupernetSchedule(epochs=s["epochs"], subset=s["subset"],
-                                random_widths=s["random_widths"], seed=0)
-    check_time(args)
-    start = time.perf_counter()
-    net = train_supernet(bound, splits, schedule, Path(args.work) / space / "supernet.pt")
-    took = time.perf_counter() - start
-    legs.cached(f"{space}/supernet", lambda: {"wall_s": took})
-    return net
-
-
 # -- the genomes ---------------------------------------------------------------------------
 def genomes(space: str, budget: str, slim: Genome, n: int, dataset: str = DATASET
             ) -> list[Genome]:
@@ -313,29 +297,54 @@ def score_all(name: str, evaluator: Any, gs: list[Genome]) -> list[dict]:
     return out
 
 
+def search_config(name: str, space: str, args: argparse.Namespace,
+                  base: Path | None = None) -> SearchConfig:
+    """The search settings under which the search's registry builds the evaluator `name` as
+    this bench measures it: the proxy's, the supernet's and the scoring's sizes, the run
+    folder --work/SPACE (where the supernet is trained once), `base` to inherit from. (The
+    supernet's random widths are the search's: `RANDOM_WIDTHS`.)"""
+    p, net, sc = (args.sizes[k] for k in ("proxy", "supernet", "scoring"))
+    return SearchConfig.from_flat(
+        budget=args.budget, out=str(Path(args.work) / space), space=space,
+        dataset=args.dataset, data_root=args.data_root, evaluator=name,
+        proxy_epochs=p["epochs"], proxy_subset=p["subset"], proxy_val=p["val"],
+        base=None if base is None else str(base), base_epochs=net["epochs"],
+        base_subset=net["subset"], calib_images=sc["calib_images"],
+        screen_val=sc["val_images"], seed=0)
+
+
 def evaluator_for(name: str, space: str, splits: Any, args: argparse.Namespace, legs: Legs
                   ) -> Any:
-    """The evaluator `name`, its base trained (or resumed) when it has one."""
-    bound = bind(space, args.dataset)
-    sizes = args.sizes
-    scoring = Scoring(calib_images=sizes["scoring"]["calib_images"],
-                      val_images=sizes["scoring"]["val_images"], seed=0)
-    if name == "proxy":
-        p = sizes["proxy"]
-        schedule = ProxySchedule(epochs=p["epochs"], subset=p["subset"], val_subset=p["val"])
-        return ProxyEvaluator(args.dataset, schedule, data_root=args.data_root, splits=splits)
-    if name == "adaptive-bn":
-        path, _, _ = slimming_base(space, args.budget, splits, args, legs, checkpoint=True)
-        base, pruner = load_base(path, bound)
-        return AdaptiveBNEvaluator(bound, base, pruner, splits, scoring)
-    if name == "supernet":
-        return SupernetEvaluator(supernet(space, splits, args, legs), splits, scoring)
-    raise SystemExit(f"unknown evaluator {name!r}")
+    """The evaluator `name`, built by the search's registry: one that inherits from a base
+    gets discover's slimming base (trained or resumed); one that trains its own (the
+    supernet) trains it once in --work/SPACE, its seconds recorded once."""
+    if name not in EVALUATORS:
+        raise SystemExit(f"unknown evaluator {name!r}: one of {', '.join(EVALUATORS)}")
+    base = None
+    if _inherits(name):
+        base, _, _ = slimming_base(space, args.budget, splits, args, legs, checkpoint=True)
+    config = search_config(name, space, args, base)
+    if _trains_its_own(name):
+        check_time(args)
+    start = time.perf_counter()
+    evaluator = EVALUATORS[name].build(config, splits)
+    took = time.perf_counter() - start
+    if _trains_its_own(name):
+        legs.cached(f"{space}/{name}", lambda: {"wall_s": took})
+    return evaluator
+
+
+def _inherits(name: str) -> bool:
+    return "base" in EVALUATORS[name].settings  # adaptive-bn
+
+
+def _trains_its_own(name: str) -> bool:
+    return name != "proxy" and not _inherits(name)  # the supernet
 
 
 def base_seconds(name: str, space: str, legs: Legs) -> float:
     """The one-off training of the evaluator's base, as recorded."""
-    key = {"adaptive-bn": "slimming", "supernet": "supernet"}.get(name)
+    key = "slimming" if _inherits(name) else name if _trains_its_own(name) else None
     return legs.get(f"{space}/{key}")["wall_s"] if key else 0.0
 
 

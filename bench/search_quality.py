@@ -175,8 +175,9 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
     data = {"dataset": args.dataset, "data_root": args.data_root} \
         if args.dataset != DATASET else {}
     flags = {"guide": guide_path, **data, **args.search}
-    config = SearchConfig(budget=budget, out=str(run_dir), space=space, dataset=args.dataset,
-                          data_root=args.data_root, guides=[str(guide_path)], **args.search)
+    config = SearchConfig.from_flat(budget=budget, out=str(run_dir), space=space,
+                                    dataset=args.dataset, data_root=args.data_root,
+                                    guides=[str(guide_path)], **args.search)
     log(f"[{space}] {budget}: {cli_command(space, budget, flags, run_dir)}")
     start = time.perf_counter()
     Search(config, evaluators_for(config), worker_index=0).work()
@@ -191,7 +192,7 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
         "genome": trial_genome(best).to_dict(), "val_acc": best.value, "trial": best.number,
         "fidelity": fidelity_of(best), "costs": costs,
         "trials_s": sum(c["wall_s"] for c in costs.values()), "wall_s": wall,
-        "one_off": screen_setup_cost(run_dir), "evaluator": config.evaluator,
+        "one_off": screen_setup_cost(run_dir), "evaluator": config.screen.evaluator,
         "command": cli_command(space, budget, flags, run_dir)})
 
 

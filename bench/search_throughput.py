@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_config(name: str, overrides: dict[str, Any], args: argparse.Namespace
                ) -> dict[str, Any]:
     run_dir = Path(args.runs) / f"{args.space}-{args.budget}" / name
-    config = SearchConfig(budget=args.budget, out=str(run_dir), space=args.space,
-                          dataset=DATASET, **overrides)
+    config = SearchConfig.from_flat(budget=args.budget, out=str(run_dir), space=args.space,
+                                    dataset=DATASET, **overrides)
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in overrides.items())
     command = f"archsearch search --space {args.space} --budget {args.budget}{flags}"
     log(f"{name}: {command} --out {run_dir}")

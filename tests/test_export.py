@@ -20,9 +20,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
-    config = SearchConfig(budget="25%FLOPs", out=str(out), space="resnet20",
-                          dataset="fashion-mnist", trials=6, early_stop="none",
-                          evaluator="proxy", final=0)
+    config = SearchConfig.from_flat(budget="25%FLOPs", out=str(out), space="resnet20",
+                                    dataset="fashion-mnist", trials=6, early_stop="none",
+                                    evaluator="proxy", final=0)
     Search(config, FakeEvaluator()).work()
     return out
 
@@ -58,8 +58,8 @@ def test_export_bad_top_is_exit_2(run_dir, capsys):
 
 
 def test_export_without_complete_trials_is_exit_2(tmp_path, capsys):
-    config = SearchConfig(budget="25%FLOPs", out=str(tmp_path / "run"), space="resnet20",
-                          dataset="fashion-mnist", trials=1, evaluator="proxy", final=0)
+    config = SearchConfig.from_flat(budget="25%FLOPs", out=str(tmp_path / "run"), space="resnet20",
+                                    dataset="fashion-mnist", trials=1, evaluator="proxy", final=0)
     Search(config, FakeEvaluator(diverge=lambda g: True)).work()
     assert main(["export", str(tmp_path / "run")]) == 2
     assert "no complete trial" in capsys.readouterr().err

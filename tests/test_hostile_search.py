@@ -28,9 +28,9 @@ def run_dir(tmp_path_factory):
     from archsearch.build import bind
 
     bind("resnet20", "fashion-mnist").uniform(parse_budget("30%FLOPs")).save(guide)
-    config = SearchConfig(budget="25%FLOPs", out=str(tmp / "run"), space="resnet20",
-                          dataset="fashion-mnist", trials=5, guides=[str(guide)],
-                          early_stop="none", evaluator="proxy", final=0)
+    config = SearchConfig.from_flat(budget="25%FLOPs", out=str(tmp / "run"), space="resnet20",
+                                    dataset="fashion-mnist", trials=5, guides=[str(guide)],
+                                    early_stop="none", evaluator="proxy", final=0)
     Search(config, FakeEvaluator(epochs=2)).work()
     write_results(open_run(config.out))
     return Path(config.out)

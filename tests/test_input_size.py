@@ -263,9 +263,9 @@ def test_a_search_checks_and_makes_its_genomes_at_its_input_size(tmp_path, kind)
     """Both genome kinds: the search's space and its uniform baseline are at the size."""
     from archsearch.search import SearchConfig, check_inputs
 
-    config = SearchConfig(budget="50%params", out=str(tmp_path / "run"), space="resnet20",
-                          dataset="synthetic", input_size=40, evaluator="proxy",
-                          genome_kind=kind)
+    config = SearchConfig.from_flat(budget="50%params", out=str(tmp_path / "run"), space="resnet20",
+                                    dataset="synthetic", input_size=40, evaluator="proxy",
+                                    genome_kind=kind)
     assert config.identity()["input_size"] == 40
     assert "input_size" not in SearchConfig(budget="50%params", out="x").identity()
     bound, _, uniform, _, _ = check_inputs(config)

@@ -111,9 +111,9 @@ def test_a_toy_metric_is_a_search_objective(tmp_path, toy_metric):
     from archsearch.search import Search, SearchConfig, open_run
     from tests.test_search_workers import FakeEvaluator
 
-    config = SearchConfig(budget="30%FLOPs", out=str(tmp_path / "run"), space="resnet20",
-                          dataset="fashion-mnist", trials=3, evaluator="proxy", final=0,
-                          proxy_epochs=1, objectives=("accuracy", "convch"))
+    config = SearchConfig.from_flat(budget="30%FLOPs", out=str(tmp_path / "run"), space="resnet20",
+                                    dataset="fashion-mnist", trials=3, evaluator="proxy", final=0,
+                                    proxy_epochs=1, objectives=("accuracy", "convch"))
     Search(config, FakeEvaluator(epochs=1), worker_index=0).work()
     trials = [t for t in open_run(tmp_path / "run").trials() if t.values]
     assert len(trials) == 3
@@ -321,9 +321,9 @@ def test_a_search_on_accuracy_and_latency(tmp_path, cached_table):
     from archsearch.search import Search, SearchConfig, open_run
     from tests.test_search_workers import FakeEvaluator
 
-    config = SearchConfig(budget="40%FLOPs", out=str(tmp_path / "run"), space="resnet20",
-                          dataset="synthetic", input_size=8, trials=3, evaluator="proxy",
-                          final=0, proxy_epochs=1, objectives=("accuracy", "latency"))
+    config = SearchConfig.from_flat(budget="40%FLOPs", out=str(tmp_path / "run"), space="resnet20",
+                                    dataset="synthetic", input_size=8, trials=3, evaluator="proxy",
+                                    final=0, proxy_epochs=1, objectives=("accuracy", "latency"))
     assert {"latency_device", "threads", "latency_batch"} <= set(config.identity())
     Search(config, FakeEvaluator(epochs=1), worker_index=0).work()
     trials = [t for t in open_run(tmp_path / "run").trials() if t.values]

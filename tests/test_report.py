@@ -23,9 +23,9 @@ def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     guide = profiled_guide("resnet20", "fashion-mnist", [1.0, 0.5, 0.3], "25%FLOPs")
     path = guide.save(tmp / "guide.json")
-    config = SearchConfig(budget="25%FLOPs", out=str(tmp / "run"), space="resnet20",
-                          dataset="fashion-mnist", trials=8, guides=[str(path)],
-                          early_stop="median", evaluator="proxy", final=0)
+    config = SearchConfig.from_flat(budget="25%FLOPs", out=str(tmp / "run"), space="resnet20",
+                                    dataset="fashion-mnist", trials=8, guides=[str(path)],
+                                    early_stop="median", evaluator="proxy", final=0)
     Search(config, FakeEvaluator(epochs=3)).work()
     return tmp / "run"
 

@@ -32,7 +32,7 @@ def test_a_trial_that_trained_its_last_epoch_is_never_pruned(tmp_path):
     from archsearch.search import Search, open_run
 
     config = search_config(tmp_path / "run", 4, early_stop="hyperband")
-    config.proxy_epochs = 1
+    config.proxy.epochs = 1
     Search(config, Worsening(), worker_index=0).work()
     states = [t.state for t in open_run(tmp_path / "run").trials()]
     assert states == [TrialState.COMPLETE] * 4
@@ -42,7 +42,7 @@ def test_early_stopping_still_stops_before_the_last_epoch(tmp_path):
     from archsearch.search import Search, open_run
 
     config = search_config(tmp_path / "run", 12, early_stop="median")
-    config.proxy_epochs = 3
+    config.proxy.epochs = 3
     Search(config, FakeEvaluator(epochs=3), worker_index=0).work()
     trials = open_run(tmp_path / "run").trials()
     pruned = [t for t in trials if t.state == TrialState.PRUNED]

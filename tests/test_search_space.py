@@ -32,7 +32,7 @@ def config(tmp_path, **kw) -> SearchConfig:
     base = {"budget": "25%FLOPs", "out": str(tmp_path / "run"), "space": "resnet20",
             "dataset": "fashion-mnist", "trials": 6, "proxy_epochs": 2,
             "evaluator": "proxy", "final": 0}
-    return SearchConfig(**(base | kw))
+    return SearchConfig.from_flat(**(base | kw))
 
 
 def profiled_guide(space: str, dataset: str, profile: list[float], budget: str) -> Genome:

@@ -76,9 +76,9 @@ def test_every_candidate_meets_the_budget_with_its_sampled_shape(space, dataset,
 
 
 def _search(tmp_path, guides, trials=200, **over):
-    config = SearchConfig(budget="10%params", out=str(tmp_path / "run"), space="vgg11",
-                          dataset="fashion-mnist", guides=[str(g) for g in guides],
-                          trials=trials, final=0, genome_kind="sparsity", **over)
+    config = SearchConfig.from_flat(budget="10%params", out=str(tmp_path / "run"), space="vgg11",
+                                    dataset="fashion-mnist", guides=[str(g) for g in guides],
+                                    trials=trials, final=0, genome_kind="sparsity", **over)
     search = open_search(config, None)
     assert isinstance(search, SparseSearch)
     return search

@@ -61,8 +61,8 @@ def search_config(out: Path, trials: int, **kw):
     from archsearch.search import SearchConfig
 
     kw = {"evaluator": "proxy", "final": 0, **kw}  # one fidelity unless asked otherwise
-    return SearchConfig(budget=BUDGET, out=str(out), space=SPACE, dataset="fashion-mnist",
-                        trials=trials, proxy_epochs=2, **kw)
+    return SearchConfig.from_flat(budget=BUDGET, out=str(out), space=SPACE, dataset="fashion-mnist",
+                                  trials=trials, proxy_epochs=2, **kw)
 
 
 def _start_worker(out: Path, trials: int, index: int, sleep: float, log: Path,

@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_shared(p, "dataset", "data_root", "input_size")
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
                    help="pruner-found genomes to search around (any space or dataset)")
-    add_fields(p, SearchConfig, FIELD_HELP, metavars={"base": "CHECKPOINT"},
+    # a flag per flat setting (as search.json spells them; SearchConfig nests them by stage)
+    add_fields(p, SearchConfig.flat_type(), FIELD_HELP, metavars={"base": "CHECKPOINT"},
                types={"objectives": _objectives})
     add_shared(p, "out", "json", "fast")
 
@@ -103,10 +104,10 @@ def make_config(args: argparse.Namespace) -> Any:
     size = f"-{args.input_size}px" if args.input_size is not None else ""
     out = args.out or str(Path("runs") / f"search-{bound.space.name}-{budget_slug(args.budget)}"
                                           f"{size}-s{args.seed}")
-    return SearchConfig(budget=args.budget, out=out, dataset=bound.info.key,
-                        data_root=args.data_root, input_size=args.input_size,
-                        guides=list(args.guide), fast=args.fast,
-                        **field_values(args, FIELD_HELP))
+    return SearchConfig.from_flat(budget=args.budget, out=out, dataset=bound.info.key,
+                                  data_root=args.data_root, input_size=args.input_size,
+                                  guides=list(args.guide), fast=args.fast,
+                                  **field_values(args, FIELD_HELP))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
     prepare_budget(config.budget, config, args.json, config.cost_objective)
     check_inputs(config)  # before the data are loaded, and before anything is written
     check_out_dir(config.out)
-    if config.workers > MAX_WORKERS:
+    workers = config.storage.workers
+    if workers > MAX_WORKERS:
         raise ArchsearchError(f"--workers must be at most {MAX_WORKERS} (one process each), "
-                              f"but got {config.workers}")
+                              f"but got {workers}")
     evaluator = evaluators_for(config)
-    if config.workers > 1:
+    if workers > 1:
         evaluator = None  # the workers load their own copy of the data
     # the first worker of a fresh study seeds its sampler with --seed, later joiners with
     # their pid (so that hand-started workers do not propose the same candidates)
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     live = None if args.json or not console.is_terminal else Live(
         console=console, auto_refresh=False, transient=False)
     monitor = _Monitor(search, live)
-    if config.workers == 1:
+    if workers == 1:
         _set_threads(1)
         with monitor.running():
             search.work()
@@ -151,7 +153,7 @@ def _print_summary(doc: dict[str, Any], config: Any) -> None:
                   f"(run folder {doc['run_dir']})")
     per = ", ".join(f"{n} {f}" for f, n in doc.get("fidelities", {}).items())
     if per:
-        console.print(f"evaluator {config.evaluator}: {per}")
+        console.print(f"evaluator {config.screen.evaluator}: {per}")
     for best in doc["best"]:
         console.print(f"{'Pareto' if config.multi else 'best'}: trial {best['trial']} val acc "
                       f"{best['accuracy']:.2%}  MACs {human(best['macs'])} "
@@ -217,12 +219,12 @@ def _set_threads(workers: int) -> None:
 
 
 def _run_workers(config: Any, monitor: _Monitor) -> None:
-    """Start `config.workers` worker processes and wait for them (showing the table)."""
+    """Start `--workers` worker processes and wait for them (showing the table)."""
     from archsearch.errors import ArchsearchError
 
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(config, i), daemon=False)
-             for i in range(config.workers)]
+             for i in range(config.storage.workers)]
     for proc in procs:
         proc.start()
     try:
@@ -247,7 +249,7 @@ def _worker_main(config: Any, index: int) -> None:
     from archsearch.search import evaluators_for, open_search
 
     logging.basicConfig(level=logging.WARNING)
-    _set_threads(config.workers)
+    _set_threads(config.storage.workers)
     try:
         open_search(config, evaluators_for(config), worker_index=index).work()
     except ArchsearchError as exc:

@@ -1,8 +1,10 @@
 """Architecture search with Optuna: parameterisation, guided sampling, workers, results.
 
 The concepts: a `Search` (one Optuna study in a run folder, run by `SearchConfig`'s
-workers), its `Parameterisation` and `GuidedSampler`, the evaluators (`EVALUATORS`; the
-multi-fidelity plan's `FIDELITIES` and `evaluators_for`), and reading a run back
+workers, nested by stage: `ScreenStage`, `ProxyStage`, `FinalStage`, `StorageStage`; flat on
+disk), its `Parameterisation` and `GuidedSampler`, the evaluators (the registry
+`EVALUATORS` of `EvaluatorSpec`s; the multi-fidelity plan's `FIDELITIES` and
+`evaluators_for`), and reading a run back
 (`open_run`, `best_trials`, `leaderboard`, `summary`, `export_genomes`, `write_results`,
 `write_plots`). Helpers (trial rows, storage tallies, plot data, stage ratios...) are
 imported from their private modules; those imported `as` themselves below are re-exported
@@ -12,14 +14,27 @@ only because archsearch/cli, tests or benches still import them from here; they 
 
 from __future__ import annotations
 
+from archsearch.search._config import EARLY_STOPS as EARLY_STOPS
+from archsearch.search._config import (
+    FinalStage,
+    ProxyStage,
+    ScreenStage,
+    SearchConfig,
+    StorageStage,
+)
 from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
-from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator, Scoring
+from archsearch.search._evaluators import AdaptiveBNEvaluator, Scoring
 from archsearch.search._evaluators import load_base as load_base
 from archsearch.search._fidelity import FIDELITIES, evaluators_for
 from archsearch.search._fidelity import fidelity_of as fidelity_of
-from archsearch.search._fidelity import screen_setup_cost as screen_setup_cost
 from archsearch.search._plots import fidelity_points as fidelity_points
 from archsearch.search._plots import write_plots
+from archsearch.search._registry import (
+    EVALUATORS,
+    EvaluatorSpec,
+    register_evaluator,
+    screen_setup_cost,
+)
 from archsearch.search._results import (
     SearchRun,
     best_trials,
@@ -36,15 +51,11 @@ from archsearch.search._results import trial_genome as trial_genome
 from archsearch.search._results import trial_row as trial_row
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._search import (
-    EARLY_STOPS as EARLY_STOPS,
-)
-from archsearch.search._search import (
     Diverged as Diverged,
 )
 from archsearch.search._search import (
     Evaluator,
     Search,
-    SearchConfig,
 )
 from archsearch.search._search import (
     check_inputs as check_inputs,
@@ -97,10 +108,14 @@ __all__ = [
     "GENOME_KINDS",
     "AdaptiveBNEvaluator",
     "Evaluator",
+    "EvaluatorSpec",
+    "FinalStage",
     "GuidedSampler",
     "Parameterisation",
     "ProxyEvaluator",
     "ProxySchedule",
+    "ProxyStage",
+    "ScreenStage",
     "Search",
     "SearchConfig",
     "Scoring",
@@ -108,6 +123,7 @@ __all__ = [
     "SparseParameterisation",
     "SparseProxyEvaluator",
     "SparseSearch",
+    "StorageStage",
     "SupernetEvaluator",
     "SupernetSchedule",
     "best_trials",
@@ -116,6 +132,8 @@ __all__ = [
     "leaderboard",
     "open_run",
     "open_search",
+    "register_evaluator",
+    "screen_setup_cost",
     "summary",
     "write_plots",
     "write_results",

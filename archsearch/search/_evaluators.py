@@ -1,7 +1,8 @@
 """Cheap evaluators: a genome's validation accuracy with inherited weights, in seconds.
 
 Every evaluator is a callable `(genome, report) -> score` (the `Evaluator` protocol of
-`archsearch.search`); the search picks one by name (`EVALUATORS`):
+`archsearch.search`); the search picks one by name from the registry (`EVALUATORS` of
+`archsearch.search._registry`, which also builds them):
 
 - `proxy`: short training from scratch (`ProxyEvaluator`, the expensive one);
 - `adaptive-bn` (EagleEye, Li et al. ECCV 2020): the genome's channels are inherited from a
@@ -32,9 +33,6 @@ from archsearch.genome import Genome
 
 log = logging.getLogger(__name__)
 
-EVALUATORS = ("proxy", "adaptive-bn", "supernet")
-
-
 @dataclass(frozen=True)
 class Scoring:
     """How a cheap evaluator scores a model: BatchNorm re-estimation, then validation."""
@@ -50,13 +48,6 @@ class Scoring:
             raise ArchsearchError(f"--calib-images must be >= 1, but got {self.calib_images}")
         if self.val_images is not None and self.val_images < 1:
             raise ArchsearchError(f"--screen-val must be >= 1, but got {self.val_images}")
-
-
-def check_evaluator(name: str) -> str:
-    if name not in EVALUATORS:
-        raise ArchsearchError(f"--evaluator must be one of {', '.join(EVALUATORS)}, but got "
-                              f"{name!r}")
-    return name
 
 
 def _normalise(x: torch.Tensor, splits: Any, device: torch.device) -> torch.Tensor:
@@ -152,17 +143,12 @@ def load_base(path: str | Path, bound: BoundSpace, method: str | None = None
               ) -> tuple[nn.Module, Any]:
     """(prepared base with the checkpoint's weights, its pruner) from discover's sparse.pt or
     a train checkpoint (`weights_only`). The pruner is `method`, else the checkpoint's
-    method, else l1norm (filter norms need no sparsity training)."""
+    method, else l1norm (filter norms need no sparsity training). The checkpoint is read,
+    and refused, by `archsearch.pipeline.load_base`."""
+    from archsearch.pipeline import load_base as load_prepared
     from archsearch.pruners import get_pruner
     from archsearch.train import load_checkpoint
 
-    doc = load_checkpoint(path)
-    name = method or doc.get("method") or "l1norm"
-    pruner = get_pruner(name, bound)
-    model = pruner.prepare(bound.base_model())
-    try:
-        model.load_state_dict(doc["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise ArchsearchError(f"{path} is not a checkpoint of the {bound.space.name} base: "
-                              f"{str(exc).splitlines()[0]}") from None
-    return model, pruner
+    doc = load_checkpoint(path)  # one line for a missing, unsafe or foreign file
+    pruner = get_pruner(method or doc.get("method") or "l1norm", bound)
+    return load_prepared(path, pruner, doc), pruner

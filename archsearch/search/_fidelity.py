@@ -158,63 +158,7 @@ def evaluators_for(config: Any, splits: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         PROXY: proxy(info, config.schedule(), splits=splits),
         FINAL: proxy(info, config.final_schedule(), splits=splits)}
-    if config.evaluator != "proxy":
-        out[SCREEN] = LazyEvaluator(lambda: cheap_evaluator(config, splits), config.evaluator)
+    name = config.screen.evaluator
+    if name != "proxy":  # the registry's evaluator (archsearch.search._registry)
+        out[SCREEN] = LazyEvaluator(lambda: config.evaluator_spec().build(config, splits), name)
     return out
-
-
-def cheap_evaluator(config: Any, splits: Any) -> Callable[..., float]:
-    """The screen's evaluator: a supernet trained in the run folder, or adaptive BatchNorm
-    on `config.base` (or on a base trained in the run folder)."""
-    from pathlib import Path
-
-    from archsearch.search._evaluators import AdaptiveBNEvaluator, load_base
-    from archsearch.search._supernet import SupernetEvaluator, SupernetSchedule, supernet_for
-
-    bound = config.bound()
-    run_dir = Path(config.out)
-    if config.evaluator == "supernet":
-        schedule = SupernetSchedule(epochs=config.base_epochs, subset=config.base_subset,
-                                    batch_size=config.batch_size, seed=config.seed)
-        return SupernetEvaluator(supernet_for(bound, splits, schedule, run_dir), splits,
-                                 config.scoring())
-    path = config.base or trained_base(config, splits, run_dir / "base")
-    base, pruner = load_base(path, bound)
-    return AdaptiveBNEvaluator(bound, base, pruner, splits, config.scoring())
-
-
-def trained_base(config: Any, splits: Any, run_dir: Any) -> Any:
-    """A base trained (or its training resumed) in `run_dir`, once for all workers; the path
-    of its checkpoint."""
-    from archsearch.io import file_lock
-    from archsearch.train import TrainConfig, seed_everything, train
-
-    with file_lock(run_dir / "train.lock"):
-        if not (run_dir / "result.json").exists():
-            seed_everything(config.seed)
-            model = config.bound().base_model()
-            cfg = TrainConfig(schedule="base", epochs=config.base_epochs,
-                              train_subset=config.base_subset, eval_split="val",
-                              batch_size=config.batch_size, seed=config.seed)
-            train(model, splits, cfg, run_dir=run_dir, resume=True, progress=False)
-    return run_dir / "checkpoint.pt"
-
-
-def screen_setup_cost(run_dir: Any) -> dict[str, Any] | None:
-    """The screen's one-off training in a search's run folder: the supernet's (`kind`
-    "supernet") or adaptive-bn's own base (`kind` "base"), with its epochs and seconds of
-    training (`train_s`, None where not recorded). None when the folder has neither (a
-    proxy-only search, or a screen on a given `--base`)."""
-    from pathlib import Path
-
-    from archsearch.search._supernet import supernet_cost
-
-    run_dir = Path(run_dir)
-    net = supernet_cost(run_dir / "supernet.pt")
-    if net is not None:
-        return {"kind": "supernet", **net}
-    result = run_dir / "base" / "result.json"
-    if not result.is_file():
-        return None
-    doc = json.loads(result.read_text())
-    return {"kind": "base", "epochs": doc.get("epochs"), "train_s": doc.get("wall_s")}

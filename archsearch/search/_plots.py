@@ -232,6 +232,6 @@ def write_plots(run: SearchRun, out: Path | None = None) -> list[Path]:
     fidelity = fidelity_points(run)
     if fidelity:
         path = plot_fidelity(fidelity, out / "fidelity.png",
-                             f"{name}: evaluator {run.config.evaluator} vs training")
+                             f"{name}: evaluator {run.config.screen.evaluator} vs training")
         paths += [path] if path is not None else []
     return paths

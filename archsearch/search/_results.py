@@ -48,12 +48,12 @@ def open_run(run_dir: str | Path) -> SearchRun:
         raise ArchsearchError(f"{run_dir} is not a search run folder (no {CONFIG_FILE}): "
                               "pass the --out folder of `archsearch search`")
     try:
-        config = SearchConfig(**json.loads(path.read_text(encoding="utf-8")))
+        config = SearchConfig.from_flat(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError, AttributeError, RecursionError, OSError) as exc:
         raise ArchsearchError(f"{path}: not a search config ({exc})") from None
-    if config.storage is None and not (run_dir / st.JOURNAL).is_file():
+    if config.storage.url is None and not (run_dir / st.JOURNAL).is_file():
         raise ArchsearchError(f"{run_dir}: the study journal {st.JOURNAL} is missing")
-    storage = st.open_storage(config.storage, run_dir)
+    storage = st.open_storage(config.storage.url, run_dir)
     try:
         study = optuna.load_study(study_name=config.study_name, storage=storage)
     except KeyError:
@@ -167,8 +167,8 @@ def export_genomes(run: SearchRun, top: int, out: Path | None = None) -> list[Pa
         genome.provenance.update({"val_accuracy": trial.values[0], "rank": rank,
                                   "fidelity": fd.fidelity_of(trial),
                                   "trial": trial.number, "source_run": str(run.run_dir),
-                                  "proxy_epochs": run.config.proxy_epochs,
-                                  "proxy_subset": run.config.proxy_subset})
+                                  "proxy_epochs": run.config.proxy.epochs,
+                                  "proxy_subset": run.config.proxy.subset})
         paths.append(genome.save(out / f"{prefix}{rank}-trial{trial.number}.json"))
     return paths
 
@@ -203,7 +203,7 @@ def summary(run: SearchRun) -> dict[str, Any]:
            for f, _ in run.config.stages()}
     return {"study": run.config.study_name, "run_dir": str(run.run_dir),
             "config": json.loads(json.dumps(run.config.identity())), "tally": tally,
-            "evaluator": run.config.evaluator, "fidelities": per,
+            "evaluator": run.config.screen.evaluator, "fidelities": per,
             "costs": fidelity_costs(trials),
             "best": [trial_row(t) | {"genome": t.user_attrs.get("genome")}
                      for t in best[: (len(best) if run.multi else 1)]],

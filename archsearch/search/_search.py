@@ -14,31 +14,27 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, Trial
 
 from archsearch.budget import Budget, BudgetError, parse_budget
-from archsearch.build import BoundSpace, bind, bind_genome
+from archsearch.build import BoundSpace, bind_genome
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, remove_stale_temps
-from archsearch.latency import LATENCY_FIELDS, LatencySettings, settings_of
-from archsearch.metrics import get_metric, metrics
+from archsearch.metrics import get_metric
 from archsearch.search import _fidelity as fd
 from archsearch.search import _storage as st
-from archsearch.search._evaluate import ProxySchedule
-from archsearch.search._evaluators import Scoring, check_evaluator
+from archsearch.search._config import SearchConfig
 from archsearch.search._sampler import GuidedSampler
 from archsearch.search._space import Parameterisation, group_ratios
-from archsearch.search._sparsity import check_genome_kind, check_sparse_inputs
+from archsearch.search._sparsity import check_sparse_inputs
 
 log = logging.getLogger(__name__)
 
-EARLY_STOPS = ("hyperband", "median", "none")
 POLL_S = 1.0
 
 
@@ -51,155 +47,13 @@ class Evaluator(Protocol):
         """A score of `genome` (validation accuracy); training ones `report(epoch, acc)`."""
 
 
-# The screen's evaluator when none is given: adaptive-bn ranked genomes best against training
-# from scratch on both spaces measured (bench/results/evaluator_fidelity.md); a sparsity
-# search has no screen.
-DEFAULT_EVALUATOR = {"width": "adaptive-bn", "sparsity": "proxy"}
-
-
-@dataclass
-class SearchConfig:
-    """Everything that defines a search (saved as `search.json` in the run folder)."""
-
-    budget: str
-    out: str
-    space: str = "resnet20"
-    dataset: str | None = "fashion-mnist"
-    data_root: str | None = None
-    input_size: int | None = None  # the image size (None: the space's, else the dataset's)
-    guides: list[str] = field(default_factory=list)
-    trials: int = 20  # proxy-trained trials (promoted from the screen when there is one)
-    proxy_epochs: int = 2
-    proxy_subset: float | int = 0.2
-    proxy_val: float | int | None = None
-    # the screen's evaluator; "proxy": no screen; None: DEFAULT_EVALUATOR of the genome kind
-    evaluator: str | None = None
-    screen: int = 200  # candidates scored by the cheap evaluator
-    final: int = 3  # the best proxy-trained genomes trained from scratch for longer
-    final_epochs: int = 6
-    final_subset: float | int = 0.2
-    base: str | None = None  # adaptive-bn: trained base checkpoint (None: train one)
-    base_epochs: int = 4  # the supernet's (or adaptive-bn's own base's) epochs: SupernetSchedule
-    base_subset: float | int = 0.2
-    calib_images: int = 256  # BatchNorm re-estimation images per screened genome
-    screen_val: int | None = 1000  # validation images scored per screened genome
-    batch_size: int = 128
-    storage: str | None = None
-    study: str | None = None
-    workers: int = 1
-    granularity: str = "group"
-    early_stop: str = "hyperband"
-    objectives: tuple[str, ...] = ("accuracy",)
-    budget_low: str | None = None
-    seed: int = 0
-    genome_kind: str = "width"  # or "sparsity": per-layer densities (search/_sparsity.py)
-    latency_device: str = "cpu"  # where latency is measured (a latency budget or objective)
-    threads: int = 1
-    latency_batch: int = 1
-    fast: bool = True  # proxy and final trials through the trainer's fast path
-
-    def __post_init__(self) -> None:
-        self.objectives = tuple(self.objectives)
-        check_genome_kind(self)  # and what a sparsity search cannot do
-        if self.trials < 1:
-            raise ArchsearchError(f"--trials must be >= 1, but got {self.trials}")
-        for name in ("screen", "final"):
-            if getattr(self, name) < 0:
-                raise ArchsearchError(f"--{name} must be >= 0, but got {getattr(self, name)}")
-        if self.base_epochs < 1:
-            raise ArchsearchError(f"--base-epochs must be >= 1, but got {self.base_epochs}")
-        if self.evaluator is None:
-            self.evaluator = DEFAULT_EVALUATOR[self.genome_kind]
-        check_evaluator(self.evaluator)
-        self.scoring()
-        if self.workers < 1:
-            raise ArchsearchError(f"--workers must be >= 1, but got {self.workers}")
-        if self.early_stop not in EARLY_STOPS:
-            raise ArchsearchError(f"--early-stop must be one of {', '.join(EARLY_STOPS)}, but "
-                                  f"got {self.early_stop!r}")
-        if self.objectives[:1] != ("accuracy",) or len(self.objectives) > 2 or (
-                self.multi and self.objectives[1] not in metrics()):
-            raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,M' for a cost "
-                                  f"metric M ({', '.join(metrics())}), but got "
-                                  f"{','.join(self.objectives)!r}")
-        self.latency()  # checks --threads, --latency-batch, --latency-device
-        self.schedule()  # checks --proxy-epochs, --proxy-subset, --batch-size
-        self.final_schedule()
-
-    def latency(self) -> LatencySettings:
-        return settings_of(self)
-
-    @property
-    def cost_objective(self) -> str | None:
-        """The metric minimised beside accuracy (None: accuracy only)."""
-        return self.objectives[1] if self.multi else None
-
-    def bound(self) -> BoundSpace:
-        """The searched space at the search's dataset and input size."""
-        return bind(self.space, self.dataset, input_size=self.input_size)
-
-    def schedule(self) -> ProxySchedule:
-        return ProxySchedule(epochs=self.proxy_epochs, subset=self.proxy_subset,
-                             val_subset=self.proxy_val, batch_size=self.batch_size,
-                             seed=self.seed, fast=self.fast)
-
-    def final_schedule(self) -> ProxySchedule:
-        return ProxySchedule(epochs=self.final_epochs, subset=self.final_subset,
-                             val_subset=None, batch_size=self.batch_size, seed=self.seed,
-                             fast=self.fast)
-
-    def scoring(self) -> Scoring:
-        return Scoring(calib_images=self.calib_images, val_images=self.screen_val,
-                       seed=self.seed)
-
-    def stages(self) -> fd.Stages:
-        """The plan: (fidelity, trials) per stage. Two objectives: proxy trials only."""
-        if self.multi:
-            return [(fd.PROXY, self.trials)]
-        plan = [(fd.SCREEN, self.screen)] if self.evaluator != "proxy" else []
-        plan += [(fd.PROXY, self.trials), (fd.FINAL, self.final)]
-        return [(f, n) for f, n in plan if n > 0]
-
-    @property
-    def total(self) -> int:
-        return sum(n for _, n in self.stages())
-
-    @property
-    def uses_latency(self) -> bool:
-        metric_names = [self.cost_objective, *(
-            parse_budget(b).metric for b in (self.budget, self.budget_low) if b)]
-        return any(m and get_metric(m).settings for m in metric_names)
-
-    @property
-    def multi(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def study_name(self) -> str:
-        kind = "" if self.genome_kind == "width" else f"{self.genome_kind}-"
-        return self.study or f"search-{kind}{self.space}-{self.budget}"
-
-    def identity(self) -> dict[str, Any]:
-        """What must match when a worker joins or resumes the study."""
-        keys = ("budget", "space", "dataset", "granularity", "objectives", "budget_low", "trials",
-                "evaluator", "screen", "final")
-        if self.genome_kind != "width":  # width studies started before genome kinds match
-            keys += ("genome_kind",)
-        if self.input_size is not None:  # and those started before input sizes
-            keys += ("input_size",)
-        if self.uses_latency:  # and those started before latency budgets
-            keys += LATENCY_FIELDS
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items() if k in keys}
-
-
 def make_trial_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     """Trial early stopping (Optuna's pruners stop trials; ours remove channels)."""
-    if config.multi or config.early_stop == "none":
+    if config.multi or config.proxy.early_stop == "none":
         return optuna.pruners.NopPruner()
-    if config.early_stop == "median":
+    if config.proxy.early_stop == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.proxy_epochs,
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.proxy.epochs,
                                           reduction_factor=3)
 
 
@@ -225,7 +79,7 @@ class Search:
         self._worker_index = worker_index
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.run_dir)
-        self.storage = st.open_storage(config.storage, self.run_dir)
+        self.storage = st.open_storage(config.storage.url, self.run_dir)
         self._lock_enabled = st.is_journal(self.storage)
         self.study = self._open_study()
 
@@ -266,7 +120,7 @@ class Search:
                     f"study {self.config.study_name!r} was started with "
                     f"{study.user_attrs['archsearch']}, not {self.config.identity()}: use "
                     "another --study or --out")
-        atomic_write_json(self.run_dir / "search.json", asdict(self.config))
+        atomic_write_json(self.run_dir / "search.json", self.config.flat())
         return study
 
     def _enqueue_guides(self, study: optuna.Study) -> None:
@@ -329,7 +183,7 @@ class Search:
             genome = self.genome_for(trial) if stage == 0 else self._promote(trial, stage, index)
             trial.set_user_attr("genome", genome.to_dict())
             early = fidelity == fd.PROXY and not self.config.multi
-            report = _reporter(trial, self.config.proxy_epochs) if early else None
+            report = _reporter(trial, self.config.proxy.epochs) if early else None
             evaluator = self.evaluators[fidelity]
             if evaluator is None:
                 raise ArchsearchError(f"this worker has no {fidelity} evaluator")
@@ -410,13 +264,14 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list
     uniform = bound.uniform(budget)  # BudgetError when even the narrowest genome is too big
     guides = [load_guide(p) for p in config.guides]
     low = _budget_low(config, budget) if config.multi else None
-    st.check_storage_url(config.storage)
-    if config.base is not None:
-        if config.evaluator != "adaptive-bn":
+    st.check_storage_url(config.storage.url)
+    base = config.screen.base
+    if base is not None:
+        if "base" not in config.evaluator_spec().settings:
             raise ArchsearchError(f"--base is the checkpoint adaptive-bn inherits from, but "
-                                  f"the evaluator is {config.evaluator!r}")
-        if not Path(config.base).is_file():
-            raise ArchsearchError(f"--base checkpoint not found: {config.base}")
+                                  f"the evaluator is {config.screen.evaluator!r}")
+        if not Path(base).is_file():
+            raise ArchsearchError(f"--base checkpoint not found: {base}")
     return bound, budget, uniform, guides, low
 
 

@@ -56,9 +56,9 @@ def check_genome_kind(config: SearchConfig) -> None:
                               f"got {config.genome_kind!r}")
     if config.genome_kind != "sparsity":
         return
-    if config.evaluator not in (None, "proxy") or config.base is not None:
+    if config.screen.evaluator not in (None, "proxy") or config.screen.base is not None:
         raise ArchsearchError("--genome-kind sparsity trains every trial from scratch: "
-                              f"--evaluator {config.evaluator or 'proxy'} and --base score "
+                              f"--evaluator {config.screen.evaluator or 'proxy'} and --base score "
                               "width genomes only")
     if config.multi:
         raise ArchsearchError("--genome-kind sparsity searches at one budget: "
@@ -66,7 +66,7 @@ def check_genome_kind(config: SearchConfig) -> None:
     if config.granularity != "group":
         raise ArchsearchError("--granularity applies to width genomes; a sparsity search "
                               "sets one density per conv layer")
-    config.evaluator = "proxy"
+    config.screen.evaluator = "proxy"
 
 
 @dataclass(frozen=True)
@@ -155,5 +155,5 @@ def check_sparse_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Spars
     uniform = param.project(dict.fromkeys(param.layers, 1.0), budget,
                             {"baseline": "uniform"})
     guides = [load_guide(p) for p in config.guides]
-    st.check_storage_url(config.storage)
+    st.check_storage_url(config.storage.url)
     return bound, budget, uniform, guides, None
