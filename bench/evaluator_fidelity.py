@@ -236,7 +236,7 @@ def supernet(space: str, splits: Any, args: argparse.Namespace, legs: Legs) -> A
                                 random_widths=s["random_widths"], seed=0)
     check_time(args)
     start = time.perf_counter()
-    net = train_supernet(bound, splits, schedule, Path(args.work) / space / "supernet.pt")
+    net = train_supernet(bound, splits, schedule, Path(args.work) / space / "supernet")
     took = time.perf_counter() - start
     legs.cached(f"{space}/supernet", lambda: {"wall_s": took})
     return net

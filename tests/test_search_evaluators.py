@@ -135,7 +135,7 @@ def test_supernet_scores_are_finite_deterministic_and_rank_a_starved_genome_low(
     schedule = SupernetSchedule(epochs=3, subset=1.0, batch_size=32, random_widths=1,
                                 min_ratio=0.2, device="cpu")
     supernet = supernet_for(bound, splits, schedule, tmp_path)
-    assert (tmp_path / "supernet.pt").is_file()
+    assert (tmp_path / "supernet" / "checkpoint.pt").is_file()  # the trainer's run folder
     evaluator = SupernetEvaluator(supernet, splits, SCORING)
     uniform, starved = _genomes(bound)
     scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
@@ -149,9 +149,9 @@ def test_supernet_scores_are_finite_deterministic_and_rank_a_starved_genome_low(
 def test_supernet_training_resumes_to_the_same_weights(splits, tmp_path):
     bound = bind("tinyvgg", "synthetic")
     short = SupernetSchedule(epochs=2, subset=256, batch_size=64, device="cpu")
-    whole = train_supernet(bound, splits, short, tmp_path / "a.pt")
+    whole = train_supernet(bound, splits, short, tmp_path / "a")
     # stop after epoch 1 (a checkpoint of a 2-epoch schedule), then resume
-    path = tmp_path / "b.pt"
+    path = tmp_path / "b"
     with pytest.raises(_Stop):
         train_supernet(bound, splits, short, path, on_epoch=lambda r: _stop(r, 1))
     resumed = train_supernet(bound, splits, short, path)
@@ -165,7 +165,7 @@ def test_supernet_checkpoint_records_its_training_epochs_and_seconds(splits, tmp
 
     bound = bind("tinyvgg", "synthetic")
     schedule = SupernetSchedule(epochs=2, subset=256, batch_size=64, device="cpu")
-    path = tmp_path / "supernet.pt"
+    path = tmp_path / "supernet"
     assert supernet_cost(path) is None
     with pytest.raises(_Stop):
         train_supernet(bound, splits, schedule, path, on_epoch=lambda r: _stop(r, 1))
@@ -176,9 +176,10 @@ def test_supernet_checkpoint_records_its_training_epochs_and_seconds(splits, tmp
     assert done["epoch"] == 2 and done["train_s"] > first["train_s"]
     train_supernet(bound, splits, schedule, path)  # nothing left to train: unchanged
     assert supernet_cost(path) == done
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ArchsearchError, match="cannot load supernet checkpoint"):
-        supernet_cost(tmp_path / "junk.pt")
+        supernet_cost(tmp_path / "junk")
 
 
 class _Stop(Exception):

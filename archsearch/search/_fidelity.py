@@ -210,7 +210,7 @@ def screen_setup_cost(run_dir: Any) -> dict[str, Any] | None:
     from archsearch.search._supernet import supernet_cost
 
     run_dir = Path(run_dir)
-    net = supernet_cost(run_dir / "supernet.pt")
+    net = supernet_cost(run_dir / "supernet")  # the supernet's run folder
     if net is not None:
         return {"kind": "supernet", **net}
     result = run_dir / "base" / "result.json"

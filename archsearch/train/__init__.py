@@ -23,6 +23,7 @@ from archsearch.train._device import (
 from archsearch.train._loop import TrainResult, evaluate, seed_everything, train
 from archsearch.train._progress import LogProgress, TrainProgress
 from archsearch.train._run import load_checkpoint
+from archsearch.train._step import Step
 
 __all__ = [
     "AMP_MODES",
@@ -30,6 +31,7 @@ __all__ = [
     "Augment",
     "SCHEDULES",
     "LogProgress",
+    "Step",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
