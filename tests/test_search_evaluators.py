@@ -135,7 +135,7 @@ def test_supernet_scores_are_finite_deterministic_and_rank_a_starved_genome_low(
     schedule = SupernetSchedule(epochs=3, subset=1.0, batch_size=32, random_widths=1,
                                 min_ratio=0.2, device="cpu")
     supernet = supernet_for(bound, splits, schedule, tmp_path)
-    assert (tmp_path / "supernet.pt").is_file()
+    assert (tmp_path / "supernet" / "checkpoint.pt").is_file()  # the trainer's run folder
     evaluator = SupernetEvaluator(supernet, splits, SCORING)
     uniform, starved = _genomes(bound)
     scores = [evaluator(uniform, None), evaluator(starved, None), evaluator(uniform, None)]
@@ -149,9 +149,9 @@ def test_supernet_scores_are_finite_deterministic_and_rank_a_starved_genome_low(
 def test_supernet_training_resumes_to_the_same_weights(splits, tmp_path):
     bound = bind("tinyvgg", "synthetic")
     short = SupernetSchedule(epochs=2, subset=256, batch_size=64, device="cpu")
-    whole = train_supernet(bound, splits, short, tmp_path / "a.pt")
+    whole = train_supernet(bound, splits, short, tmp_path / "a")
     # stop after epoch 1 (a checkpoint of a 2-epoch schedule), then resume
-    path = tmp_path / "b.pt"
+    path = tmp_path / "b"
     with pytest.raises(_Stop):
         train_supernet(bound, splits, short, path, on_epoch=lambda r: _stop(r, 1))
     resumed = train_supernet(bound, splits, short, path)
@@ -165,7 +165,7 @@ def test_supernet_checkpoint_records_its_training_epochs_and_seconds(splits, tmp
 
     bound = bind("tinyvgg", "synthetic")
     schedule = SupernetSchedule(epochs=2, subset=256, batch_size=64, device="cpu")
-    path = tmp_path / "supernet.pt"
+    path = tmp_path / "supernet"
     assert supernet_cost(path) is None
     with pytest.raises(_Stop):
         train_supernet(bound, splits, schedule, path, on_epoch=lambda r: _stop(r, 1))
@@ -176,9 +176,84 @@ def test_supernet_checkpoint_records_its_training_epochs_and_seconds(splits, tmp
     assert done["epoch"] == 2 and done["train_s"] > first["train_s"]
     train_supernet(bound, splits, schedule, path)  # nothing left to train: unchanged
     assert supernet_cost(path) == done
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ArchsearchError, match="cannot load supernet checkpoint"):
-        supernet_cost(tmp_path / "junk.pt")
+        supernet_cost(tmp_path / "junk")
+
+
+def test_supernet_trains_through_the_trainer_in_its_run_folder(splits, tmp_path):
+    """The supernet's run folder is the trainer's (config, metrics, checkpoint, result) plus
+    supernet.json; an interrupted run resumes to the uninterrupted run's records."""
+    import json
+
+    from archsearch.search._supernet import train_config
+    from archsearch.train import load_checkpoint
+
+    bound = bind("tinyres", "synthetic")
+    schedule = SupernetSchedule(epochs=2, subset=256, batch_size=64, random_widths=1,
+                                device="cpu")
+    whole = tmp_path / "whole"
+    train_supernet(bound, splits, schedule, whole)
+    assert {p.name for p in whole.iterdir()} == {
+        "config.json", "metrics.jsonl", "checkpoint.pt", "result.json", "supernet.json"}
+    doc = load_checkpoint(whole / "checkpoint.pt")  # weights_only, the trainer's format
+    assert doc["format"] == "archsearch.checkpoint" and (doc["epoch"], doc["epochs"]) == (2, 2)
+    assert doc["config"] == train_config(schedule).to_dict()
+    config = doc["config"]
+    assert (config["lr"], config["momentum"], config["weight_decay"], config["nesterov"],
+            config["lr_schedule"], config["eval_split"]) == (0.1, 0.9, 1e-4, True, "step", "val")
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records] == [0.1, pytest.approx(0.01)]  # the step schedule
+    assert json.loads((whole / "supernet.json").read_text())["schedule"]["random_widths"] == 1
+
+    cut = tmp_path / "cut"
+    with pytest.raises(_Stop):
+        train_supernet(bound, splits, schedule, cut, on_epoch=lambda r: _stop(r, 1))
+    train_supernet(bound, splits, schedule, cut)
+    resumed = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    keys = ("epoch", "lr", "train_loss", "train_acc", "eval_acc")
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in records]
+
+
+def test_a_supernet_folder_resumes_only_its_own_training(splits, tmp_path):
+    bound = bind("tinyvgg", "synthetic")
+    schedule = SupernetSchedule(epochs=2, subset=128, batch_size=64, device="cpu")
+    path = tmp_path / "net"
+    with pytest.raises(_Stop):
+        train_supernet(bound, splits, schedule, path, on_epoch=lambda r: _stop(r, 1))
+    other = SupernetSchedule(epochs=2, subset=128, batch_size=64, random_widths=1,
+                             device="cpu")
+    with pytest.raises(ArchsearchError, match="was trained with"):
+        train_supernet(bound, splits, other, path)
+    (path / "supernet.json").unlink()
+    with pytest.raises(ArchsearchError, match="not a supernet's run folder"):
+        train_supernet(bound, splits, schedule, path)
+    train_supernet(bound, splits, schedule, tmp_path / "junk")  # a whole training
+    (tmp_path / "junk" / "checkpoint.pt").write_bytes(b"damaged")
+    with pytest.raises(ArchsearchError, match="cannot load supernet checkpoint") as err:
+        train_supernet(bound, splits, schedule, tmp_path / "junk")
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_the_supernet_trains_on_a_streamed_image_folder(tmp_path):
+    """The trainer's batches stream a folder dataset: the supernet no longer needs one in
+    memory."""
+    from archsearch.data import dataset_info
+    from tests.conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=8,
+                               size=(16, 16))
+    (folder / "dataset.toml").write_text("in_memory = false\n")
+    streamed = load_data(dataset_info(str(folder)), val_fraction=0.25)
+    assert not hasattr(streamed.train, "images")
+    streamed.train.workers = streamed.val.workers = 0  # decode in-process: 2 cores
+    bound = bind("tinyvgg", str(folder))
+    schedule = SupernetSchedule(epochs=1, subset=1.0, batch_size=8, random_widths=1,
+                                device="cpu")
+    supernet = train_supernet(bound, streamed, schedule, tmp_path / "net")
+    assert (tmp_path / "net" / "result.json").is_file()
+    assert all(torch.isfinite(v).all() for v in supernet.model.state_dict().values())
 
 
 class _Stop(Exception):

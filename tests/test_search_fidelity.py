@@ -159,7 +159,7 @@ def test_real_multi_fidelity_search_end_to_end(tmp_path, evaluator):
     screened = [r for r in doc["trials"] if r["fidelity"] == "screen"]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in screened)
     assert len({r["accuracy"] for r in screened}) > 1, "the screen should tell genomes apart"
-    cached = out / ("supernet.pt" if evaluator == "supernet" else "base/checkpoint.pt")
+    cached = out / ("supernet" if evaluator == "supernet" else "base") / "checkpoint.pt"
     assert cached.is_file()
     setup = screen_setup_cost(out)  # the screen's one-off training, as benches report it
     assert setup["kind"] == ("supernet" if evaluator == "supernet" else "base")

@@ -149,9 +149,9 @@ def _supernet(config: Any, splits: Any) -> Callable[..., float]:
 
 
 def _supernet_cost(run_dir: Path) -> dict[str, Any] | None:
-    from archsearch.search._supernet import FILE, supernet_cost
+    from archsearch.search._supernet import FOLDER, supernet_cost
 
-    net = supernet_cost(run_dir / FILE)
+    net = supernet_cost(Path(run_dir) / FOLDER)  # the supernet's run folder
     return None if net is None else {"kind": "supernet", **net}
 
 

@@ -12,15 +12,19 @@ with `shrink`. A removed residual block is its branch's output multiplied by zer
 then passes the skip alone, as `shrink` cuts it); the random subnetworks drop each block
 with probability `block_drop`.
 
-`train_supernet` checkpoints every epoch (atomic) and resumes; `supernet_for` trains it at
-most once per run folder, also with several workers (a file lock).
+`train_supernet` trains it through the trainer (`archsearch.train.train` with a
+`SandwichStep`: its data, SGD, lr schedule, atomic per-epoch checkpoints and exact resume)
+in a run folder holding the trainer's files and `supernet.json` (the space, dataset and
+schedule it resumes only under); `supernet_for` trains it at most once per search run
+folder (in `<run>/supernet/`), also with several workers (a file lock).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,18 +34,20 @@ import torch
 from torch import nn
 
 from archsearch.build import BoundSpace
-from archsearch.errors import ArchsearchError, DivergenceError
+from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import Segment
-from archsearch.io import atomic_torch_save, file_lock
+from archsearch.io import atomic_write_json, file_lock
 from archsearch.search._evaluators import BNScorer, Scoring
-from archsearch.train import lr_at
+from archsearch.train import Step, TrainConfig, load_checkpoint, resolve_device, train
 
 log = logging.getLogger(__name__)
 
 FORMAT = "archsearch.supernet"
-VERSION = 1
-FILE = "supernet.pt"
+VERSION = 2  # 1: its own loop's supernet.pt
+FILE = "supernet.json"  # beside the trainer's files in the supernet's run folder
+CHECKPOINT = "checkpoint.pt"  # the trainer's
+FOLDER = "supernet"  # the supernet's run folder in a search's run folder
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ class SupernetSchedule:
       the trained base that adaptive-bn inherits from. A compute match, not a measured
       optimum.
     - `min_ratio = 0.1`, `block_drop = 0.25`, `lr = 0.1`: unmeasured choices (0.1 is the
-      narrowest ratio the search samples; lr as the trainer's).
+      narrowest ratio the search samples; lr as the trainer's). It trains through the
+      trainer (`train_config`: its SGD and step lr schedule, its precision).
     The nearest measured setting is bench/evaluator_fidelity.py's `SUPERNET` (3 epochs on
     12,000 images, 2 random widths: 144,000 image passes): see
     bench/results/evaluator_fidelity.md for its Kendall τ against from-scratch accuracy.
@@ -174,34 +181,55 @@ class Supernet:
         """The genome's model with the supernet's leading channels (a copy)."""
         return self.bound.build(genome, keep=self.keep(genome), base=self.model)
 
-    # -- training ----------------------------------------------------------------------
-    def sandwich_step(self, x: torch.Tensor, y: torch.Tensor, optimizer: Any,
-                      schedule: SupernetSchedule, generator: torch.Generator) -> float:
-        """One step: widest on the labels, narrowest and random widths distilled from it."""
-        optimizer.zero_grad(set_to_none=True)
-        logits = self.model(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        loss.backward()
-        soft = logits.detach().softmax(1)
-        subnets = [(self.widths_at(schedule.min_ratio), set())] + [
-            (self.random_widths(schedule.min_ratio, generator),
-             self.random_blocks(schedule.block_drop, generator))
+class SandwichStep(Step):
+    """The trainer's step for a supernet (`train(..., step=...)`): per batch, the widest on
+    the labels, then the narrowest and `schedule.random_widths` random subnetworks (random
+    widths, random blocks removed) distilled in place from the widest's predictions, the
+    gradients of all summed into one optimizer step. The random draws come from a
+    generator seeded with (seed, epoch), as the trainer's batches: a resumed run draws what
+    the uninterrupted one would have."""
+
+    def __init__(self, supernet: Supernet, schedule: SupernetSchedule, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device,
+                 precision: Any, world: Any, regularizer: Any = None) -> None:
+        if world.size > 1:
+            raise ArchsearchError("the supernet trains in one process, not under torchrun")
+        super().__init__(model, optimizer, config, device, precision, world, regularizer)
+        self.supernet, self.schedule = supernet, schedule
+        self.narrowest = supernet.widths_at(schedule.min_ratio)
+        self.generator = torch.Generator()
+
+    def begin_epoch(self, lr: float, epoch: int = 0) -> None:
+        super().begin_epoch(lr, epoch)
+        # a stream of its own: the batches' generators are seeded with seed × 1,000,003 + epoch
+        self.generator.manual_seed(2 ** 32 + self.schedule.seed * 1_000_003 + epoch)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sandwich step on (x, y): the widest's loss and outputs, detached."""
+        supernet, schedule = self.supernet, self.schedule
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast(self.device):
+            out = self.net(x)
+            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
+        self.backward(loss)
+        soft = out.detach().float().softmax(1)
+        subnets = [(self.narrowest, set())] + [
+            (supernet.random_widths(schedule.min_ratio, self.generator),
+             supernet.random_blocks(schedule.block_drop, self.generator))
             for _ in range(schedule.random_widths)]
         for widths, removed in subnets:
-            with self.at(widths, removed) as model:
-                out = model(x)
-            (-(soft * out.log_softmax(1)).sum(1).mean()).backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if value != value or value in (float("inf"), float("-inf")):
-            raise DivergenceError(f"supernet training diverged: the loss is {value}")
-        return value
+            with supernet.at(widths, removed), self.precision.autocast(self.device):
+                sub = self.net(x).float()
+                distill = -(soft * sub.log_softmax(1)).sum(1).mean()
+            self.backward(distill)
+        self.update()
+        return loss.detach(), out.detach()
 
 
 def _masker(mask: torch.Tensor) -> Callable[..., torch.Tensor]:
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (out.dim() - 2)
-        return out * mask.view(shape)
+        return out * mask.view(shape).to(out.dtype)
 
     return hook
 
@@ -210,110 +238,97 @@ def _zero(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
     return out * 0.0
 
 
-def _lr(schedule: SupernetSchedule, epoch: int) -> float:
-    return lr_at("step", schedule.lr, epoch, schedule.epochs)  # the trainer's one schedule
+def train_config(schedule: SupernetSchedule) -> TrainConfig:
+    """The trainer's settings for a supernet schedule: SGD at `schedule.lr` (momentum 0.9,
+    Nesterov, weight decay 1e-4), the step lr schedule, the training split's `subset`,
+    full-width accuracy on the val split after each epoch (the search never looks at
+    test)."""
+    return TrainConfig(schedule="base", epochs=schedule.epochs, batch_size=schedule.batch_size,
+                       lr=schedule.lr, momentum=0.9, weight_decay=1e-4, nesterov=True,
+                       lr_schedule="step", seed=schedule.seed, device=schedule.device,
+                       train_subset=schedule.subset, eval_split="val")
 
 
 def train_supernet(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
-                   path: str | Path | None = None,
+                   run_dir: str | Path | None = None,
                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Supernet:
-    """Train a supernet (resuming from the checkpoint at `path` if there is one)."""
-    from archsearch.train import Augment, resolve_device
-
-    device = resolve_device(schedule.device)
+    """Train a supernet through the trainer (`train` with a `SandwichStep`), in its run
+    folder `run_dir` (the trainer's files and `supernet.json`): resumed from its checkpoint
+    if there is one, loaded if its training finished. `on_epoch` hears the trainer's
+    records."""
     torch.manual_seed(schedule.seed)
     supernet = Supernet(bound)
-    model = supernet.model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=0.9,
-                                weight_decay=1e-4, nesterov=True)
-    done, before = _resume(path, supernet, optimizer, schedule) if path else (0, 0.0)
-    start = time.perf_counter()
-    data = splits.train.subset(schedule.subset, seed=schedule.seed)
-    if not hasattr(data, "images"):
-        raise ArchsearchError("the supernet needs an in-memory dataset: use --evaluator proxy")
-    augment = Augment(splits.mean, splits.std, splits.pad, splits.flip, device, False)
-    images, labels = data.images.to(device), data.labels.to(device)
-    steps = max(1, len(data) // schedule.batch_size)
-    for epoch in range(done, schedule.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(schedule, epoch)
-        gen = torch.Generator().manual_seed(schedule.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(data), generator=gen).to(device)
-        model.train()
-        total = 0.0
-        for s in range(steps):
-            sel = order[s * schedule.batch_size:(s + 1) * schedule.batch_size]
-            total += supernet.sandwich_step(augment(images[sel], gen), labels[sel], optimizer,
-                                            schedule, gen)
-        record = {"epoch": epoch + 1, "epochs": schedule.epochs, "loss": total / steps,
-                  "train_s": before + time.perf_counter() - start}
-        if path:
-            _save(path, supernet, optimizer, schedule, epoch + 1, record["train_s"])
-        if on_epoch is not None:
-            on_epoch(record)
+    folder = Path(run_dir) if run_dir is not None else None
+    if folder is not None:
+        doc = _open(folder, supernet, schedule)
+        if doc is not None and (folder / "result.json").is_file() and \
+                int(doc["epoch"]) >= int(doc["epochs"]):  # trained: load it
+            try:
+                supernet.model.load_state_dict(doc["state_dict"])
+            except (RuntimeError, KeyError) as exc:
+                raise ArchsearchError(f"supernet checkpoint {folder / CHECKPOINT} does not "
+                                      f"fit this space: {str(exc).splitlines()[0]}") from None
+            supernet.model.to(resolve_device(schedule.device))
+            return supernet
+    train(supernet.model, splits, train_config(schedule), run_dir=folder, resume=True,
+          on_epoch=on_epoch, progress=False,
+          step=functools.partial(SandwichStep, supernet, schedule))
+    supernet.model.to(memory_format=torch.contiguous_format)  # as a loaded one
     return supernet
 
 
-def _save(path: str | Path, supernet: Supernet, optimizer: Any, schedule: SupernetSchedule,
-          epoch: int, train_s: float) -> None:
-    atomic_torch_save(path, {
-        "format": FORMAT, "version": VERSION, "space": supernet.bound.space.name,
-        "dataset": supernet.bound.info.key, "schedule": asdict(schedule), "epoch": epoch,
-        "train_s": train_s,
-        "state_dict": {k: v.detach().cpu() for k, v in supernet.model.state_dict().items()},
-        "optimizer": optimizer.state_dict()})
+def _settings(bound: BoundSpace, schedule: SupernetSchedule) -> dict[str, Any]:
+    """What a supernet folder's training must keep to resume (the device may change)."""
+    kept = {k: v for k, v in asdict(schedule).items() if k != "device"}
+    return {"format": FORMAT, "version": VERSION, "space": bound.space.name,
+            "dataset": bound.info.key, "schedule": kept}
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _open(folder: Path, supernet: Supernet, schedule: SupernetSchedule
+          ) -> dict[str, Any] | None:
+    """The folder's checkpoint (None: a fresh folder, whose supernet.json is written);
+    refuses another schedule's or a damaged one, in one line."""
+    mine = _settings(supernet.bound, schedule)
+    ckpt = folder / CHECKPOINT
+    if not ckpt.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / FILE, mine)
+        return None
+    doc = load_checkpoint(ckpt, what="supernet checkpoint")
     try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file)
-        raise ArchsearchError(f"cannot load supernet checkpoint {path}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ArchsearchError(f"{path} is not an archsearch supernet checkpoint")
+        theirs = json.loads((folder / FILE).read_text())
+    except (OSError, ValueError):
+        raise ArchsearchError(f"{folder} holds a checkpoint but no readable {FILE}: it is "
+                              "not a supernet's run folder; use another --out or delete it"
+                              ) from None
+    if theirs != mine:
+        raise ArchsearchError(f"{folder} was trained with {theirs}, not {mine}: use another "
+                              "--out or delete it")
     return doc
 
 
-def supernet_cost(path: str | Path) -> dict[str, Any] | None:
-    """What a supernet checkpoint cost: epochs trained, of the schedule's, and the seconds
-    of training in all (summed over resumed sessions; None for checkpoints written before
-    it was recorded). None when there is no checkpoint at `path`."""
-    path = Path(path)
-    if not path.exists():
+def supernet_cost(run_dir: str | Path) -> dict[str, Any] | None:
+    """What the supernet in its run folder cost: epochs trained, of the schedule's, and the
+    seconds of training in all (the trainer's `wall_s`, summed over resumed sessions). None
+    when the folder has no checkpoint."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    if not ckpt.exists():
         return None
-    doc = _load(path)
-    return {"epoch": int(doc["epoch"]), "epochs": int(doc["schedule"]["epochs"]),
-            "train_s": doc.get("train_s")}
-
-
-def _resume(path: str | Path, supernet: Supernet, optimizer: Any,
-            schedule: SupernetSchedule) -> tuple[int, float]:
-    """(epochs already trained, seconds they took): (0, 0.0) without a checkpoint; refuses
-    another schedule's."""
-    path = Path(path)
-    if not path.exists():
-        return 0, 0.0
-    doc = _load(path)
-    bound = supernet.bound
-    mine = {"space": bound.space.name, "dataset": bound.info.key, "schedule": asdict(schedule)}
-    theirs = {k: doc.get(k) for k in mine}
-    if theirs != mine:
-        raise ArchsearchError(f"{path} was trained with {theirs}, not {mine}: use another "
-                              "--out or delete it")
-    supernet.model.load_state_dict(doc["state_dict"])
-    optimizer.load_state_dict(doc["optimizer"])
-    return int(doc["epoch"]), float(doc.get("train_s") or 0.0)
+    doc = load_checkpoint(ckpt, what="supernet checkpoint")
+    history = doc.get("history") or []
+    return {"epoch": int(doc["epoch"]), "epochs": int(doc["epochs"]),
+            "train_s": history[-1].get("wall_s") if history else None}
 
 
 def supernet_for(bound: BoundSpace, splits: Any, schedule: SupernetSchedule,
                  run_dir: str | Path) -> Supernet:
-    """The run folder's supernet: trained (or its training resumed) by the first worker to
-    get here, loaded by the others."""
-    run_dir = Path(run_dir)
-    with file_lock(run_dir / "supernet.lock"):
-        return train_supernet(bound, splits, schedule, run_dir / FILE, on_epoch=lambda r:
-                              log.info("supernet epoch %d/%d: loss %.4f", r["epoch"],
-                                       r["epochs"], r["loss"]))
+    """The search run folder's supernet (in its `supernet/` folder): trained (or its
+    training resumed) by the first worker to get here, loaded by the others."""
+    folder = Path(run_dir) / FOLDER
+    with file_lock(folder / "train.lock"):
+        return train_supernet(bound, splits, schedule, folder, on_epoch=lambda r: log.info(
+            "supernet epoch %d/%d: loss %.4f, full-width val accuracy %.4f", r["epoch"],
+            r["epochs"], r["train_loss"], r["eval_acc"]))
 
 
 class SupernetEvaluator:

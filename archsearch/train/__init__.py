@@ -21,12 +21,14 @@ from archsearch.train._device import tune_cpu_allocator as tune_cpu_allocator
 from archsearch.train._loop import TrainResult, evaluate, seed_everything, train
 from archsearch.train._progress import LogProgress, TrainProgress
 from archsearch.train._run import load_checkpoint
+from archsearch.train._step import Step
 
 __all__ = [
     "AMP_MODES",
     "LR_SCHEDULES",
     "SCHEDULES",
     "LogProgress",
+    "Step",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",

@@ -30,6 +30,8 @@ from archsearch.train._run import RunFolder
 from archsearch.train._step import Regularizer, Step, Tally, sgd
 
 OnEpoch = Callable[[dict[str, Any]], None]
+StepFactory = Callable[..., Step]  # (model, optimizer, config, device, precision, world,
+#                                     regularizer) -> Step
 
 
 @dataclass
@@ -72,8 +74,8 @@ def seed_everything(seed: int) -> None:
 def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int | None = None,
           genome: Genome | None = None, run_dir: str | Path | None = None,
           resume: bool = False, regularizer: Regularizer | None = None,
-          on_epoch: OnEpoch | None = None, progress: bool | TrainProgress | None = True
-          ) -> TrainResult:
+          on_epoch: OnEpoch | None = None, progress: bool | TrainProgress | None = True,
+          step: StepFactory = Step) -> TrainResult:
     """Train `model` in place on `splits.train` for `epochs` (default `config.epochs`).
 
     With `run_dir`: config.json, genome.json, metrics.jsonl, checkpoint.pt (atomic, every
@@ -82,6 +84,11 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     e.g. optuna.TrialPruned, propagate); `progress` (a TrainProgress, e.g. the CLI's bar;
     True: a log line per epoch) hears on_step/on_epoch. NaN/inf loss raises DivergenceError,
     keeping the last good checkpoint.
+
+    `step` makes what trains one batch, called as `step(model, optimizer, config, device,
+    precision, world, regularizer)`: `Step` (the default), or a subclass of it with its own
+    `__call__` (the supernet's sandwich rule, `SandwichStep` in search/_supernet.py); the
+    data, optimizer, lr schedule, evaluation, checkpoints and resume stay the trainer's.
     """
     start = time.perf_counter()
     epochs = epochs or config.epochs
@@ -96,12 +103,12 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     optimizer = sgd(model, config)
     done, history = run.open(model, optimizer, resume)
     offset = history[-1]["wall_s"] if history else 0.0
-    step = Step(model, optimizer, config, device, precision, world, regularizer)
+    stepper = step(model, optimizer, config, device, precision, world, regularizer)
     bar = reporter(progress, world.main)
     bar.on_start(epochs, data.steps, done)
     try:
         for epoch in range(done, epochs):
-            record = _epoch(step, data, eval_set, config, epoch, epochs, bar, run)
+            record = _epoch(stepper, data, eval_set, config, epoch, epochs, bar, run)
             record["wall_s"] = offset + time.perf_counter() - start
             history.append(record)
             run.save(model, optimizer, history)
@@ -110,7 +117,7 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
                 on_epoch(record)
     finally:
         bar.on_end()
-        step.close()
+        stepper.close()
     result = TrainResult.of(model, history, config, epochs, precision, device, world)
     result.wall_s = offset + time.perf_counter() - start
     run.finish(result.summary())
@@ -129,7 +136,7 @@ def _epoch(step: Step, data: Epochs, eval_set: ImageSet | FolderSet, config: Tra
     """Train one epoch, stop on a non-finite loss, evaluate: the epoch's record (but its
     wall_s)."""
     lr = config.lr_at(epoch, epochs)
-    step.begin_epoch(lr)
+    step.begin_epoch(lr, epoch)
     t0 = time.perf_counter()
     tally = Tally(step.device)
     for x, y in data.batches(epoch):

@@ -30,18 +30,19 @@ RESUME_KEYS = ("schedule", "batch_size", "lr", "momentum", "weight_decay", "seed
                "train_subset", "augment")
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by `train` (weights_only: no code runs on load)."""
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """A checkpoint written by `train` (weights_only: no code runs on load); `what` names
+    it in the one-line errors (e.g. "supernet checkpoint")."""
     if Path(path).exists() and not Path(path).is_file():
-        raise ArchsearchError(f"{path} is not a checkpoint file")
+        raise ArchsearchError(f"{path} is not a {what} file")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ArchsearchError(f"no checkpoint at {path}") from None
+        raise ArchsearchError(f"no {what} at {path}") from None
     except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file)
-        raise ArchsearchError(f"cannot load checkpoint {path}: {_load_error(exc)}") from None
+        raise ArchsearchError(f"cannot load {what} {path}: {_load_error(exc)}") from None
     if not isinstance(doc, dict) or "state_dict" not in doc:
-        raise ArchsearchError(f"{path} is not an archsearch checkpoint")
+        raise ArchsearchError(f"{path} is not an archsearch {what}")
     return doc
 
 

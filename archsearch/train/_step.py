@@ -31,6 +31,10 @@ class Step:
     """Forward under `precision`'s autocast, fp32 cross-entropy, backward (scaled for fp16),
     `regularizer(model)` between backward and step, then the optimizer step.
 
+    A custom step (`train`'s `step` argument) subclasses it and overrides `__call__`, with
+    `backward` for each of its losses and `update` once at the end (the supernet's sandwich
+    rule: `SandwichStep` in archsearch/search/_supernet.py).
+
     `net` is what runs forward: `model` wrapped in DistributedDataParallel under torchrun,
     compiled with `config.compile` (unless oneDNN's 1x1 guard is needed); `close()` removes
     the guard's hooks."""
@@ -56,7 +60,9 @@ class Step:
             net = torch.compile(net)
         self.net = net
 
-    def begin_epoch(self, lr: float) -> None:
+    def begin_epoch(self, lr: float, epoch: int = 0) -> None:
+        """Before the 0-based `epoch`'s batches (a custom step may seed its draws with it,
+        so a resumed run draws what an uninterrupted one would): set the lr, train mode."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.net.train()
@@ -67,11 +73,22 @@ class Step:
             out = self.net(x)
             loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
         self.optimizer.zero_grad(set_to_none=True)
+        self.backward(loss)
+        self.update()
+        return loss.detach(), out.detach()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add `loss`'s gradients (scaled for fp16); a step may call it more than once."""
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
+
+    def update(self) -> None:
+        """After the step's backward passes: unscale (fp16), `regularizer(model)`, then the
+        optimizer step."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.regularizer is not None:
             self.regularizer(self.model)
         if self.scaler is not None:
@@ -79,7 +96,6 @@ class Step:
             self.scaler.update()
         else:
             self.optimizer.step()
-        return loss.detach(), out.detach()
 
     def close(self) -> None:
         for handle in self.guards:
