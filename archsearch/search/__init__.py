@@ -12,10 +12,14 @@ only because archsearch/cli, tests or benches still import them from here; they 
 
 from __future__ import annotations
 
+from archsearch.kinds import GENOME_KINDS
+from archsearch.kinds import load_guide as load_guide
 from archsearch.search._evaluate import ProxyEvaluator, ProxySchedule
 from archsearch.search._evaluators import EVALUATORS, AdaptiveBNEvaluator, Scoring, load_base
 from archsearch.search._fidelity import FIDELITIES, evaluators_for, fidelity_of
 from archsearch.search._fidelity import screen_setup_cost as screen_setup_cost
+from archsearch.search._kinds import SEARCH_KINDS, SearchKind, search_kind
+from archsearch.search._open import open_search
 from archsearch.search._plots import fidelity_points as fidelity_points
 from archsearch.search._plots import write_plots
 from archsearch.search._results import (
@@ -48,9 +52,6 @@ from archsearch.search._search import (
     check_inputs as check_inputs,
 )
 from archsearch.search._search import (
-    load_guide as load_guide,
-)
-from archsearch.search._search import (
     make_trial_pruner as make_trial_pruner,
 )
 from archsearch.search._space import (
@@ -66,8 +67,7 @@ from archsearch.search._space import (
 from archsearch.search._space import (
     map_stages as map_stages,
 )
-from archsearch.search._sparse_search import SparseSearch, open_search
-from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
+from archsearch.search._sparsity import SparseParameterisation, SparseProxyEvaluator
 from archsearch.search._storage import open_storage as open_storage
 from archsearch.search._storage import tally as tally
 from archsearch.search._supernet import (
@@ -96,12 +96,13 @@ __all__ = [
     "ProxyEvaluator",
     "ProxySchedule",
     "Search",
+    "SEARCH_KINDS",
     "SearchConfig",
+    "SearchKind",
     "Scoring",
     "SearchRun",
     "SparseParameterisation",
     "SparseProxyEvaluator",
-    "SparseSearch",
     "SupernetEvaluator",
     "SupernetSchedule",
     "best_trials",
@@ -112,6 +113,7 @@ __all__ = [
     "load_base",
     "open_run",
     "open_search",
+    "search_kind",
     "stage_ratios",
     "summary",
     "train_supernet",
