@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from archsearch.graph import ChannelGraph
 from archsearch.metrics import MACS, PARAMS, Pricer, get_metric
 from archsearch.models import init_weights
 from archsearch.spaces import Space, load_space
+
+if TYPE_CHECKING:
+    from archsearch.latency import LatencySettings
 
 
 @dataclass(frozen=True)
@@ -86,16 +89,16 @@ class BoundSpace:
         """The metrics this space has been priced in, by (metric, settings)."""
         return {}
 
-    def pricer(self, metric: str = "macs", settings: object = None) -> Pricer:
+    def pricer(self, metric: str = "macs", settings: LatencySettings | None = None) -> Pricer:
         """`metric` priced on this space (`settings`: where, for a metric priced per
         device setting such as latency; None: its default)."""
         spec = get_metric(metric)
         key = (spec.name, settings if spec.settings else None)
         if key not in self.pricers:
-            self.pricers[key] = spec.pricer(self, settings)  # type: ignore[arg-type]
+            self.pricers[key] = spec.pricer(self, settings)
         return self.pricers[key]
 
-    def base_in(self, metric: str = "macs", settings: object = None) -> float:
+    def base_in(self, metric: str = "macs", settings: LatencySettings | None = None) -> float:
         """The full-width genome's cost in `metric`."""
         return self.cost_at({}, None, metric, settings)
 
@@ -111,7 +114,7 @@ class BoundSpace:
                            {"method": "uniform", "budget": str(budget)})
 
     def cost_at(self, widths: Mapping[str, int], blocks: Mapping[str, bool] | None = None,
-                metric: str = "macs", settings: object = None) -> float:
+                metric: str = "macs", settings: LatencySettings | None = None) -> float:
         """The cost of `widths` (and kept `blocks`) in one metric (`archsearch.metrics`): the
         fast path every budget search shares."""
         return self.pricer(metric, settings).vector(self.costs.widths_vector(widths),
@@ -190,23 +193,32 @@ def bind(space: str | Space, dataset: str | DatasetInfo | None = None, *,
     return _bind(space_obj.path or space_obj.name, info, input_size)
 
 
-def genome_input_size(genome: Genome | object, input_size: int | None = None,
+class GenomeLike(Protocol):
+    """What binding needs of a genome of either kind (`archsearch.kinds`): its space, its
+    dataset and the input size it was made at."""
+
+    space: str
+    dataset: str | None
+    input_size: int | None
+
+
+def genome_input_size(genome: GenomeLike, input_size: int | None = None,
                       source: str = "the genome") -> int | None:
     """The input size to bind a genome at: the one it records, else `input_size` (an
     explicit --input-size, which a genome without a recorded size takes); one line when
     both are given and disagree."""
-    recorded = getattr(genome, "input_size", None)
+    recorded = genome.input_size
     if recorded is None or input_size is None or input_size == recorded:
         return input_size if input_size is not None else recorded
     raise ArchsearchError(f"{source} was made at input size {recorded}, not --input-size "
                           f"{input_size}: leave --input-size out (or pass {recorded})")
 
 
-def bind_genome(genome: Genome | object, dataset: str | DatasetInfo | None = None,
+def bind_genome(genome: GenomeLike, dataset: str | DatasetInfo | None = None,
                 input_size: int | None = None, source: str = "the genome") -> BoundSpace:
     """The space a genome (width or sparsity) belongs to, at its dataset (or `dataset`) and
     its recorded input size (`genome_input_size`)."""
-    return bind(genome.space, dataset or genome.dataset,  # type: ignore[attr-defined]
+    return bind(genome.space, dataset or genome.dataset,
                 input_size=genome_input_size(genome, input_size, source))
 
 

@@ -22,8 +22,16 @@ from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.io import atomic_torch_save
+from archsearch.kinds import SPARSITY, get_kind
 from archsearch.presets import DEFAULT_PRESET, PRESETS, Schedule, get_preset
-from archsearch.pruners import METHOD_CLASSES, PRUNERS, Pruner, get_pruner
+from archsearch.pruners import (
+    METHOD_CLASSES,
+    PRUNERS,
+    Method,
+    Pruner,
+    get_pruner,
+    method_class,
+)
 from archsearch.train import load_checkpoint
 
 if TYPE_CHECKING:
@@ -102,7 +110,7 @@ class Plan:
 
     config: DiscoverConfig
     bound: BoundSpace
-    pruner: Pruner
+    pruner: Method[Any]  # a width pruner or a sparsifier (its genome_kind says which)
     budget: Budget
     run_dir: Path
     splits: Splits | None = None
@@ -134,8 +142,8 @@ def plan(cfg: DiscoverConfig) -> Plan:
     from archsearch.latency import settings_of
 
     budget = parse_budget(cfg.budget, settings_of(cfg))
-    methods = METHOD_CLASSES
-    rule = methods[cfg.method].sparsity_rule if cfg.method in methods else None
+    known = cfg.method in METHOD_CLASSES  # an unknown one: get_pruner says so below
+    rule = method_class(cfg.method).sparsity_rule if known else None
     takes_sparsity = rule is not None
     if not isinstance(cfg.sparsity, str) and not takes_sparsity:
         raise ArchsearchError(f"--sparsity applies to methods with a sparsity term "
@@ -154,7 +162,7 @@ def plan(cfg: DiscoverConfig) -> Plan:
                               "or --out for a new one")
     splits = None
     opts = dict(cfg.pruner_options)
-    if methods[cfg.method].needs_training or isinstance(cfg, RethinkConfig):
+    if early.needs_training or isinstance(cfg, RethinkConfig):
         from archsearch.data import load_data
 
         splits = load_data(bound.info, cfg.data_root, val_fraction=VAL_FRACTION)
@@ -168,10 +176,10 @@ def plan(cfg: DiscoverConfig) -> Plan:
 
 def resolve_sparsity(cfg: DiscoverConfig, family: str, images: int) -> float:
     """The sparsity strength a run uses: the given number, the paper's λ, or (auto) the λ the
-    method's own rule (`Pruner.sparsity_rule`) sizes to this schedule."""
+    method's own rule (`Method.sparsity_rule`) sizes to this schedule."""
     if not isinstance(cfg.sparsity, str):
         return float(cfg.sparsity)
-    rule = METHOD_CLASSES[cfg.method].sparsity_rule
+    rule = method_class(cfg.method).sparsity_rule
     if rule is None:
         raise ArchsearchError(f"{cfg.method!r} has no sparsity term")
     if cfg.sparsity == "paper":
@@ -186,9 +194,9 @@ def _sparsity_methods() -> list[str]:
     return [n for n, c in METHOD_CLASSES.items() if c.sparsity_rule is not None]
 
 
-def is_sparse(pruner: object) -> bool:
+def is_sparse(pruner: Method[Any]) -> bool:
     """Whether a method's genome is a sparsity genome (archsearch.sparsity), not widths."""
-    return getattr(pruner, "genome_kind", "widths") == "sparsity"
+    return get_kind(pruner.genome_kind) is SPARSITY
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:
@@ -289,7 +297,7 @@ def save_sparse_checkpoint(path: Path, plan: Plan, model: nn.Module) -> Path:
         "version": CHECKPOINT_VERSION})
 
 
-def load_base(path: str | Path, pruner: Pruner, doc: dict[str, Any] | None = None
+def load_base(path: str | Path, pruner: Method[Any], doc: dict[str, Any] | None = None
               ) -> nn.Module:
     """The pruner's prepared base model with the weights (and gates) of a trained base's
     checkpoint (discover's sparse.pt or a base run's checkpoint.pt); `doc`: the checkpoint
@@ -324,6 +332,7 @@ def inherit(bound: BoundSpace, genome: Genome, checkpoint: str | Path) -> nn.Mod
     """The genome's model with the surviving weights of the trained base in `checkpoint`,
     the channels chosen by the method the checkpoint records."""
     pruner = get_pruner(recorded_method(checkpoint, bound), bound)
+    assert isinstance(pruner, Pruner)  # recorded_method names width pruners only
     prepared = load_base(checkpoint, pruner)
     return pruner.pruned(prepared, genome)  # lasso also rescales the kept channels
 

@@ -9,13 +9,14 @@ that was killed resumes from its own checkpoint. No printing: `on_leg` reports p
 
 from __future__ import annotations
 
+import abc
 import logging
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from torch import nn
 
@@ -23,7 +24,8 @@ from archsearch.errors import ArchsearchError, SeparationError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, atomic_write_text
 from archsearch.pipeline import Plan, derive, load_base, plain, train_base, train_config
-from archsearch.pruners import warning_line
+from archsearch.pruners import Pruner, warning_line
+from archsearch.sparsity import SparsityGenome
 
 if TYPE_CHECKING:
     from archsearch.train import TrainProgress
@@ -35,6 +37,7 @@ LEG_TITLES = {"base": "base (sparsity-trained)", "finetune": "pruned + fine-tune
               "scratch-e": "pruned, Scratch-E", "scratch-b": "pruned, Scratch-B",
               "uniform": "uniform, Scratch-B"}
 OnLeg = Callable[[dict[str, Any]], None]
+G = TypeVar("G", Genome, SparsityGenome)
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,11 @@ class Leg:
         return f"seed{self.seed}/{self.name}"
 
 
-class Rethink:
+class RethinkRun(abc.ABC, Generic[G]):
     """One rethink run folder: `legs.json` (finished legs), `seed<k>/<leg>/` (trainer run
-    folders), `seed<k>/genome.json`, `uniform_genome.json`, `rethink.json`, `rethink.md`."""
+    folders), `seed<k>/genome.json`, `uniform_genome.json`, `rethink.json`, `rethink.md`;
+    its genomes of one kind `G` (`Rethink`: width genomes; `unstructured.SparseRethink`:
+    sparsity genomes, masks instead of narrower models)."""
 
     def __init__(self, plan: Plan, on_leg: OnLeg | None = None,
                  progress: bool | TrainProgress | None = True):
@@ -61,11 +66,17 @@ class Rethink:
         self.legs: dict[str, dict[str, Any]] = {}
         self.uniform = self.uniform_genome()
 
-    def uniform_genome(self) -> Genome:
+    @abc.abstractmethod
+    def uniform_genome(self) -> G:
         """The uniform leg's genome at the plan's budget."""
-        genome = self.plan.bound.uniform(self.plan.budget)
-        genome.provenance.update(dataset=self.plan.bound.info.name)
-        return genome
+
+    @abc.abstractmethod
+    def _pruned(self, seed: int, model: nn.Module | None) -> tuple[nn.Module, G]:
+        """The seed's trained base (from memory or its checkpoint) and its pruned genome."""
+
+    @abc.abstractmethod
+    def _train_pruned(self, leg: Leg, base: nn.Module | None, genome: G) -> dict[str, Any]:
+        """Train one leg after the base (fine-tune, Scratch-E/B, uniform); its record."""
 
     def seeds(self) -> list[int]:
         first = self.plan.config.seed
@@ -80,7 +91,7 @@ class Rethink:
         self._open()
         for seed in self.seeds():
             model: nn.Module | None = None
-            genome: Genome | None = None
+            genome: G | None = None
             for leg in self.legs_for(seed):
                 if leg.key in self.legs:
                     self.on_leg({**self.legs[leg.key], "status": "done"})
@@ -98,31 +109,16 @@ class Rethink:
 
     # -- one leg --------------------------------------------------------------------------
 
-    def _run_leg(self, leg: Leg, base: nn.Module | None, genome: Genome | None
+    def _run_leg(self, leg: Leg, base: nn.Module | None, genome: G | None
                  ) -> dict[str, Any]:
-        from archsearch.train import resolve_epochs, seed_everything, train
-
-        plan, bound = self.plan, self.plan.bound
+        plan = self.plan
         if leg.name == "base":
             model, info = train_base(plan, leg.run_dir, seed=leg.seed, progress=self.progress)
-            return {**self._score(leg, model, bound.base_genome(), info), "_model": model}
+            return {**self._score(leg, model, plan.bound.base_genome(), info), "_model": model}
         assert genome is not None
-        schedule = {"finetune": "finetune", "scratch-e": "scratch-e"}.get(leg.name, "scratch-b")
-        target = self.uniform if leg.name == "uniform" else genome
-        if leg.name == "finetune":
-            assert base is not None
-            model = plan.pruner.pruned(base, genome)
-            cfg = train_config(plan, schedule, leg.seed, plan.config.finetune_epochs)
-        else:
-            seed_everything(leg.seed)
-            model = bound.build(target)
-            cfg = train_config(plan, schedule, leg.seed)
-        epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
-        result = train(model, plan.data(), cfg, epochs=epochs, genome=target,
-                       run_dir=leg.run_dir, resume=plan.config.resume, progress=self.progress)
-        return self._score(leg, result.model, target, result.summary())
+        return self._train_pruned(leg, base, genome)
 
-    def _score(self, leg: Leg, model: nn.Module, genome: Genome,
+    def _score(self, leg: Leg, model: nn.Module, genome: Genome | SparsityGenome,
                info: dict[str, Any]) -> dict[str, Any]:
         """The leg's record: test accuracy on the (full) test split, evaluated once."""
         from archsearch.train import evaluate
@@ -144,26 +140,6 @@ class Rethink:
             path = self.plan.run_dir / f"seed{seed}" / "base" / "checkpoint.pt"
             model = load_base(path, self.plan.pruner)
         return model.cpu()
-
-    def _pruned(self, seed: int, model: nn.Module | None) -> tuple[nn.Module, Genome]:
-        """The seed's trained base (from memory or its checkpoint) and its pruned genome."""
-        plan = self.plan
-        model = self.base(seed, model)
-        saved = plan.run_dir / f"seed{seed}" / "genome.json"
-        if saved.exists():
-            genome = plan.bound.with_cost(Genome.load(saved))
-        else:
-            genome = derive(plan, model, source=str(plan.run_dir / f"seed{seed}"))
-            genome.provenance["seed"] = seed
-            evidence = genome.provenance.get("separation")
-            if evidence is not None and not evidence["separated"]:
-                line = warning_line(evidence, plan.pruner.name)
-                if plan.config.require_separation:
-                    raise SeparationError(f"seed {seed}: {line.removeprefix('warning: ')} "
-                                          "(--require-separation)")
-                _log.warning("seed %d: %s", seed, line)
-            genome.save(saved)
-        return model, genome
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -213,6 +189,56 @@ class Rethink:
         atomic_write_json(plan.run_dir / "rethink.json", doc)
         atomic_write_text(plan.run_dir / "rethink.md", markdown(doc))
         return doc
+
+
+class Rethink(RethinkRun[Genome]):
+    """`rethink` for a width pruner: the pruned genome's narrower model is fine-tuned with
+    inherited weights, or trained from scratch."""
+
+    def uniform_genome(self) -> Genome:
+        genome = self.plan.bound.uniform(self.plan.budget)
+        genome.provenance.update(dataset=self.plan.bound.info.name)
+        return genome
+
+    def _train_pruned(self, leg: Leg, base: nn.Module | None, genome: Genome
+                      ) -> dict[str, Any]:
+        from archsearch.train import resolve_epochs, seed_everything, train
+
+        plan, bound = self.plan, self.plan.bound
+        schedule = {"finetune": "finetune", "scratch-e": "scratch-e"}.get(leg.name, "scratch-b")
+        target = self.uniform if leg.name == "uniform" else genome
+        if leg.name == "finetune":
+            assert base is not None and isinstance(plan.pruner, Pruner)
+            model = plan.pruner.pruned(base, genome)
+            cfg = train_config(plan, schedule, leg.seed, plan.config.finetune_epochs)
+        else:
+            seed_everything(leg.seed)
+            model = bound.build(target)
+            cfg = train_config(plan, schedule, leg.seed)
+        epochs = resolve_epochs(cfg, bound.base_cost.macs, target.cost["macs"])
+        result = train(model, plan.data(), cfg, epochs=epochs, genome=target,
+                       run_dir=leg.run_dir, resume=plan.config.resume, progress=self.progress)
+        return self._score(leg, result.model, target, result.summary())
+
+    def _pruned(self, seed: int, model: nn.Module | None) -> tuple[nn.Module, Genome]:
+        """The seed's trained base (from memory or its checkpoint) and its pruned genome."""
+        plan = self.plan
+        model = self.base(seed, model)
+        saved = plan.run_dir / f"seed{seed}" / "genome.json"
+        if saved.exists():
+            genome = plan.bound.with_cost(Genome.load(saved))
+        else:
+            genome = derive(plan, model, source=str(plan.run_dir / f"seed{seed}"))
+            genome.provenance["seed"] = seed
+            evidence = genome.provenance.get("separation")
+            if evidence is not None and not evidence["separated"]:
+                line = warning_line(evidence, plan.pruner.name)
+                if plan.config.require_separation:
+                    raise SeparationError(f"seed {seed}: {line.removeprefix('warning: ')} "
+                                          "(--require-separation)")
+                _log.warning("seed %d: %s", seed, line)
+            genome.save(saved)
+        return model, genome
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

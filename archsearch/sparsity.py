@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from archsearch.budget import Budget, BudgetError
+from archsearch.budget import TOLERANCE, Budget, BudgetError
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
-from archsearch.genome import Genome, check_header, read_input_size, read_json, with_input_size
+from archsearch.genome import check_header, read_input_size, read_json, with_input_size
 from archsearch.io import atomic_write_json
 from archsearch.metrics import metrics
 
@@ -174,6 +174,16 @@ def make_genome(bound: BoundSpace, density: Mapping[str, float],
     return genome
 
 
+def check_budget(bound: BoundSpace, genome: SparsityGenome, budget: Budget) -> None:
+    """Raise BudgetError unless the genome's non-zero cost is within 1% of the budget."""
+    target = budget.target(bound)
+    got = sparse_value(bound, genome.density, budget)
+    if abs(got - target) > TOLERANCE * target:
+        raise BudgetError(f"budget {budget} cannot be met within 1% by unstructured pruning "
+                          f"in space {bound.space.name!r}: the closest sparsity genome costs "
+                          f"{got:.4g} {budget.spec.unit} ({got / target:.3f}x the target)")
+
+
 def uniform_density(bound: BoundSpace, budget: Budget,
                     layers: Sequence[str] | None = None) -> dict[str, float]:
     """One density for every layer of `layers` (default all), solved so the genome costs the
@@ -318,17 +328,3 @@ def guided_density(guides: Sequence[SparsityGenome], bound: BoundSpace, budget: 
     relative depth (so a guide from another space transfers), set on `layers` of this space
     and scaled by one multiplier (bisection) so the genome costs the budget."""
     return fit_density(bound, guide_shape(guides, layers), budget)
-
-
-# -- either kind of genome -----------------------------------------------------------------
-
-def any_genome_from_dict(doc: Any, source: str = "genome") -> Genome | SparsityGenome:
-    """A width genome or a sparsity genome, by the document's `format`."""
-    if isinstance(doc, Mapping) and doc.get("format") == FORMAT:
-        return SparsityGenome.from_dict(doc, source)
-    return Genome.from_dict(doc, source)
-
-
-def load_any_genome(path: str | Path) -> Genome | SparsityGenome:
-    """A width or sparsity genome file, by its `format`."""
-    return any_genome_from_dict(read_json(path, "genome"), source=str(path))

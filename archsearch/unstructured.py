@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from archsearch.io import atomic_write_json, atomic_write_text
+from archsearch.kinds import SPARSITY
 from archsearch.pipeline import Plan, plain, save_sparse_checkpoint, train_base, train_config
-from archsearch.rethink import Leg, Rethink
+from archsearch.pruners import MagnitudePruner
+from archsearch.rethink import Leg, RethinkRun
 from archsearch.sparsity import (
     MaskedTraining,
     SparsityGenome,
@@ -57,7 +59,7 @@ def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | Non
     if model is not None:
         save_sparse_checkpoint(run / "sparse.pt", plan, model)
         files["checkpoint"] = str(run / "sparse.pt")
-    result = {"method": plan.pruner.name, "genome_kind": "sparsity",
+    result = {"method": plan.pruner.name, "genome_kind": SPARSITY.name,
               "space": plan.bound.space.name, "dataset": plan.bound.info.name,
               "budget": str(plan.budget), "config": plain(asdict(plan.config)),
               "cost": genome.cost, "base_cost": {"macs": plan.bound.base_cost.macs,
@@ -69,18 +71,25 @@ def discover_sparse(plan: Plan, on_epoch: Callable[[dict[str, Any]], None] | Non
     return result
 
 
-class SparseRethink(Rethink):
+class SparseRethink(RethinkRun[SparsityGenome]):
     """`rethink` for a sparsity-genome method: same legs, folders and resume as `Rethink`,
     with masks instead of narrower models (see the module docstring)."""
 
-    def uniform_genome(self) -> SparsityGenome:  # type: ignore[override]
+    @property
+    def sparsifier(self) -> MagnitudePruner:
+        """The plan's method (a sparsifier: plan() binds the method the CLI dispatched on)."""
+        pruner = self.plan.pruner
+        assert isinstance(pruner, MagnitudePruner)
+        return pruner
+
+    def uniform_genome(self) -> SparsityGenome:
         plan = self.plan
-        density = uniform_density(plan.bound, plan.budget, plan.pruner.pruned_layers())
+        density = uniform_density(plan.bound, plan.budget, self.sparsifier.pruned_layers())
         return make_genome(plan.bound, density, {"method": "uniform", "budget": str(plan.budget),
                                                  "dataset": plan.bound.info.name})
 
     def _pruned(self, seed: int, model: nn.Module | None
-                ) -> tuple[nn.Module, SparsityGenome]:  # type: ignore[override]
+                ) -> tuple[nn.Module, SparsityGenome]:
         plan = self.plan
         model = self.base(seed, model)
         saved = plan.run_dir / f"seed{seed}" / GENOME_FILE
@@ -93,18 +102,17 @@ class SparseRethink(Rethink):
             genome.save(saved)
         return model, genome
 
-    def _run_leg(self, leg: Leg, base: nn.Module | None,  # type: ignore[override]
-                 genome: SparsityGenome | None) -> dict[str, Any]:
+    def _train_pruned(self, leg: Leg, base: nn.Module | None,
+                      genome: SparsityGenome) -> dict[str, Any]:
         from archsearch.train import resolve_epochs, seed_everything, train
 
         plan, bound = self.plan, self.plan.bound
-        if leg.name == "base":
-            return super()._run_leg(leg, base, None)
-        assert genome is not None and base is not None
+        pruner = self.sparsifier
+        assert base is not None
         target = self.uniform if leg.name == "uniform" else genome
         if leg.name == "finetune":
-            model = copy.deepcopy(plan.pruner.restore(base)).cpu()
-            masks = plan.pruner.masks(base, genome)
+            model = copy.deepcopy(pruner.restore(base)).cpu()
+            masks = pruner.masks(base, genome)
             cfg = train_config(plan, "finetune", leg.seed, plan.config.finetune_epochs)
         else:
             seed_everything(leg.seed)
@@ -118,7 +126,7 @@ class SparseRethink(Rethink):
         result = train(model, plan.data(), cfg, epochs=epochs, run_dir=leg.run_dir,
                        resume=plan.config.resume, regularizer=keeper.regularize,
                        progress=self.progress)
-        record = self._score(leg, result.model, target, result.summary())  # type: ignore[arg-type]
+        record = self._score(leg, result.model, target, result.summary())
         measured = density_of(result.model, bound)
         record["max_density_error"] = max(abs(measured[m] - d) for m, d in
                                           _kept_density(plan, target).items())
@@ -126,7 +134,7 @@ class SparseRethink(Rethink):
 
     def write(self, wall_s: float) -> dict[str, Any]:
         doc = super().write(wall_s)
-        doc["genome_kind"] = "sparsity"
+        doc["genome_kind"] = SPARSITY.name
         note = ("\nUnstructured pruning: fine-tune = the magnitude mask with the inherited "
                 "weights; Scratch-E/B = fresh initialisation with a random mask of the same "
                 "per-layer density; uniform = one density in every layer, random mask, "

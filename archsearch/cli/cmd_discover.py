@@ -21,10 +21,12 @@ from archsearch.cli._args import (
     pruner_options,
 )
 from archsearch.cli._checks import check_out_dir
-from archsearch.cli._common import console, data_lines, err_console, human, print_json
+from archsearch.cli._common import console, data_lines, err_console, print_json
 from archsearch.cli._latency import LATENCY_HELP, prepare_budget
 from archsearch.cli._progress import progress_bar
+from archsearch.cli._render import cost_line
 from archsearch.errors import ArchsearchError, SeparationError
+from archsearch.kinds import SPARSITY, WIDTH, get_kind
 from archsearch.presets import PRESETS
 from archsearch.pruners import METHOD_CLASSES, METHODS
 from archsearch.rethink import images_label
@@ -150,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(result: dict[str, Any]) -> None:
-    if result.get("genome_kind") == "sparsity":
+    """A discover result: the genome of its kind (the result's `genome_kind`; a width
+    genome's result has none), its cost, the wall time and the files written."""
+    if get_kind(result.get("genome_kind", WIDTH.name)) is SPARSITY:
         print_sparse_result(result)
         return
     table = Table(title=f"{result['method']} genome: {result['space']} on {result['dataset']} "
@@ -174,10 +178,8 @@ def print_result(result: dict[str, Any]) -> None:
                       f"({result['provenance'].get('sparsity_rule')})")
     if result["removed_blocks"]:
         console.print(f"removed blocks: {', '.join(result['removed_blocks'])}")
-    cost, base = result["cost"], result["base_cost"]
-    console.print(f"MACs {human(cost['macs'])} ({cost['macs_ratio']:.1%} of "
-                  f"{human(base['macs'])})   params {human(cost['params'])} "
-                  f"({cost['params_ratio']:.1%} of {human(base['params'])})")
+    base = result["base_cost"]
+    console.print(cost_line(result["cost"], base["macs"], base["params"], WIDTH))
     train = result.get("train") or {}
     if train.get("val_acc") is not None:
         console.print(f"base after sparsity training: val acc {train['val_acc']:.2%} "
@@ -195,9 +197,7 @@ def print_sparse_result(result: dict[str, Any]) -> None:
     for r in result["layers"]:
         table.add_row(r["layer"], str(r["weights"]), str(r["kept"]), f"{r['density']:.1%}")
     console.print(table)
-    cost, base = result["cost"], result["base_cost"]
-    console.print(f"non-zero MACs {human(cost['macs'])} ({cost['macs_ratio']:.1%} of "
-                  f"{human(base['macs'])})   non-zero params {human(cost['params'])} "
-                  f"({cost['params_ratio']:.1%} of {human(base['params'])})")
+    base = result["base_cost"]
+    console.print(cost_line(result["cost"], base["macs"], base["params"], SPARSITY))
     console.print(f"wall time {result['wall_s']:.0f} s; files: "
                   + ", ".join(result["files"].values()))

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export_genomes(args: argparse.Namespace) -> int:
+    from archsearch.kinds import load_genome
     from archsearch.search import export_genomes, open_run
-    from archsearch.sparsity import load_any_genome
 
     top = 3 if args.top is None else args.top
     if top < 1:
@@ -72,7 +72,7 @@ def _export_genomes(args: argparse.Namespace) -> int:
         check_out_dir(args.out, "--out")
     search = open_run(args.run)
     paths = export_genomes(search, top, Path(args.out) if args.out else None)
-    genomes = [load_any_genome(p) for p in paths]  # width or sparsity
+    genomes = [load_genome(p) for p in paths]  # width or sparsity
     if args.json:
         print_json({"run": str(search.run_dir), "genomes": [
             {"path": str(p), "trial": g.provenance["trial"],

@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, fit_columns, human, print_json
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,10 +33,10 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:.2%}"
 
 
-_COLUMNS = {"trial": "right", "fidelity": "left", "state": "left", "val acc": "right",
-            "epoch": "right",
-            "MACs": "right", "params": "right", "kind": "left", "worker": "right",
-            "time": "right", "note": "left"}
+_COLUMNS: dict[str, JustifyMethod] = {
+    "trial": "right", "fidelity": "left", "state": "left", "val acc": "right",
+    "epoch": "right", "MACs": "right", "params": "right", "kind": "left", "worker": "right",
+    "time": "right", "note": "left"}
 _DROP_ORDER = ("worker", "time", "note", "epoch", "state", "kind", "params",
                "fidelity")  # narrow terminal
 
@@ -62,7 +65,7 @@ def trials_table(rows: Sequence[dict[str, Any]], title: str, width: int | None =
     keep = fit_columns(list(_COLUMNS), cells, width or console.width, _DROP_ORDER)
     table = Table(title=title)
     for col in keep:
-        table.add_column(col, justify=_COLUMNS[col], no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(col, justify=_COLUMNS[col], no_wrap=True)
     for c in cells:
         table.add_row(*(c[col] for col in keep))
     return table

@@ -18,7 +18,8 @@ from archsearch.cli._checks import check_out_file
 from archsearch.cli._common import console, human, load_target, looks_like_file, print_json
 from archsearch.cli._latency import add_latency_flags, prepare
 from archsearch.cli._latency import settings as latency_settings
-from archsearch.viz import plot_densities, plot_widths, width_rows
+from archsearch.cli._render import cost_line
+from archsearch.kinds import WIDTH
 
 if TYPE_CHECKING:
     from archsearch.sparsity import SparsityGenome
@@ -38,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_out_file(args.plot, "--plot")
     if looks_like_file(args.target):
-        from archsearch.sparsity import SparsityGenome, load_any_genome
+        from archsearch.kinds import SPARSITY, kind_of_genome, load_genome
 
-        loaded = load_any_genome(args.target)
-        if isinstance(loaded, SparsityGenome):
+        loaded = load_genome(args.target)  # its kind by its `format`
+        if kind_of_genome(loaded) is SPARSITY:
             return show_sparse(args, loaded)
     bound, genome = load_target(args.target, args.dataset, args.input_size)
     if args.budget is not None:
@@ -53,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
         prepare(bound, budget.metric, budget.latency, args.json)
         genome = bound.uniform(budget)
     genome = genome or bound.base_genome()
-    rows = width_rows(bound, genome)
+    rows = WIDTH.rows(bound, genome)
     if args.plot:
-        plot_widths(rows, args.plot, f"{bound.space.name} on {bound.info.name}: "
+        WIDTH.plot(rows, args.plot, f"{bound.space.name} on {bound.info.name}: "
                     f"{genome.cost['macs_ratio']:.1%} MACs")
     base = bound.base_cost
     if args.json:
@@ -81,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"blocks kept: {len(bound.graph.blocks) - len(removed)}/"
                       f"{len(bound.graph.blocks)}" + (f"  removed: {', '.join(removed)}"
                                                       if removed else ""))
-    console.print(f"MACs {human(genome.cost['macs'])} ({genome.cost['macs_ratio']:.1%} of "
-                  f"{human(base.macs)})   params {human(genome.cost['params'])} "
-                  f"({genome.cost['params_ratio']:.1%} of {human(base.params)})")
+    console.print(cost_line(genome.cost, base.macs, base.params, WIDTH))
     if "latency_ms" in genome.cost:
         c = genome.cost
         console.print(f"latency {c['latency_ms']:.3g} ms ({c['latency_ratio']:.1%} of the base; "
@@ -99,20 +98,20 @@ def show_sparse(args: argparse.Namespace, genome: SparsityGenome) -> int:
     the non-zero params and MACs of the whole model."""
     from archsearch.build import bind_genome
     from archsearch.errors import ArchsearchError
-    from archsearch.sparsity import density_rows, sparse_cost, validate
+    from archsearch.kinds import SPARSITY
 
     if args.budget is not None:
         raise ArchsearchError("--budget applies to a space, not to a genome file")
     bound = bind_genome(genome, args.dataset, args.input_size, source=args.target)
-    validate(bound, genome)
-    rows = density_rows(bound, genome)
-    cost, base = sparse_cost(bound, genome.density), bound.base_cost
+    SPARSITY.validate(bound, genome)
+    rows = SPARSITY.rows(bound, genome)
+    cost, base = SPARSITY.cost(bound, genome), bound.base_cost
     if args.plot:
-        plot_densities(rows, args.plot, f"{bound.space.name} on {bound.info.name}: "
+        SPARSITY.plot(rows, args.plot, f"{bound.space.name} on {bound.info.name}: "
                        f"{cost['params_ratio']:.1%} params kept")
     if args.json:
         print_json({"space": bound.space.name, "dataset": bound.info.name,
-                    "input_size": bound.info.size, "genome_kind": "sparsity", **cost,
+                    "input_size": bound.info.size, "genome_kind": SPARSITY.name, **cost,
                     "base_macs": base.macs,
                     "base_params": base.params, "layers": rows,
                     "genome": genome.to_dict()})
@@ -124,9 +123,7 @@ def show_sparse(args: argparse.Namespace, genome: SparsityGenome) -> int:
         table.add_row(r["layer"], str(r["weights"]), str(r["kept"]), f"{r['density']:.1%}",
                       human(r["macs"]))
     console.print(table)
-    console.print(f"non-zero MACs {human(cost['macs'])} ({cost['macs_ratio']:.1%} of "
-                  f"{human(base.macs)})   non-zero params {human(cost['params'])} "
-                  f"({cost['params_ratio']:.1%} of {human(base.params)})")
+    console.print(cost_line(cost, base.macs, base.params, SPARSITY))
     if args.plot:
         console.print(f"plot: {args.plot}")
     return 0

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -91,10 +91,21 @@ class LatencySettings:
 LATENCY_FIELDS = ("latency_device", "threads", "latency_batch")  # of run configs
 
 
-def settings_of(config: object, progress: Progress | None = None) -> LatencySettings:
+class LatencyFields(Protocol):
+    """A run config with `LATENCY_FIELDS` (a search's, a discover's)."""
+
+    @property
+    def latency_device(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def latency_batch(self) -> int: ...
+
+
+def settings_of(config: LatencyFields, progress: Progress | None = None) -> LatencySettings:
     """The LatencySettings of a run config with `LATENCY_FIELDS` (a search's, a discover's)."""
-    return LatencySettings(device=config.latency_device, threads=config.threads,  # type: ignore[attr-defined]
-                           batch=config.latency_batch, progress=progress)  # type: ignore[attr-defined]
+    return LatencySettings(device=config.latency_device, threads=config.threads,
+                           batch=config.latency_batch, progress=progress)
 
 
 def cache_dir() -> Path:

@@ -129,7 +129,7 @@ def _load_file(path: Path) -> ModuleType:
                               f"{_first_line(exc)}") from None
     finally:
         sys.path.remove(str(path.parent))
-    module.__archsearch_stamp__ = stamp  # type: ignore[attr-defined]
+    vars(module)["__archsearch_stamp__"] = stamp
     return module
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
-from archsearch.pruners._base import Pruner, top_channels
+from archsearch.pruners._base import Method, Pruner, top_channels
 from archsearch.pruners._evidence import warning_line as warning_line
 from archsearch.pruners._lasso import LassoPruner
 from archsearch.pruners._magnitude import GuidedSparsityPruner, MagnitudePruner
@@ -34,12 +34,13 @@ PRUNERS: dict[str, type[Pruner]] = {
 # unstructured pruners: their genome is a sparsity genome (archsearch.sparsity), not widths
 SPARSIFIERS: dict[str, type[MagnitudePruner]] = {
     cls.name: cls for cls in (MagnitudePruner, GuidedSparsityPruner)}
-METHOD_CLASSES: dict[str, type] = {**PRUNERS, **SPARSIFIERS}  # every method, by name
+METHOD_CLASSES: dict[str, type[Method]] = {**PRUNERS, **SPARSIFIERS}  # every method, by name
 METHODS = list(METHOD_CLASSES)
 
 
-def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudePruner:
-    """The pruner `name` for a bound space; `opts` (None values dropped) go to its class."""
+def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Method[Any]:
+    """The method `name` (a width pruner or a sparsifier) for a bound space; `opts` (None
+    values dropped) go to its class (`method_class`)."""
     cls = method_class(name)
     opts = {k: v for k, v in opts.items() if v is not None}
     try:
@@ -48,8 +49,9 @@ def get_pruner(name: str, bound: BoundSpace, **opts: Any) -> Pruner | MagnitudeP
         raise ArchsearchError(f"method {name!r}: {exc}") from None
 
 
-def method_class(name: str) -> type:
-    """The class of a pruning method (width pruner or sparsifier)."""
+def method_class(name: str) -> type[Method[Any]]:
+    """The class of a pruning method (width pruner or sparsifier): the one accessor every
+    caller looks a method up by."""
     if name not in METHOD_CLASSES:
         raise ArchsearchError(f"unknown pruning method {name!r}; known: {', '.join(METHODS)}")
     return METHOD_CLASSES[name]
@@ -64,6 +66,7 @@ __all__ = [
     "L1NormPruner",
     "LassoPruner",
     "MagnitudePruner",
+    "Method",
     "Option",
     "PFAPruner",
     "Pruner",

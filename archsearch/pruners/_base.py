@@ -1,11 +1,12 @@
-"""The pruner interface: a regularizer for sparsity training, a genome at a budget, and
-per-channel importance (which channels a fine-tuned model inherits)."""
+"""The method interface: `Method` (a regularizer for sparsity training, a genome at a budget),
+which width pruners (`Pruner`: and per-channel importance, which channels a fine-tuned
+model inherits) and sparsifiers share."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -16,21 +17,26 @@ from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.presets import SparsityRule
 from archsearch.pruners._options import Option
+from archsearch.sparsity import SparsityGenome
+
+G = TypeVar("G", Genome, SparsityGenome)
 
 
-class Pruner(abc.ABC):
-    """An architecture generator bound to one space at one dataset's shapes.
+class Method(abc.ABC, Generic[G]):
+    """A pruning method bound to one space at one dataset's shapes: what width pruners
+    (`Pruner`, genome kind "width") and sparsifiers (genome kind "sparsity") share.
 
-    Before training, `set_budget` tells the pruner the budget; training calls `prepare` once
-    (pruners that add parameters or hooks, e.g. sss gates, taylor's statistics), then
+    Before training, `set_budget` tells the method the budget; training calls `prepare` once
+    (methods that add parameters or hooks, e.g. sss gates, taylor's statistics), then
     `regularize(model)` between every `backward()` and `step()`, and `end_epoch(model)` after
-    every epoch. Afterwards `genome` (on the prepared, trained model) picks
-    widths (and blocks) meeting a budget, `importance`/`keep` pick the surviving channels,
-    and `restore` gives a base-structured model to inherit weights from.
+    every epoch. Afterwards `genome` (on the prepared, trained model) makes a genome of the
+    method's kind (`archsearch.kinds`) meeting a budget, and `restore` gives a
+    base-structured model to inherit weights from.
     """
 
-    name: str = ""
-    needs_training: bool = True  # whether `genome` depends on trained weights
+    name: ClassVar[str] = ""
+    genome_kind: ClassVar[str] = "width"  # the kind of genome it makes (archsearch.kinds)
+    needs_training: ClassVar[bool] = True  # whether `genome` depends on trained weights
     OPTIONS: ClassVar[tuple[Option, ...]] = ()  # the settings a user may give
     # a method with a sparsity term: how its strength is chosen (archsearch.presets)
     sparsity_rule: ClassVar[SparsityRule | None] = None
@@ -46,8 +52,8 @@ class Pruner(abc.ABC):
         """Add the sparsity term to the gradients (called between backward and step)."""
 
     def set_budget(self, budget: Budget) -> None:  # noqa: B027 (optional hook)
-        """The budget the run aims at, told before training (for pruners whose training
-        depends on the final widths, e.g. sfp)."""
+        """The budget the run aims at, told before training (for methods whose training
+        depends on the final genome, e.g. sfp; a sparsifier checks it can be met)."""
 
     def end_epoch(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         """Called after every training epoch of the base (sfp zeroes filters here)."""
@@ -57,12 +63,26 @@ class Pruner(abc.ABC):
         return model
 
     @abc.abstractmethod
-    def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """A score per channel of every prunable group (higher = more important)."""
+    def genome(self, model: nn.Module, budget: Budget | str) -> G:
+        """A genome of this space that costs the budget (within 1%)."""
+
+    def options(self) -> dict[str, object]:
+        """The method's settings (recorded in the genome's provenance)."""
+        return {}
+
+    def _provenance(self, budget: Budget, **extra: object) -> dict[str, object]:
+        return {"method": self.name, "budget": str(budget), **self.options(), **extra}
+
+
+class Pruner(Method[Genome]):
+    """A width pruner: `genome` picks widths (and blocks) meeting a budget,
+    `importance`/`keep` pick the surviving channels a fine-tuned model inherits."""
+
+    genome_kind: ClassVar[str] = "width"
 
     @abc.abstractmethod
-    def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
-        """A genome of this space that costs the budget (within 1%)."""
+    def importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """A score per channel of every prunable group (higher = more important)."""
 
     def keep(self, model: nn.Module, genome: Genome) -> dict[str, torch.Tensor]:
         """The channel indices each prunable group keeps: the genome's width, by importance."""
@@ -72,13 +92,6 @@ class Pruner(abc.ABC):
         """The genome's model inheriting `keep`'s channels from the trained `model` (where a
         fine-tune starts); lasso also rescales them."""
         return self.bound.build(genome, self.keep(model, genome), self.restore(model).cpu())
-
-    def options(self) -> dict[str, object]:
-        """The pruner's settings (recorded in the genome's provenance)."""
-        return {}
-
-    def _provenance(self, budget: Budget, **extra: object) -> dict[str, object]:
-        return {"method": self.name, "budget": str(budget), **self.options(), **extra}
 
 
 def as_budget(budget: Budget | str) -> Budget:

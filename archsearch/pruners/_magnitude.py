@@ -9,13 +9,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from archsearch.budget import TOLERANCE, Budget, BudgetError
+from archsearch.budget import Budget
 from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
-from archsearch.pruners._base import as_budget
+from archsearch.kinds import SPARSITY
+from archsearch.pruners._base import Method, as_budget
 from archsearch.pruners._options import Option
 from archsearch.sparsity import (
     SparsityGenome,
+    check_budget,
     check_reachable,
     conv_layers,
     guided_density,
@@ -24,7 +26,6 @@ from archsearch.sparsity import (
     sparse_value,
     top_masks,
     uniform_density,
-    validate,
 )
 
 SCOPES = ("global", "layer")
@@ -33,7 +34,7 @@ LAYERS_OPTION = Option("layers", "which layers are sparsified: conv, or all (con
                        str, choices=LAYERS)
 
 
-class MagnitudePruner:
+class MagnitudePruner(Method[SparsityGenome]):
     """A sparsity genome from the weight magnitudes of a trained base: `scope="global"` keeps
     the largest |w| over all conv/linear layers (one threshold, found on the sorted
     magnitudes so the non-zero cost meets the budget; a MACs budget weighs each weight by the
@@ -42,16 +43,14 @@ class MagnitudePruner:
     too. Its masks are each layer's largest weights at the genome's density.
 
     Not a width pruner (`genome_kind = "sparsity"`): it trains the base without any
-    regularizer, and the training hooks of the Pruner interface are no-ops.
+    regularizer (the training hooks of `Method` keep their defaults).
     """
 
     name = "magnitude"
-    sparsity_rule = None  # no sparsity term in training (archsearch.presets.SparsityRule)
-    OPTIONS: tuple[Option, ...] = (
+    genome_kind = "sparsity"
+    OPTIONS = (
         Option("scope", "one threshold over all layers (global) or the same density in every "
                "layer (layer)", str, choices=SCOPES), LAYERS_OPTION)
-    needs_training = True
-    genome_kind = "sparsity"
 
     def __init__(self, bound: BoundSpace, scope: str = "global", layers: str = "conv"):
         if scope not in SCOPES:
@@ -60,7 +59,7 @@ class MagnitudePruner:
         if layers not in LAYERS:
             raise ArchsearchError(f"layers must be one of {', '.join(LAYERS)}, but got "
                                   f"layers={layers!r}")
-        self.bound = bound
+        super().__init__(bound)
         self.scope = scope
         self.layers = layers
 
@@ -71,21 +70,9 @@ class MagnitudePruner:
         return (conv_layers(self.bound) if self.layers == "conv"
                 else list(layout(self.bound).numel))
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return model
-
-    def regularize(self, model: nn.Module) -> None:
-        pass
-
     def set_budget(self, budget: Budget) -> None:
         """Raise BudgetError if the budget cannot be reached by pruning these layers."""
         uniform_density(self.bound, budget, self.pruned_layers())
-
-    def end_epoch(self, model: nn.Module) -> None:
-        pass
-
-    def restore(self, model: nn.Module) -> nn.Module:
-        return model
 
     def genome(self, model: nn.Module, budget: Budget | str) -> SparsityGenome:
         budget = as_budget(budget)
@@ -123,17 +110,6 @@ class MagnitudePruner:
         return {m: max(1, int(counts[i])) / lay.numel[m] for i, m in enumerate(names)}
 
 
-def check_budget(bound: BoundSpace, genome: SparsityGenome, budget: Budget) -> None:
-    """Raise BudgetError unless the genome's non-zero cost is within 1% of the budget."""
-    target = budget.target(bound)
-    got = sparse_value(bound, genome.density, budget)
-    if abs(got - target) > TOLERANCE * target:
-        raise BudgetError(f"budget {budget} cannot be met within 1% by unstructured pruning "
-                          f"in space {bound.space.name!r}: the closest sparsity genome costs "
-                          f"{got:.4g} {budget.spec.unit} ({got / target:.3f}x the target)")
-
-
-
 class GuidedSparsityPruner(MagnitudePruner):
     """Guided sparsification (Liu et al. 2019, section 6): the per-layer densities of found
     sparsity genomes (`guides`: files or genomes, from any space), averaged by relative
@@ -149,7 +125,7 @@ class GuidedSparsityPruner(MagnitudePruner):
     def __init__(self, bound: BoundSpace, guides: Sequence[str | Path | SparsityGenome] = (),
                  layers: str = "conv"):
         super().__init__(bound, scope="global", layers=layers)
-        self.guides = [load_guide(g) for g in guides]
+        self.guides = [SPARSITY.load_guide(g) for g in guides]
         if not self.guides:
             raise ArchsearchError("guided-sparsity needs at least one sparsity genome as a "
                                   "guide (--guide runs/.../sparsity.json)")
@@ -166,12 +142,3 @@ class GuidedSparsityPruner(MagnitudePruner):
                                                    "budget": str(budget), **self.options()})
         check_budget(self.bound, genome, budget)
         return genome
-
-
-def load_guide(guide: str | Path | SparsityGenome) -> SparsityGenome:
-    """A guide sparsity genome, validated against its own space and dataset."""
-    from archsearch.build import bind_genome
-
-    genome = guide if isinstance(guide, SparsityGenome) else SparsityGenome.load(guide)
-    validate(bind_genome(genome), genome)
-    return genome

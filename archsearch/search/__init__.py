@@ -14,6 +14,8 @@ only because archsearch/cli, tests or benches still import them from here; they 
 
 from __future__ import annotations
 
+from archsearch.kinds import GENOME_KINDS
+from archsearch.kinds import load_guide as load_guide
 from archsearch.search._config import EARLY_STOPS as EARLY_STOPS
 from archsearch.search._config import (
     FinalStage,
@@ -27,6 +29,8 @@ from archsearch.search._evaluators import AdaptiveBNEvaluator, Scoring
 from archsearch.search._evaluators import load_base as load_base
 from archsearch.search._fidelity import FIDELITIES, evaluators_for
 from archsearch.search._fidelity import fidelity_of as fidelity_of
+from archsearch.search._kinds import SEARCH_KINDS, SearchKind, search_kind
+from archsearch.search._open import open_search
 from archsearch.search._plots import fidelity_points as fidelity_points
 from archsearch.search._plots import write_plots
 from archsearch.search._registry import (
@@ -61,9 +65,6 @@ from archsearch.search._search import (
     check_inputs as check_inputs,
 )
 from archsearch.search._search import (
-    load_guide as load_guide,
-)
-from archsearch.search._search import (
     make_trial_pruner as make_trial_pruner,
 )
 from archsearch.search._space import (
@@ -81,8 +82,7 @@ from archsearch.search._space import (
 from archsearch.search._space import (
     stage_ratios as stage_ratios,
 )
-from archsearch.search._sparse_search import SparseSearch, open_search
-from archsearch.search._sparsity import GENOME_KINDS, SparseParameterisation, SparseProxyEvaluator
+from archsearch.search._sparsity import SparseParameterisation, SparseProxyEvaluator
 from archsearch.search._storage import open_storage as open_storage
 from archsearch.search._storage import tally as tally
 from archsearch.search._supernet import (
@@ -117,12 +117,13 @@ __all__ = [
     "ProxyStage",
     "ScreenStage",
     "Search",
+    "SEARCH_KINDS",
     "SearchConfig",
+    "SearchKind",
     "Scoring",
     "SearchRun",
     "SparseParameterisation",
     "SparseProxyEvaluator",
-    "SparseSearch",
     "StorageStage",
     "SupernetEvaluator",
     "SupernetSchedule",
@@ -134,6 +135,7 @@ __all__ = [
     "open_search",
     "register_evaluator",
     "screen_setup_cost",
+    "search_kind",
     "summary",
     "write_plots",
     "write_results",

@@ -11,16 +11,18 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from archsearch.build import bind_genome
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
+from archsearch.sparsity import SparsityGenome
 
 if TYPE_CHECKING:
     from archsearch.data import DatasetInfo
 
 log = logging.getLogger(__name__)
+G = TypeVar("G", Genome, SparsityGenome)
 
 VAL_FRACTION = 0.1
 
@@ -58,8 +60,10 @@ def check_subset(subset: float | int, what: str = "--proxy-subset") -> float | i
     return subset
 
 
-class ProxyEvaluator:
-    """Trains each genome from scratch on the proxy schedule; returns validation accuracy."""
+class ProxyTraining(Generic[G]):
+    """What every proxy evaluator shares: the proxy schedule and the validation split its
+    genomes (of one kind, `G`) are scored on. Calling one trains a genome from scratch on
+    the schedule and returns its validation accuracy."""
 
     def __init__(self, dataset: str | DatasetInfo, schedule: ProxySchedule,
                  data_root: str | None = None, progress: bool = False,
@@ -85,6 +89,14 @@ class ProxyEvaluator:
         return TrainConfig(schedule="scratch-e", epochs=s.epochs, batch_size=s.batch_size,
                            lr=s.lr, seed=s.seed, device=s.device, train_subset=s.subset,
                            eval_split="val", fast=s.fast)
+
+    def __call__(self, genome: G, report: Callable[[int, float], None] | None) -> float:
+        raise NotImplementedError
+
+
+class ProxyEvaluator(ProxyTraining[Genome]):
+    """Trains each width genome from scratch on the proxy schedule; returns validation
+    accuracy."""
 
     def __call__(self, genome: Genome, report: Callable[[int, float], None] | None) -> float:
         from archsearch.train import seed_everything, train

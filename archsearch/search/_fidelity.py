@@ -13,13 +13,13 @@ the plan is the same whichever worker creates a trial, on any storage.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.genome import Genome
+from archsearch.kinds import AnyGenome, genome_from_dict, kind_of
 from archsearch.search import _storage as st
 
 SCREEN, PROXY, FINAL = "screen", "proxy", "final"
@@ -78,10 +78,8 @@ def ready(stages: Stages, trials: Sequence[FrozenTrial]) -> bool:
 
 
 def genome_key(doc: dict[str, Any]) -> str:
-    if "density" in doc:  # a sparsity genome
-        return json.dumps(sorted(doc["density"].items()))
-    removed = sorted(b for b, kept in doc.get("blocks", {}).items() if not kept)
-    return json.dumps([sorted(doc.get("widths", {}).items()), removed])
+    """What makes two trials' genomes the same (their kind says, by the `format`)."""
+    return kind_of(doc).key(doc)
 
 
 def _merit(t: FrozenTrial) -> tuple[int, float, int]:
@@ -111,11 +109,8 @@ def promoted(trials: Sequence[FrozenTrial], fidelity: str, index: int) -> Frozen
     return best[index] if index < len(best) else None
 
 
-def promoted_genome(source: FrozenTrial) -> Genome:
-    from archsearch.sparsity import any_genome_from_dict
-
-    return any_genome_from_dict(source.user_attrs["genome"],  # type: ignore[return-value]
-                                source=f"trial {source.number}")
+def promoted_genome(source: FrozenTrial) -> AnyGenome:
+    return genome_from_dict(source.user_attrs["genome"], source=f"trial {source.number}")
 
 
 def lineage(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> dict[str, FrozenTrial]:
@@ -146,15 +141,14 @@ class LazyEvaluator:
 def evaluators_for(config: Any, splits: Any = None) -> dict[str, Any]:
     """The evaluator of every fidelity of a `SearchConfig` (the screen's built lazily)."""
     from archsearch.data import load_data
-    from archsearch.search._evaluate import VAL_FRACTION, ProxyEvaluator
+    from archsearch.search._evaluate import VAL_FRACTION
+    from archsearch.search._kinds import search_kind
 
     info = config.bound().info  # the images at the search's input size
     if splits is None:
         splits = load_data(info, root=config.data_root, val_fraction=VAL_FRACTION,
                            split_seed=0)
-    proxy = ProxyEvaluator
-    if config.genome_kind == "sparsity":  # a fresh base with a random mask per genome
-        from archsearch.search._sparsity import SparseProxyEvaluator as proxy  # noqa: N813
+    proxy = search_kind(config.genome_kind).proxy  # sparsity: a randomly masked base
     out: dict[str, Any] = {
         PROXY: proxy(info, config.schedule(), splits=splits),
         FINAL: proxy(info, config.final_schedule(), splits=splits)}

@@ -14,8 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.errors import ArchsearchError
-from archsearch.genome import Genome
 from archsearch.io import atomic_write_json
+from archsearch.kinds import AnyGenome, genome_from_dict
 from archsearch.search import _fidelity as fd
 from archsearch.search import _storage as st
 from archsearch.search._search import SearchConfig
@@ -82,12 +82,10 @@ def _check_against_results(run: SearchRun) -> None:
             f"{RESULTS_FILE} lists (a damaged or truncated journal?); restore it from a copy")
 
 
-def trial_genome(trial: FrozenTrial) -> Genome | None:
+def trial_genome(trial: FrozenTrial) -> AnyGenome | None:
     """The trial's genome (a SparsityGenome in a sparsity search), None if it has none."""
-    from archsearch.sparsity import any_genome_from_dict
-
     doc = trial.user_attrs.get("genome")
-    return any_genome_from_dict(doc, source=f"trial {trial.number}") if doc else None  # type: ignore[return-value]
+    return genome_from_dict(doc, source=f"trial {trial.number}") if doc else None
 
 
 def trial_kind(trial: FrozenTrial) -> str:

@@ -21,17 +21,17 @@ import optuna
 from optuna.trial import FrozenTrial, Trial
 
 from archsearch.budget import Budget, BudgetError, parse_budget
-from archsearch.build import BoundSpace, bind_genome
+from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.genome import Genome
 from archsearch.io import atomic_write_json, remove_stale_temps
+from archsearch.kinds import AnyGenome
 from archsearch.metrics import get_metric
 from archsearch.search import _fidelity as fd
 from archsearch.search import _storage as st
 from archsearch.search._config import SearchConfig
+from archsearch.search._kinds import search_kind
 from archsearch.search._sampler import GuidedSampler
-from archsearch.search._space import Parameterisation, group_ratios
-from archsearch.search._sparsity import check_sparse_inputs
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class Search:
         self.bound, self.budget, self.uniform, self.guides, self._low = check_inputs(config)
         if config.cost_objective:  # every genome records its cost in the objective's metric
             self.bound.pricer(config.cost_objective, config.latency())
-        self.param = self._parameterisation()
+        self.kind = search_kind(config.genome_kind)  # what differs between genome kinds
+        self.param = self.kind.parameterisation(self.bound, self.budget, config)
         self._worker_index = worker_index
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.run_dir)
@@ -84,9 +85,6 @@ class Search:
         self.study = self._open_study()
 
     # -- set-up ----------------------------------------------------------------------------
-    def _parameterisation(self) -> Parameterisation:
-        return Parameterisation(self.bound, self.budget, self.config.granularity)
-
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -124,18 +122,13 @@ class Search:
         return study
 
     def _enqueue_guides(self, study: optuna.Study) -> None:
-        """Same-space guides first (evaluated exactly), then the uniform genome (the
-        baseline every search should beat), as far as the trial total allows."""
-        first = self.stages[0][1]
-        same = [(p, g) for p, g in zip(self.config.guides, self.guides, strict=True)
-                if g.space == self.bound.space.name]
-        for path, guide in same[:first]:
-            study.enqueue_trial(self.param.guide_params(guide), user_attrs={
-                "guide": str(path), "guide_shape": group_ratios(guide, self.bound)})
-        if len(same) < first and first > 1:
-            study.enqueue_trial(self.param.guide_params(self.uniform),
-                                user_attrs={"baseline": "uniform",
-                                            "guide_shape": group_ratios(self.uniform, self.bound)})
+        """The first trials the kind's parameterisation queues: the guides (width: the
+        same-space ones, evaluated exactly; sparsity: their averaged pattern), then the
+        uniform genome (the baseline every search should beat), as far as the first
+        stage's trials allow."""
+        guides = list(zip(self.config.guides, self.guides, strict=True))
+        for params, attrs in self.param.enqueued(guides, self.uniform, self.stages[0][1]):
+            study.enqueue_trial(params, user_attrs=attrs)
 
     # -- the worker loop -------------------------------------------------------------------
     def work(self, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
@@ -205,7 +198,7 @@ class Search:
             return accuracy, float(genome.cost[get_metric(self.config.cost_objective).cost_key])
         return accuracy
 
-    def _promote(self, trial: Trial, stage: int, index: int) -> Genome:
+    def _promote(self, trial: Trial, stage: int, index: int) -> AnyGenome:
         """The `index`-th best distinct genome of the stage before (waiting for it to end)."""
         previous, count = self.stages[stage - 1]
         while True:
@@ -227,7 +220,7 @@ class Search:
         genome.provenance.update({"trial": trial.number, "promoted_from": source.number})
         return genome
 
-    def genome_for(self, trial: Trial) -> Genome:
+    def genome_for(self, trial: Trial) -> AnyGenome:
         """The trial's genome: sampled shape (or a guide's) projected onto its budget."""
         budget = self.budget
         if self._low is not None:
@@ -240,29 +233,26 @@ class Search:
         genome = self.param.suggest(trial, budget)
         shape = trial.user_attrs.get("guide_shape")
         if shape is not None:  # an enqueued guide or the uniform baseline: its exact shape
-            label = {"guide": trial.user_attrs["guide"]} if "guide" in trial.user_attrs else \
-                {"baseline": trial.user_attrs.get("baseline")}
-            genome = self.param.project(shape, genome.blocks, budget, label)
+            genome = self.param.replay(shape, genome, budget, trial.user_attrs)
         genome.provenance.update({"trial": trial.number, "study": self.config.study_name,
                                   "source_run": str(self.run_dir)})
         return genome
 
 
-def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, Genome, list[Genome],
-                                                 Budget | None]:
+def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, AnyGenome,
+                                                 list[AnyGenome], Budget | None]:
     """Check a search's inputs without writing anything: space, dataset, budget (the uniform
-    genome must fit), guides, budget range, storage URL. Returns (bound space, budget,
-    uniform genome, guides, low end of the budget range or None); for a sparsity search
-    `search._sparsity.check_sparse_inputs`."""
-    if config.genome_kind == "sparsity":
-        return check_sparse_inputs(config)  # type: ignore[return-value]
+    genome of the config's genome kind must fit), guides (genomes of that kind; sparsity
+    ones from any space), budget range, storage URL. Returns (bound space, budget, uniform
+    genome, guides, low end of the budget range or None)."""
+    kind = search_kind(config.genome_kind)
     bound = config.bound()
     budget = parse_budget(config.budget, config.latency())
     if config.cost_objective:
         bound.pricer(config.cost_objective, config.latency())
-    Parameterisation(bound, budget, config.granularity)
-    uniform = bound.uniform(budget)  # BudgetError when even the narrowest genome is too big
-    guides = [load_guide(p) for p in config.guides]
+    param = kind.parameterisation(bound, budget, config)
+    uniform = param.uniform()  # BudgetError when even the narrowest genome is too big
+    guides = [kind.genome.load_guide(p) for p in config.guides]
     low = _budget_low(config, budget) if config.multi else None
     st.check_storage_url(config.storage.url)
     base = config.screen.base
@@ -283,14 +273,6 @@ def _budget_low(config: SearchConfig, budget: Budget) -> Budget:
         raise ArchsearchError(f"--budget-low {config.budget_low!r} must be a smaller "
                               f"budget of the same kind as --budget {budget}")
     return low
-
-
-def load_guide(path: str | Path) -> Genome:
-    """A guide genome, validated against its own space and dataset."""
-    genome = Genome.load(path)
-    bound = bind_genome(genome, source=str(path))
-    bound.validate(genome)
-    return bound.with_cost(genome)
 
 
 class _Surplus(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from archsearch.budget import Budget, BudgetError, fit_to_budget
 from archsearch.build import BoundSpace, bind_genome
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
+
+if TYPE_CHECKING:
+    from archsearch.search._search import SearchConfig
 
 GRANULARITIES = ("group", "stage")
 MIN_RATIO = 0.1  # lowest relative width a trial may propose (before projection)
@@ -130,6 +133,40 @@ class Parameterisation:
             kept = [g.blocks.get(param[2:], True) for g in same]
             out[param] = float(np.mean(kept)) if kept else 1.0
         return out
+
+
+    @classmethod
+    def for_search(cls, bound: BoundSpace, budget: Budget,
+                   config: SearchConfig) -> Parameterisation:
+        """A width search's: at the config's granularity."""
+        return cls(bound, budget, config.granularity)
+
+    def uniform(self) -> Genome:
+        """The baseline: every group scaled by one ratio onto the budget (BudgetError when
+        even the narrowest genome is too big)."""
+        return self.bound.uniform(self.budget)
+
+    def enqueued(self, guides: Sequence[tuple[str, Genome]], uniform: Genome,
+                 first: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The first trials (parameters, user attributes): same-space guides (evaluated
+        exactly), then the uniform genome (the baseline every search should beat), as far
+        as the first stage's `first` trials allow."""
+        same = [(p, g) for p, g in guides if g.space == self.bound.space.name]
+        out = [(self.guide_params(guide), {"guide": str(path),
+                                           "guide_shape": group_ratios(guide, self.bound)})
+               for path, guide in same[:first]]
+        if len(same) < first and first > 1:
+            out.append((self.guide_params(uniform), {
+                "baseline": "uniform", "guide_shape": group_ratios(uniform, self.bound)}))
+        return out
+
+    def replay(self, shape: Mapping[str, float], sampled: Genome, budget: Budget,
+               attrs: Mapping[str, Any]) -> Genome:
+        """An enqueued trial's genome (a guide or the uniform baseline): its exact shape,
+        with the blocks the trial sampled, on the budget."""
+        label = {"guide": attrs["guide"]} if "guide" in attrs else \
+            {"baseline": attrs.get("baseline")}
+        return self.project(shape, sampled.blocks, budget, label)
 
 
 def group_ratios(genome: Genome, bound: BoundSpace) -> dict[str, float]:

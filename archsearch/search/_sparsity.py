@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import Trial
 from torch import nn
 
-from archsearch.budget import Budget, parse_budget
+from archsearch.budget import Budget
 from archsearch.build import BoundSpace, bind_genome
 from archsearch.errors import ArchsearchError
-from archsearch.search import _storage as st
-from archsearch.search._evaluate import ProxyEvaluator
+from archsearch.kinds import GENOME_KINDS
+from archsearch.search._evaluate import ProxyTraining
 from archsearch.sparsity import (
     MaskedTraining,
     SparsityGenome,
+    check_budget,
     conv_layers,
     fit_density,
     guide_shape,
@@ -43,7 +44,6 @@ from archsearch.sparsity import (
 if TYPE_CHECKING:
     from archsearch.search._search import SearchConfig
 
-GENOME_KINDS = ("width", "sparsity")
 LOG_RANGE = 3.0  # a layer's ln density lies within ±3 of the geometric mean of the layers
 
 
@@ -91,8 +91,6 @@ class SparseParameterisation:
                 provenance: Mapping[str, Any] | None = None) -> SparsityGenome:
         """The sparsity genome with densities proportional to `shape`, on the budget
         (BudgetError when it cannot be met within 1%)."""
-        from archsearch.pruners._magnitude import check_budget
-
         budget = budget or self.budget
         density = fit_density(self.bound, {m: float(shape[m]) for m in self.layers}, budget)
         genome = make_genome(self.bound, density, {"method": "search", "budget": str(budget),
@@ -110,13 +108,44 @@ class SparseParameterisation:
         """The guided sampler's centre: the guides' averaged pattern, as parameters."""
         return self.guide_params(guide_shape(guides, self.layers)) if guides else {}
 
+    @classmethod
+    def for_search(cls, bound: BoundSpace, budget: Budget,
+                   config: SearchConfig) -> SparseParameterisation:
+        """A sparsity search's: one density per conv layer."""
+        return cls(bound, budget, tuple(conv_layers(bound)))
 
-class SparseProxyEvaluator(ProxyEvaluator):
+    def uniform(self) -> SparsityGenome:
+        """The baseline: one density in every conv layer, on the budget."""
+        return self.project(dict.fromkeys(self.layers, 1.0), self.budget,
+                            {"baseline": "uniform"})
+
+    def enqueued(self, guides: Sequence[tuple[str, SparsityGenome]], uniform: SparsityGenome,
+                 first: int) -> list[tuple[dict[str, float], dict[str, Any]]]:
+        """The first trials (parameters, user attributes): the guides' averaged pattern (the
+        paper's guided sparsification), then the uniform density (the baseline), as far as
+        the first stage's `first` trials allow."""
+        queue: list[tuple[Mapping[str, float], dict[str, Any]]] = []
+        if guides:
+            shape = guide_shape([g for _, g in guides], self.layers)
+            queue.append((shape, {"guide": ",".join(p for p, _ in guides)}))
+        if not queue or first > 1:
+            queue.append((uniform.density, {"baseline": "uniform"}))
+        return [(self.guide_params(shape), {**label, "guide_shape": dict(shape)})
+                for shape, label in queue[:first]]
+
+    def replay(self, shape: Mapping[str, float], sampled: SparsityGenome, budget: Budget,
+               attrs: Mapping[str, Any]) -> SparsityGenome:
+        """An enqueued trial's genome: its exact density shape on the budget."""
+        label = {k: attrs[k] for k in ("guide", "baseline") if k in attrs}
+        return self.project(shape, budget, label)
+
+
+class SparseProxyEvaluator(ProxyTraining[SparsityGenome]):
     """Trains a sparsity genome from scratch on the proxy schedule: a fresh base with a
     random mask of the genome's per-layer densities (seeded by the schedule), masked weights
     kept at zero; returns validation accuracy."""
 
-    def __call__(self, genome: SparsityGenome,  # type: ignore[override]
+    def __call__(self, genome: SparsityGenome,
                  report: Callable[[int, float], None] | None) -> float:
         return self.fit(genome, report)[0]
 
@@ -141,19 +170,3 @@ class SparseProxyEvaluator(ProxyEvaluator):
         score = result.val_acc if result.val_acc is not None else \
             result.history[-1]["eval_acc"]
         return float(score), result.model
-
-
-def check_sparse_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, SparsityGenome,
-                                                       list[SparsityGenome], None]:
-    """`check_inputs` of a sparsity search: space, dataset, budget (the uniform density
-    must meet it), guides (sparsity genomes of any space), storage URL. Nothing written."""
-    from archsearch.pruners._magnitude import load_guide
-
-    bound = config.bound()
-    budget = parse_budget(config.budget)
-    param = SparseParameterisation(bound, budget, tuple(conv_layers(bound)))
-    uniform = param.project(dict.fromkeys(param.layers, 1.0), budget,
-                            {"baseline": "uniform"})
-    guides = [load_guide(p) for p in config.guides]
-    st.check_storage_url(config.storage.url)
-    return bound, budget, uniform, guides, None
