@@ -181,6 +181,7 @@ class Supernet:
         """The genome's model with the supernet's leading channels (a copy)."""
         return self.bound.build(genome, keep=self.keep(genome), base=self.model)
 
+
 class SandwichStep(Step):
     """The trainer's step for a supernet (`train(..., step=...)`): per batch, the widest on
     the labels, then the narrowest and `schedule.random_widths` random subnetworks (random

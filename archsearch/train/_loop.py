@@ -83,12 +83,9 @@ def train(model: nn.Module, splits: Splits, config: TrainConfig, *, epochs: int 
     runs between backward and step; `on_epoch(record)` after every epoch (its exceptions,
     e.g. optuna.TrialPruned, propagate); `progress` (a TrainProgress, e.g. the CLI's bar;
     True: a log line per epoch) hears on_step/on_epoch. NaN/inf loss raises DivergenceError,
-    keeping the last good checkpoint.
-
-    `step` makes what trains one batch, called as `step(model, optimizer, config, device,
-    precision, world, regularizer)`: `Step` (the default), or a subclass of it with its own
-    `__call__` (the supernet's sandwich rule, `SandwichStep` in search/_supernet.py); the
-    data, optimizer, lr schedule, evaluation, checkpoints and resume stay the trainer's.
+    keeping the last good checkpoint. `step(model, optimizer, config, device, precision,
+    world, regularizer)` makes what trains a batch: `Step`, or a subclass with its own
+    `__call__` (the supernet's `SandwichStep`); all else stays the trainer's.
     """
     start = time.perf_counter()
     epochs = epochs or config.epochs
