@@ -4,6 +4,8 @@ config is flat on disk (search.json) exactly as before, nested by stage in memor
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -148,8 +150,6 @@ def test_a_registered_evaluator_screens_a_search(toy, splits, tmp_path):
 
 
 def test_the_cli_accepts_a_registered_evaluator_and_refuses_an_unknown_one(toy, tmp_path):
-    import argparse
-
     from archsearch.cli import cmd_search
 
     parser = argparse.ArgumentParser()
@@ -191,8 +191,7 @@ def test_the_flat_form_round_trips_in_search_json_order(tmp_path):
     with pytest.raises(TypeError, match="unexpected setting 'screens'"):
         SearchConfig.from_flat(budget=BUDGET, out="x", screens=3)
     # the flags are generated from the flat settings, with the stages' defaults
-    fields = {f.name: f.default for f in __import__("dataclasses").fields(
-        SearchConfig.flat_type())}
+    fields = {f.name: f.default for f in dataclasses.fields(SearchConfig.flat_type())}
     assert list(fields) == ON_DISK
     assert (fields["screen"], fields["trials"], fields["screen_val"]) == (200, 20, 1000)
 
