@@ -25,6 +25,24 @@ needs_shared_cifar = pytest.mark.skipif(
     reason=f"the shared CIFAR-10 JPEG copy is not at {SHARED_CIFAR} (CI has it)")
 
 
+@pytest.fixture(scope="module")
+def synth(request):
+    """Synthetic splits for a module's training tests: `SYNTH_SIZE` images (the module's
+    constant, default 384), a quarter of them for validation."""
+    from archsearch.data import load_data
+
+    return load_data("synthetic", size=getattr(request.module, "SYNTH_SIZE", 384),
+                     val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def bound(request):
+    """The module's `SPACE` (default vgg11) bound to the synthetic dataset."""
+    from archsearch.build import bind
+
+    return bind(getattr(request.module, "SPACE", "vgg11"), "synthetic")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Decoded datasets and other caches go to a folder of this test session's."""

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from archsearch.budget import parse_budget
-from archsearch.build import bind
-from archsearch.data import load_data
 from archsearch.errors import ArchsearchError, DivergenceError
 from archsearch.train import (
     TrainConfig,
@@ -22,16 +20,6 @@ from archsearch.train import (
     seed_everything,
     train,
 )
-
-
-@pytest.fixture(scope="module")
-def synth():
-    return load_data("synthetic", size=384, val_fraction=0.25)
-
-
-@pytest.fixture(scope="module")
-def bound():
-    return bind("vgg11", "synthetic")
 
 
 def small(bound, budget="5%FLOPs", seed=0):

@@ -16,7 +16,6 @@ from torch import nn
 
 from archsearch.budget import parse_budget
 from archsearch.build import bind
-from archsearch.data import load_data
 from archsearch.genome import Genome
 from archsearch.train import TrainConfig, load_checkpoint, seed_everything, train
 from archsearch.train._device import Precision
@@ -25,15 +24,7 @@ from archsearch.train._fastbn import fold, folded_batch_norm, install, uninstall
 from archsearch.train._step import Step, sgd
 from tests.conftest import assert_resumed_equals_uninterrupted, kill_after_first_checkpoint
 
-
-@pytest.fixture(scope="module")
-def synth():
-    return load_data("synthetic", size=384, val_fraction=0.25)
-
-
-@pytest.fixture(scope="module")
-def bound():
-    return bind("resnet20", "synthetic")
+SPACE = "resnet20"
 
 
 def small(bound, seed=0, budget="12.5%FLOPs"):

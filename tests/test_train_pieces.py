@@ -14,8 +14,6 @@ import torch
 
 import archsearch.train
 from archsearch.budget import parse_budget
-from archsearch.build import bind
-from archsearch.data import load_data
 from archsearch.errors import ArchsearchError
 from archsearch.train import TrainConfig, load_checkpoint, seed_everything, train
 from archsearch.train._device import resolve_precision
@@ -28,14 +26,7 @@ TRAIN = Path(archsearch.train.__file__).parent
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def synth():
-    return load_data("synthetic", size=256, val_fraction=0.25)
-
-
-@pytest.fixture(scope="module")
-def bound():
-    return bind("vgg11", "synthetic")
+SYNTH_SIZE = 256
 
 
 def small(bound, seed=0):

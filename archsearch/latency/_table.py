@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 FORMAT, VERSION = "archsearch.latency", 1
 Progress = Callable[[int, int, str], None]  # (done, total, what is being timed)
-# Before a table is timed the device runs the base network this long (wall seconds): in
-# bench/latency_model.py the first space of a process was predicted ~24% fast (resnet20),
-# the same space timed second ~8% (closing note of stop 27; the bench not yet rerun).
+# Before a table is timed the device runs the base network this long (wall seconds): without
+# it the first space a process times is predicted fast (a cold device); the fidelity with
+# it is bench/results/latency_model.md.
 WARMUP_S = 1.0
 PASSES, PASS_REPEATS = 3, 5  # each point timed in 3 passes apart in time, the fastest kept
 _ENVIRONMENT = ("device", "device_name", "threads", "batch")  # refused when they differ
