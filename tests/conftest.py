@@ -55,6 +55,20 @@ def _private_cache(tmp_path_factory):
         os.environ["ARCHSEARCH_CACHE"] = previous
 
 
+def tiny_space(folder, name, model, divisor=1, min_width=1, description=None):
+    """Write the space file `folder/name.toml` for a tiny `[model]` (its TOML lines, e.g.
+    'family = "resnet_cifar"\ndepth = 8'), searched down to `min_width` in steps of
+    `divisor`, on the synthetic dataset by default; its path as a string."""
+    from pathlib import Path
+
+    path = Path(folder) / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = f"description = {description!r}\n".replace("'", '"') if description else ""
+    path.write_text(f"{head}[model]\n{model.strip()}\n[search]\ndivisor = {divisor}\n"
+                    f"min_width = {min_width}\n[dataset]\ndefault = \"synthetic\"\n")
+    return str(path)
+
+
 def make_image_folder(root, classes=("a", "b"), per_class=4, size=(20, 16),
                       modes=("RGB", "L", "RGBA"), start=0):
     """An image folder `root/{train,test}/<class>/img N.png`: `per_class` training and

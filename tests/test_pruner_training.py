@@ -10,25 +10,14 @@ from archsearch.build import bind
 from archsearch.data import load_data
 from archsearch.pruners import SlimmingPruner, SSSPruner
 from archsearch.train import TrainConfig, seed_everything, train
+from tests.conftest import tiny_space as write_space
 
-TINY = """
-[model]
-family = "resnet_cifar"
-depth = 14
-widths = [8, 16, 16]
-[search]
-divisor = 1
-min_width = 1
-[dataset]
-default = "synthetic"
-"""
+TINY = 'family = "resnet_cifar"\ndepth = 14\nwidths = [8, 16, 16]'
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "tiny.toml"
-    path.write_text(TINY)
-    bound = bind(str(path), "synthetic")
+    bound = bind(write_space(tmp_path_factory.mktemp("space"), "tiny", TINY), "synthetic")
     return bound, load_data("synthetic", val_fraction=0.1, size=256)
 
 

@@ -14,26 +14,15 @@ from archsearch.discover import RethinkConfig, plan
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.rethink import Rethink, markdown, summarize
+from tests.conftest import tiny_space as write_space
 
-TINY = """
-description = "ResNet-14 at widths 4/8/8, for tests"
-[model]
-family = "resnet_cifar"
-depth = 14
-widths = [4, 8, 8]
-[search]
-divisor = 1
-min_width = 1
-[dataset]
-default = "synthetic"
-"""
+TINY = 'family = "resnet_cifar"\ndepth = 14\nwidths = [4, 8, 8]'
 
 
 @pytest.fixture
 def tiny_space(tmp_path: Path) -> str:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return str(path)
+    return write_space(tmp_path, "tiny", TINY,
+                       description="ResNet-14 at widths 4/8/8, for tests")
 
 
 def _config(space: str, out: Path, method: str = "slimming", **kw) -> RethinkConfig:

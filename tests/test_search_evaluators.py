@@ -22,18 +22,18 @@ from archsearch.search._supernet import (
     supernet_for,
     train_supernet,
 )
+from tests.conftest import tiny_space as write_space
 
-TINY = {"tinyres": '[model]\nfamily = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]\n',
-        "tinyvgg": '[model]\nfamily = "vgg"\ncfg = [8, "M", 16, "M", 32, 32]\n'}
+TINY = {"tinyres": 'family = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]',
+        "tinyvgg": 'family = "vgg"\ncfg = [8, "M", 16, "M", 32, 32]'}
 BUDGET = "40%FLOPs"
 
 
 @pytest.fixture(autouse=True)
 def tiny_spaces(tmp_path_factory, monkeypatch):
     folder = tmp_path_factory.mktemp("spaces")
-    for name, text in TINY.items():
-        (folder / f"{name}.toml").write_text(text + '[search]\nmin_width = 1\n'
-                                             '[dataset]\ndefault = "synthetic"\n')
+    for name, model in TINY.items():
+        write_space(folder, name, model)
     monkeypatch.setenv("ARCHSEARCH_SPACES", str(folder))
 
 

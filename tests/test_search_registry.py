@@ -33,8 +33,9 @@ from archsearch.search import (
 )
 from archsearch.search import _registry as rg
 from archsearch.search._config import FLAT
+from tests.conftest import tiny_space as write_space
 
-TINY = '[model]\nfamily = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]\n'
+TINY = 'family = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]'
 BUDGET = "40%FLOPs"
 # search.json's keys, in its order, as every version so far wrote them
 ON_DISK = ["budget", "out", "space", "dataset", "data_root", "input_size", "guides", "trials",
@@ -48,8 +49,7 @@ ON_DISK = ["budget", "out", "space", "dataset", "data_root", "input_size", "guid
 @pytest.fixture(autouse=True)
 def tiny_space(tmp_path_factory, monkeypatch):
     folder = tmp_path_factory.mktemp("spaces")
-    (folder / "tinyres.toml").write_text(TINY + '[search]\nmin_width = 1\n'
-                                         '[dataset]\ndefault = "synthetic"\n')
+    write_space(folder, "tinyres", TINY)
     monkeypatch.setenv("ARCHSEARCH_SPACES", str(folder))
 
 
