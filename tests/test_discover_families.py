@@ -15,10 +15,19 @@ from archsearch.genome import Genome
 from archsearch.pruners import get_pruner, top_channels
 from archsearch.rethink import LEGS, Rethink
 from archsearch.sparsity import SparsityGenome, layout, make_genome
+from tests.conftest import TINY_RESNET
+from tests.conftest import tiny_space as write_space
 from tests.test_discover import needs_fmnist
-from tests.test_rethink import TINY
 
 TRAINED = ["taylor", "pfa"]
+
+
+def _discover(capsys, method: str, budget: str, out) -> dict:
+    """`archsearch discover --json`, one epoch on 128 images: its printed document."""
+    argv = ["discover", "--method", method, "--budget", budget, "--epochs", "1",
+            "--subset", "128", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
 
 
 def filter_norms(model, bound, group):
@@ -29,19 +38,14 @@ def filter_norms(model, bound, group):
 
 @pytest.fixture
 def tiny_space(tmp_path) -> str:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return str(path)
+    return write_space(tmp_path, "tiny", TINY_RESNET)
 
 
 @needs_fmnist
 @pytest.mark.parametrize("method", TRAINED)
 def test_discover_trained_method_real_data(method, capsys, tmp_path):
     out = tmp_path / method
-    argv = ["discover", "--method", method, "--budget", "50%FLOPs", "--epochs", "1",
-            "--subset", "128", "--out", str(out), "--json"]
-    assert main(argv) == 0
-    doc = json.loads(capsys.readouterr().out)
+    doc = _discover(capsys, method, "50%FLOPs", out)
     assert doc["method"] == method and doc["train"]["epochs"] == 1
     assert doc["cost"]["macs_ratio"] == pytest.approx(0.5, abs=0.005)
     genome = Genome.load(out / "genome.json")
@@ -82,10 +86,7 @@ def test_thinet_discovers_predefined_widths_without_training(capsys, tmp_path):
 @needs_fmnist
 def test_sfp_discover_leaves_the_pruned_filters_zeroed(capsys, tmp_path):
     out = tmp_path / "sfp"
-    argv = ["discover", "--method", "sfp", "--budget", "50%FLOPs", "--epochs", "1",
-            "--subset", "128", "--out", str(out), "--json"]
-    assert main(argv) == 0
-    json.loads(capsys.readouterr().out)
+    _discover(capsys, "sfp", "50%FLOPs", out)
     bound = bind("resnet20", "fashion-mnist")
     genome = Genome.load(out / "genome.json")
     model = load_sparse_checkpoint(out / "sparse.pt", get_pruner("sfp", bound))
@@ -128,10 +129,7 @@ def test_rethink_finetune_inherits_the_methods_channel_choice(method, tiny_space
 @needs_fmnist
 def test_magnitude_discover_writes_a_sparsity_genome(capsys, tmp_path):
     out = tmp_path / "mag"
-    argv = ["discover", "--method", "magnitude", "--budget", "10%params", "--epochs", "1",
-            "--subset", "128", "--out", str(out), "--json"]
-    assert main(argv) == 0
-    doc = json.loads(capsys.readouterr().out)
+    doc = _discover(capsys, "magnitude", "10%params", out)
     assert doc["genome_kind"] == "sparsity"
     assert doc["cost"]["params_ratio"] == pytest.approx(0.1, abs=0.001)
     genome = SparsityGenome.load(out / "sparsity.json")

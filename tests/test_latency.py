@@ -182,12 +182,18 @@ def test_interpolation_is_exact_on_a_bilinear_table(tmp_path):
         np.testing.assert_allclose(model.layers(w), want, rtol=1e-9)
 
 
+def _install(bound, settings, table):
+    """Put `table` where the latency pricer of `bound` at `settings` looks for it."""
+    path = table_path(bound, settings)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(table))
+    return path
+
+
 def test_fit_to_budget_lands_on_a_latency_budget(tmp_path):
     bound = tiny()
     settings = fake_settings(tmp_path)
-    path = table_path(bound, settings)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(bilinear_table()))
+    _install(bound, settings, bilinear_table())
     budget = parse_budget("45%latency", settings)
     base = bound.base_in("latency", settings)
     for seed in range(3):
@@ -207,9 +213,7 @@ def test_fit_to_budget_lands_on_a_latency_budget(tmp_path):
 def test_a_table_from_elsewhere_is_refused_a_stale_one_rebuilt(tmp_path):
     bound = tiny()
     settings = fake_settings(tmp_path)
-    path = table_path(bound, settings)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(fake_table()))
+    path = _install(bound, settings, fake_table())
     good = json.loads(path.read_text())
     for key, value in (("threads", 4), ("device_name", "Other CPU 9000"), ("batch", 8)):
         path.write_text(json.dumps({**good, key: value}))

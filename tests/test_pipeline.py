@@ -12,14 +12,13 @@ from archsearch.errors import ArchsearchError
 from archsearch.pipeline import inherit, load_base
 from archsearch.pruners import get_pruner
 from archsearch.train import TrainConfig, train
-from tests.test_rethink import TINY
+from tests.conftest import TINY_RESNET
+from tests.conftest import tiny_space as write_space
 
 
 @pytest.fixture
 def bound(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return bind(str(path))
+    return bind(write_space(tmp_path, "tiny", TINY_RESNET))
 
 
 def test_inherit_uses_the_recorded_method_and_refuses_a_checkpoint_without_one(bound,

@@ -96,11 +96,11 @@ def test_lasso_rescaling_reconstructs_the_base_output() -> None:
 def test_rethink_finetunes_from_the_rescaled_lasso_model(tmp_path, monkeypatch) -> None:
     from archsearch.discover import RethinkConfig, plan
     from archsearch.rethink import LEGS, Rethink
-    from tests.test_rethink import TINY
+    from tests.conftest import TINY_RESNET
+    from tests.conftest import tiny_space as write_space
 
-    space = tmp_path / "tiny.toml"
-    space.write_text(TINY)
-    the_plan = plan(RethinkConfig("lasso", "50%FLOPs", space=str(space), out=str(tmp_path / "r"),
+    space = write_space(tmp_path, "tiny", TINY_RESNET)
+    the_plan = plan(RethinkConfig("lasso", "50%FLOPs", space=space, out=str(tmp_path / "r"),
                                   epochs=1, subset=96, seeds=1, test_subset=64, batch_size=32))
     pruner, seen = the_plan.pruner, []
     real = pruner.pruned

@@ -14,14 +14,13 @@ from archsearch.discover import RethinkConfig, plan
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.rethink import Rethink, markdown, summarize
+from tests.conftest import TINY_RESNET
 from tests.conftest import tiny_space as write_space
-
-TINY = 'family = "resnet_cifar"\ndepth = 14\nwidths = [4, 8, 8]'
 
 
 @pytest.fixture
 def tiny_space(tmp_path: Path) -> str:
-    return write_space(tmp_path, "tiny", TINY,
+    return write_space(tmp_path, "tiny", TINY_RESNET,
                        description="ResNet-14 at widths 4/8/8, for tests")
 
 
