@@ -150,6 +150,23 @@ def test_a_large_folder_is_streamed_with_the_same_labels_and_shapes(folder):
     assert any("streamed" in n for n in splits.notes)
 
 
+def test_a_search_refuses_a_cheap_evaluator_on_a_streamed_folder_before_training(folder,
+                                                                                 tmp_path):
+    from archsearch.search import SearchConfig, check_inputs
+
+    (folder / "dataset.toml").write_text("in_memory = false\n")
+    config = SearchConfig.from_flat(budget="50%FLOPs", out=str(tmp_path / "s"),
+                                    space="resnet20", dataset=str(folder),
+                                    evaluator="adaptive-bn")
+    with pytest.raises(ArchsearchError, match="adaptive-bn needs an in-memory dataset.*"
+                                              "--evaluator proxy"):
+        check_inputs(config)
+    assert not (tmp_path / "s").exists()  # nothing written
+    proxy = SearchConfig.from_flat(budget="50%FLOPs", out=str(tmp_path / "p"),
+                                   space="resnet20", dataset=str(folder), evaluator="proxy")
+    assert check_inputs(proxy)[2].cost["macs_ratio"] <= 0.5
+
+
 # -- through the commands ------------------------------------------------------------------
 
 def test_datasets_lists_the_known_and_describes_a_folder(folder, capsys):
