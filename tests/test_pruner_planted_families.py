@@ -68,6 +68,22 @@ def expected_widths(bound: BoundSpace, planted: dict[str, list[int]]) -> dict[st
     return {g: s - len(planted.get(g, [])) for g, s in bound.graph.base_widths().items()}
 
 
+def keeps_none_of_the_muted(pruner: Pruner, n: int) -> nn.Module:
+    """Mute the planted channels of a fresh base, run `n` steps of the pruner's training,
+    and check the channels it keeps at the expected widths avoid every muted one; the
+    trained model."""
+    torch.manual_seed(0)
+    model = pruner.prepare(pruner.bound.base_model())
+    mute(pruner.bound, model, MUTED)
+    steps(pruner, model, n=n)
+    expected = expected_widths(pruner.bound, MUTED)
+    keep = pruner.keep(model, pruner.bound.genome(expected))
+    for group, planted in MUTED.items():
+        assert not set(planted) & set(keep[group].tolist())
+        assert len(keep[group]) == expected[group]
+    return model
+
+
 def test_taylor_removes_channels_without_effect_on_the_loss() -> None:
     torch.manual_seed(0)
     pruner = TaylorPruner(bind(SPACE, DATASET), decay=1.0)
@@ -221,16 +237,8 @@ def test_pfa_keeps_one_of_each_duplicate_and_drops_dead_channels() -> None:
 
 
 def test_thinet_removes_channels_the_next_layer_does_not_read() -> None:
-    torch.manual_seed(0)
     pruner = ThiNetPruner(bind(SPACE, DATASET))
-    model = pruner.prepare(pruner.bound.base_model())
-    mute(pruner.bound, model, MUTED)
-    steps(pruner, model, n=4)
-    expected = expected_widths(pruner.bound, MUTED)
-    keep = pruner.keep(model, pruner.bound.genome(expected))
-    for group, planted in MUTED.items():
-        assert not set(planted) & set(keep[group].tolist())
-        assert len(keep[group]) == expected[group]
+    model = keeps_none_of_the_muted(pruner, n=4)
     # the widths are predefined: the genome does not look at the weights
     assert pruner.genome(model, "50%FLOPs").widths == pruner.bound.uniform(
         parse_budget("50%FLOPs")).widths
