@@ -37,6 +37,7 @@ class EvaluatorSpec:
     setup_cost: Callable[[Path], dict[str, Any] | None] = lambda run_dir: None
     kinds: tuple[str, ...] = ("width",)  # the genome kinds it scores
     default_for: tuple[str, ...] = ()  # the genome kinds whose screen it is by default
+    in_memory: bool = False  # it scores images held in memory (not a streamed dataset)
     summary: str = ""
 
     def build(self, config: Any, splits: Any) -> Callable[..., float]:
@@ -163,9 +164,9 @@ register_evaluator(EvaluatorSpec(
 # measured (bench/results/evaluator_fidelity.md)
 register_evaluator(EvaluatorSpec(
     "adaptive-bn", _adaptive_bn, settings=("base", "base_epochs", "base_subset", *_SCORING),
-    setup_cost=_base_cost, default_for=("width",),
+    setup_cost=_base_cost, default_for=("width",), in_memory=True,
     summary="channels inherited from a trained base, BatchNorm re-estimated"))
 register_evaluator(EvaluatorSpec(
     "supernet", _supernet, settings=("base_epochs", "base_subset", *_SCORING),
-    setup_cost=_supernet_cost,
+    setup_cost=_supernet_cost, in_memory=True,
     summary="sliced out of a slimmable supernet trained once in the run folder"))

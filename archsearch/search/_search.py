@@ -255,8 +255,8 @@ def check_inputs(config: SearchConfig) -> tuple[BoundSpace, Budget, AnyGenome,
     guides = [kind.genome.load_guide(p) for p in config.guides]
     low = _budget_low(config, budget) if config.multi else None
     st.check_storage_url(config.storage.url)
-    if config.screen.evaluator != "proxy" and bound.info.in_memory is False:
-        raise ArchsearchError(  # scoring reads images from memory: refuse before training
+    if config.evaluator_spec().in_memory and bound.info.in_memory is False:
+        raise ArchsearchError(  # its scoring reads images from memory: refuse before training
             f"--evaluator {config.screen.evaluator} needs an in-memory dataset, but "
             f"{bound.info.name} is streamed (in_memory = false): use --evaluator proxy")
     base = config.screen.base
