@@ -209,9 +209,7 @@ class SandwichStep(Step):
         """One sandwich step on (x, y): the widest's loss and outputs, detached."""
         supernet, schedule = self.supernet, self.schedule
         self.optimizer.zero_grad(set_to_none=True)
-        with self.precision.autocast(self.device):
-            out = self.net(x)
-            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
+        loss, out = self.forward(x, y)  # the widest, on the labels
         self.backward(loss)
         soft = out.detach().float().softmax(1)
         subnets = [(self.narrowest, set())] + [

@@ -69,13 +69,19 @@ class Step:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step on the batch (x, y): its loss and outputs, detached."""
-        with self.precision.autocast(self.device):
-            out = self.net(x)
-            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
+        loss, out = self.forward(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(loss)
         self.update()
         return loss.detach(), out.detach()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The net's outputs on `x` under the precision's autocast and their fp32
+        cross-entropy against `y` (label smoothing as configured): (loss, outputs)."""
+        with self.precision.autocast(self.device):
+            out = self.net(x)
+            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
+        return loss, out
 
     def backward(self, loss: torch.Tensor) -> None:
         """Add `loss`'s gradients (scaled for fp16); a step may call it more than once."""
