@@ -58,7 +58,7 @@ def _private_cache(tmp_path_factory):
 TINY_RESNET = 'family = "resnet_cifar"\ndepth = 14\nwidths = [4, 8, 8]'  # a ResNet-14 at 4/8/8
 
 
-def tiny_space(folder, name, model, divisor=1, min_width=1, description=None):
+def write_space(folder, name, model, divisor=1, min_width=1, description=None):
     """Write the space file `folder/name.toml` for a tiny `[model]` (its TOML lines, e.g.
     'family = "resnet_cifar"\ndepth = 8'), searched down to `min_width` in steps of
     `divisor`, on the synthetic dataset by default; its path as a string."""

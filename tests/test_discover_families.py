@@ -15,8 +15,7 @@ from archsearch.genome import Genome
 from archsearch.pruners import get_pruner, top_channels
 from archsearch.rethink import LEGS, Rethink
 from archsearch.sparsity import SparsityGenome, layout, make_genome
-from tests.conftest import TINY_RESNET
-from tests.conftest import tiny_space as write_space
+from tests.conftest import TINY_RESNET, write_space
 from tests.test_discover import needs_fmnist
 
 TRAINED = ["taylor", "pfa"]

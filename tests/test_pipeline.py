@@ -12,8 +12,7 @@ from archsearch.errors import ArchsearchError
 from archsearch.pipeline import inherit, load_base
 from archsearch.pruners import get_pruner
 from archsearch.train import TrainConfig, train
-from tests.conftest import TINY_RESNET
-from tests.conftest import tiny_space as write_space
+from tests.conftest import TINY_RESNET, write_space
 
 
 @pytest.fixture

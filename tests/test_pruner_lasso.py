@@ -94,8 +94,7 @@ def test_lasso_rescaling_reconstructs_the_base_output() -> None:
 def test_rethink_finetunes_from_the_rescaled_lasso_model(tmp_path, monkeypatch) -> None:
     from archsearch.discover import RethinkConfig, plan
     from archsearch.rethink import LEGS, Rethink
-    from tests.conftest import TINY_RESNET
-    from tests.conftest import tiny_space as write_space
+    from tests.conftest import TINY_RESNET, write_space
 
     space = write_space(tmp_path, "tiny", TINY_RESNET)
     the_plan = plan(RethinkConfig("lasso", "50%FLOPs", space=space, out=str(tmp_path / "r"),

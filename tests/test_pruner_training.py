@@ -10,7 +10,7 @@ from archsearch.build import bind
 from archsearch.data import load_data
 from archsearch.pruners import SlimmingPruner, SSSPruner
 from archsearch.train import TrainConfig, seed_everything, train
-from tests.conftest import tiny_space as write_space
+from tests.conftest import write_space
 
 TINY = 'family = "resnet_cifar"\ndepth = 14\nwidths = [8, 16, 16]'
 

@@ -14,8 +14,7 @@ from archsearch.discover import RethinkConfig, plan
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.rethink import Rethink, markdown, summarize
-from tests.conftest import TINY_RESNET
-from tests.conftest import tiny_space as write_space
+from tests.conftest import TINY_RESNET, write_space
 
 
 @pytest.fixture

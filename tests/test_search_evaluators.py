@@ -22,7 +22,7 @@ from archsearch.search._supernet import (
     supernet_for,
     train_supernet,
 )
-from tests.conftest import tiny_space as write_space
+from tests.conftest import write_space
 
 TINY = {"tinyres": 'family = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]',
         "tinyvgg": 'family = "vgg"\ncfg = [8, "M", 16, "M", 32, 32]'}

@@ -33,7 +33,7 @@ from archsearch.search import (
 )
 from archsearch.search import _registry as rg
 from archsearch.search._config import FLAT
-from tests.conftest import tiny_space as write_space
+from tests.conftest import write_space
 
 TINY = 'family = "resnet_cifar"\ndepth = 8\nwidths = [8, 16, 32]'
 BUDGET = "40%FLOPs"
