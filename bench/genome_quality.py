@@ -195,6 +195,31 @@ def generate(method: str, space: str, budgets: list[str], root: Path, args
             "sparse_val_acc": train_info.get("val_acc")}
 
 
+def add_budgets(rec: dict[str, Any], method: str, space: str, budgets: list[str], root: Path,
+                args) -> dict[str, Any]:
+    """The generator's genomes at `budgets` too, cut from its run's saved sparse checkpoint
+    (no training): a chain may add a budget (a latency one, say) after the generator ran."""
+    sched = schedule(args)
+    cfg = DiscoverConfig(method=method, budget=budgets[0], space=space, dataset=args.dataset,
+                         data_root=args.data_root, preset=args.preset or "quick",
+                         epochs=sched["epochs"], subset=args.subset,
+                         batch_size=sched["batch_size"], sparsity=rec["sparsity"],
+                         out=str(root), resume=True, fast=getattr(args, "fast", True))
+    the_plan = plan(cfg)
+    model = None
+    if the_plan.pruner.needs_training:
+        if not (root / "sparse.pt").is_file():
+            raise SystemExit(f"{space}/{method}: budgets {budgets} are not in the ledger and "
+                             f"{root / 'sparse.pt'} is gone (run folders do not outlive a "
+                             "session): run the generator again in a new ledger")
+        model = load_sparse_checkpoint(root / "sparse.pt", the_plan.pruner)
+    genomes = dict(rec["genomes"])
+    for budget in budgets:
+        genomes[budget] = the_plan.pruner.genome(model, parse_budget(budget)).to_dict()
+        log(f"[{space}] {method}: genome at {budget} from the saved scores")
+    return {**rec, "genomes": genomes}
+
+
 _SPLITS: dict[str, Any] = {}
 
 
@@ -238,6 +263,10 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
             log(f"[{space}] {method}: sparsity training + genomes")
             rec = ledger.put(key, generate(method, space, budgets,
                                            root / space / f"gen-{method}", args))
+        missing = [b for b in budgets if b not in rec["genomes"]]
+        if missing:  # a budget added to the chain after the generator ran
+            rec = ledger.put(key, add_budgets(rec, method, space, missing,
+                                              root / space / f"gen-{method}", args))
         gens[method] = rec
     rows = []
     for budget in budgets:
@@ -250,23 +279,26 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
                 candidates[f"uniform@params({method})"] = bound.uniform(
                     parse_budget(f"{int(params)}params"))
         trained: dict[str, str] = {}  # genome key -> first method trained with it
+        owners = {}
         for method, genome in candidates.items():
-            same = trained.get(_key(genome))
-            trained.setdefault(_key(genome), method)
-            runs = []
-            for seed in range(args.seeds):
-                owner = same or method
-                key = f"{space}/{budget}/{owner}/s{seed}"
-                rec = ledger.get(key)
-                if rec is None and args.recorded_only:
+            owners[method] = trained.setdefault(_key(genome), method)
+        # Seeds outer, genomes inner: a chain cut short holds comparable seeds of every
+        # genome, not three seeds of the first and none of the last.
+        for seed in range(args.seeds):
+            for method, genome in candidates.items():
+                key = f"{space}/{budget}/{method}/s{seed}"
+                if owners[method] != method or ledger.get(key) is not None \
+                        or args.recorded_only:
                     continue
-                if rec is None:
-                    rec = ledger.put(key, scratch(genome, splits, seed,
-                                                  root / space / budget / owner / f"s{seed}",
-                                                  args))
-                    log(f"[{space}] {budget} {method} seed {seed}: test "
-                        f"{rec['test_acc']:.4f} ({rec['wall_s']:.0f}s)")
-                runs.append(rec)
+                rec = ledger.put(key, scratch(genome, splits, seed,
+                                              root / space / budget / method / f"s{seed}", args))
+                log(f"[{space}] {budget} {method} seed {seed}: test "
+                    f"{rec['test_acc']:.4f} ({rec['wall_s']:.0f}s)")
+        for method, genome in candidates.items():
+            owner = owners[method]
+            same = owner if owner != method else None
+            runs = [rec for seed in range(args.seeds)
+                    if (rec := ledger.get(f"{space}/{budget}/{owner}/s{seed}")) is not None]
             if not runs:
                 continue
             mean, std = mean_std([r["test_acc"] for r in runs])

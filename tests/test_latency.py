@@ -182,6 +182,40 @@ def test_interpolation_is_exact_on_a_bilinear_table(tmp_path):
         np.testing.assert_allclose(model.layers(w), want, rtol=1e-9)
 
 
+def test_the_residual_fits_the_gap_relative_to_each_network(tmp_path):
+    """The residual is least squares of (measured - layers) / measured over the calibration
+    networks, so a narrow network's gap counts as much as the base's: on gaps the residual
+    cannot fit exactly, its relative error is no worse than the absolute fit's."""
+    from archsearch.latency import calibration_genomes
+    from archsearch.latency._fit import fit_residual
+
+    bound = tiny()
+    model, costs = LatencyModel(bound, bilinear_table()), bound.costs
+
+    def layers_and_features(genome):
+        w, active = costs.widths_vector(genome.widths), costs.active(genome.blocks)
+        return float(active @ model.layers(w)), model.features(w, active)
+
+    def measure(_bound, genome, _settings, _repeats):  # an overhead the features miss
+        layers, f = layers_and_features(genome)
+        return layers + 0.05 + 0.02 * np.sqrt(f[1] * 1e3)
+
+    coef, rows = fit_residual(bound, model, fake_settings(tmp_path), measure, 1)
+    genomes = calibration_genomes(bound)
+    parts = [layers_and_features(g) for _, g in genomes]
+    meas = np.array([measure(bound, g, None, 1) for _, g in genomes])
+    feats = np.array([f for _, f in parts])
+    gaps = meas - np.array([lay for lay, _ in parts])
+    weighted = np.linalg.lstsq(feats / meas[:, None], gaps / meas, rcond=None)[0]
+    absolute = np.linalg.lstsq(feats, gaps, rcond=None)[0]
+    np.testing.assert_allclose(coef, weighted, rtol=1e-6, atol=1e-9)
+
+    def relative(c):
+        return float(np.sum(((feats @ c - gaps) / meas) ** 2))
+    assert relative(np.asarray(coef)) < relative(absolute)
+    assert [r["measured_ms"] for r in rows] == pytest.approx(list(meas), abs=1e-5)
+
+
 def _install(bound, settings, table):
     """Put `table` where the latency pricer of `bound` at `settings` looks for it."""
     path = table_path(bound, settings)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archsearch.io import atomic_write_json
+from archsearch.latency._fit import calibration_genomes as calibration_genomes
 from archsearch.latency._layers import narrowest as narrowest
 from archsearch.latency._table import (
     LATENCY_FIELDS,

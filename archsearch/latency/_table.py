@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from archsearch.genome import Genome
 
 _log = logging.getLogger(__name__)
-FORMAT, VERSION = "archsearch.latency", 1
+# version 2: the residual is fitted to relative gaps (version-1 tables are rebuilt)
+FORMAT, VERSION = "archsearch.latency", 2
 Progress = Callable[[int, int, str], None]  # (done, total, what is being timed)
 # Before a table is timed the device runs the base network this long (wall seconds): without
 # it the first space a process times is predicted fast (a cold device); the fidelity with
