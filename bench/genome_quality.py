@@ -220,6 +220,24 @@ def add_budgets(rec: dict[str, Any], method: str, space: str, budgets: list[str]
     return {**rec, "genomes": genomes}
 
 
+LATENCY_CLOCK = time.thread_time  # one thread: CPU time, the time others held the core out
+
+
+def measured_latency(bound, genomes: dict[str, Genome]) -> dict[str, dict[str, float]]:
+    """Each genome's measured CPU latency (1 thread, batch 1, fp32, the fastest of 50
+    forwards) and its share of the base's, the base timed in the same round-robin (the share
+    cancels a change of the machine's speed; bench/latency_model.py's measurement)."""
+    from latency_model import measure_all
+
+    from archsearch.latency import LatencySettings
+
+    settings = LatencySettings(threads=1, batch=1, clock=LATENCY_CLOCK)
+    times = measure_all(bound, [bound.base_genome(), *genomes.values()], settings, passes=5)
+    base = times[0][0]
+    return {m: {"latency_ms": round(t[0], 4), "latency_share": round(t[0] / base, 4)}
+            for m, t in zip(genomes, times[1:], strict=True)}
+
+
 _SPLITS: dict[str, Any] = {}
 
 
@@ -294,6 +312,8 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
                                               root / space / budget / method / f"s{seed}", args))
                 log(f"[{space}] {budget} {method} seed {seed}: test "
                     f"{rec['test_acc']:.4f} ({rec['wall_s']:.0f}s)")
+        latency = measured_latency(bound, {m: g for m, g in candidates.items()
+                                           if owners[m] == m})
         for method, genome in candidates.items():
             owner = owners[method]
             same = owner if owner != method else None
@@ -310,6 +330,7 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
                          "macs": genome.cost["macs"], "params": genome.cost["params"],
                          "macs_ratio": genome.cost["macs_ratio"],
                          "params_ratio": genome.cost["params_ratio"],
+                         **latency[owner],
                          "separation": (prov.get("separation") or {}).get("statistic"),
                          "separated": (prov.get("separation") or {}).get("separated"),
                          "sparsity": prov.get("sparsity"),
@@ -381,8 +402,8 @@ def markdown(doc: dict[str, Any]) -> str:
                          + (f"{100 * g['sparse_val_acc']:.2f}%" if g.get("sparse_val_acc")
                             else "n/a"))
         lines += ["", "| budget | genome | test acc (%) | Δ vs uniform | Δ eq. params | "
-                  "per seed | MACs | params | separation |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "per seed | MACs | params | latency (× base) | separation |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         uni = {r["budget"]: r for r in sp["rows"] if r["method"] == "uniform"}
         by = {(r["budget"], r["method"]): r for r in sp["rows"]}
         for r in sp["rows"]:
@@ -398,7 +419,12 @@ def markdown(doc: dict[str, Any]) -> str:
                          f"{100 * r['test_acc_std']:.2f} | "
                          + ("—" if r["method"] == "uniform" else f"{delta:+.2f}")
                          + f" | {eq} | " + ", ".join(f"{100 * x:.2f}" for x in r["per_seed"])
-                         + f" | {r['macs_ratio']:.1%} | {r['params_ratio']:.1%} | {sep} |")
+                         + f" | {r['macs_ratio']:.1%} | {r['params_ratio']:.1%} | "
+                         + (f"{r['latency_share']:.1%}" if "latency_share" in r else "")
+                         + f" | {sep} |")
+        lines += ["", "Latency: each genome's forward on this CPU (1 thread, batch 1, fp32, "
+                  "the fastest of 50 timed in a round-robin with the base) as a share of the "
+                  "base's: genomes of equal MACs need not run equally fast.", ""]
         lines += ["", "Widths per group (" + ", ".join(sp["groups"]) + "); base "
                   + str(sp["base_widths"]) + ":", ""]
         for r in sp["rows"]:
@@ -421,27 +447,32 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
     spaces = [sp for sp in doc["spaces"] if sp["rows"]]
     if not spaces:
         return
-    fig, axes = plt.subplots(len(spaces), 2, figsize=(10, 3.8 * len(spaces)), dpi=110,
+    fig, axes = plt.subplots(len(spaces), 3, figsize=(15, 3.8 * len(spaces)), dpi=110,
                              squeeze=False)
-    for (ax_m, ax_p), sp in zip(axes, spaces, strict=True):
+    for (ax_m, ax_p, ax_l), sp in zip(axes, spaces, strict=True):
         methods = list(dict.fromkeys(r["method"] for r in sp["rows"]))
         for i, method in enumerate(methods):
             rows = [r for r in sp["rows"] if r["method"] == method and "macs" in r]
-            for ax, key in ((ax_m, "macs"), (ax_p, "params")):
-                ax.errorbar([r[key] for r in rows], [100 * r["test_acc_mean"] for r in rows],
-                            yerr=[100 * r["test_acc_std"] for r in rows], fmt="o-" if
+            timed = [r for r in rows if "latency_share" in r]
+            for ax, key, these in ((ax_m, "macs", rows), (ax_p, "params", rows),
+                                   (ax_l, "latency_share", timed)):
+                these = sorted(these, key=lambda r, k=key: r[k])
+                ax.errorbar([r[key] for r in these], [100 * r["test_acc_mean"] for r in these],
+                            yerr=[100 * r["test_acc_std"] for r in these], fmt="o-" if
                             method.startswith("uniform") and "@" not in method else "o",
                             color=f"C{i % 10}", label=method, capsize=3, markersize=4)
         base = sp["base"]
         if base["per_seed"]:
-            for ax in (ax_m, ax_p):
+            for ax in (ax_m, ax_p, ax_l):
                 ax.axhline(100 * base["test_acc_mean"], color="grey", linestyle=":",
                            label="base (full width)")
-        for ax, key in ((ax_m, "MACs"), (ax_p, "params")):
-            ax.set_xscale("log")
+        for ax, key in ((ax_m, "MACs"), (ax_p, "params"),
+                        (ax_l, "measured latency (share of the base's, 1 thread, batch 1)")):
+            if ax is not ax_l:
+                ax.set_xscale("log")
             ax.set_xlabel(key)
             ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{sp['space']}: accuracy vs {key}")
+            ax.set_title(f"{sp['space']}: accuracy vs {key.split(' (')[0]}")
             ax.grid(alpha=0.3)
         ax_p.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
