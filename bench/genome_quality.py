@@ -8,10 +8,16 @@
 
 CIFAR-10 (`--dataset cifar10`, read from the shared JPEG copy, `--data-root`) trains on the
 `cifar` preset's recipe (`--preset cifar`: its epochs, batch and training fields, the same
-for every genome) and keeps its ledger in bench/results/genome_quality_cifar10.legs.json,
-which is committed: a study longer than one invocation is a chain of invocations of the
-same command, each resuming from the ledger the last one committed, each stopping cleanly
-after `--budget-minutes` (a leg is never cut: the ledger holds finished legs only).
+for every genome) and keeps one ledger per space, bench/results/genome_quality_cifar10_
+SPACE.legs.json, which is committed: a study longer than one invocation is a chain of
+invocations of the same command, each resuming from the ledgers the last one committed, each
+stopping cleanly after `--budget-minutes` (a leg is never cut: the ledger holds finished
+legs only). Spaces may run in parallel, one invocation per space and core (`--spaces
+resnet20` on one, `--spaces vgg11-half` on the other): each writes its own ledger, and the
+results file keeps the rows of the spaces the invocation did not run. Within a budget the
+seeds go round every genome (seed 0 of each, then seed 1), so a chain cut short holds
+comparable seeds. A budget added to a later link (a latency one, say) is cut from the
+generator's saved scores (its run folder's sparse.pt) without training it again.
 `--equal-params` adds, for each generator's genome, the uniform genome re-fitted to that
 genome's params (same epochs): the paper's Section-5 comparison of parameter efficiency.
 
@@ -493,10 +499,16 @@ def write_results(out: Path, doc: dict[str, Any], render) -> None:
                                                      else "\n"))
 
 
-def open_bench(args: argparse.Namespace) -> tuple[Path, Ledger]:
-    """Threads as asked, the runs folder and its ledger of finished legs."""
+def open_bench(args: argparse.Namespace, space: str | None = None) -> tuple[Path, Ledger]:
+    """Threads as asked, the runs folder and its ledger of finished legs (`space`'s, where
+    the ledger path is a template with `{space}` in it)."""
     torch.set_num_threads(args.threads)
-    ledger = Ledger(Path(args.runs), Path(args.ledger) if getattr(args, "ledger", None) else None)
+    path = getattr(args, "ledger", None)
+    if path and "{space}" in path:
+        if space is None:
+            raise ValueError("a per-space ledger needs the space")
+        path = path.format(space=space)
+    ledger = Ledger(Path(args.runs), Path(path) if path else None)
     for other in getattr(args, "reuse", []):
         for key, record in Ledger(Path(other)).legs.items():
             if ledger.get(key) is None:
@@ -543,7 +555,8 @@ def merge_results(prev: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
                        "generators": {**old["generators"], **sp["generators"]}})
     spaces += new.values()
     commands = prev.get("commands") or [prev["command"]]
-    return {**doc, "spaces": spaces, "commands": commands + [doc["command"]],
+    return {**doc, "spaces": spaces,
+            "commands": list(dict.fromkeys(commands + [doc["command"]])),
             "legs_wall_s": prev["legs_wall_s"] + doc["legs_wall_s"]}
 
 
@@ -566,26 +579,51 @@ def defaults_for_dataset(args: argparse.Namespace, bench: str = "genome_quality"
     return args
 
 
+def resolve_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with a dataset's defaults: on CIFAR-10 one committed ledger per space."""
+    return defaults_for_dataset(parse_args(argv), ledger="_{space}.legs.json")
+
+
+def same_study(old: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether results already written at --out are this chain's (dataset, recipe, seeds)."""
+    a = old.get("args", {})
+    return all(a.get(k) == getattr(args, k) for k in ("dataset", "preset", "epochs", "subset",
+                                                        "seeds"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = defaults_for_dataset(parse_args(argv))
-    root, ledger = open_bench(args)
+    args = resolve_args(argv)
+    names = args.spaces.split(",")
+    ledgers = {}
+    for space in names:  # one ledger, or one per space (a template: spaces run in parallel)
+        root, ledgers[space] = open_bench(args, space)
+        if "{space}" not in (args.ledger or ""):
+            ledgers = dict.fromkeys(names, ledgers[space])
+            break
     prev = json.loads(Path(args.seed_from).read_text()) if args.seed_from else None
     if prev is not None:
-        seed_ledger(ledger, prev)
+        for ledger in {id(x): x for x in ledgers.values()}.values():
+            seed_ledger(ledger, prev)
     start = time.perf_counter()
     spaces = []
     try:
-        for space in args.spaces.split(","):
-            spaces.append(run_space(space, args, ledger, root))
+        for space in names:
+            spaces.append(run_space(space, args, ledgers[space], root))
     except OutOfTime:  # report what the ledger holds; the next link goes on from it
         log(f"--budget-minutes {args.budget_minutes} spent: writing what is recorded")
         args.recorded_only = True
-        spaces = [run_space(space, args, ledger, root) for space in args.spaces.split(",")]
+        spaces = [run_space(space, args, ledgers[space], root) for space in names]
+    out = Path(args.out).with_suffix(".json")
+    if prev is None and args.dataset != DATASET and out.exists():
+        # a chain's invocations may run one space each: keep the others' rows
+        old = json.loads(out.read_text())
+        prev = old if same_study(old, args) else None
     for _ in (0,):
+        legs = [r for x in {id(x): x for x in ledgers.values()}.values()
+                for r in x.legs.values()]
         doc = {"args": vars(args), "machine": machine(), "spaces": spaces,
                "wall_s": time.perf_counter() - start,
-               "legs_wall_s": sum(r.get("wall_s", 0) for r in ledger.legs.values()
-                                  if not r.get("seeded")),
+               "legs_wall_s": sum(r.get("wall_s", 0) for r in legs if not r.get("seeded")),
                "command": "python bench/genome_quality.py " + " ".join(argv or sys.argv[1:])}
         doc = merge_results(prev, doc) if prev else doc
         write_results(Path(args.out), doc, markdown)

@@ -91,8 +91,9 @@ def test_cifar10_runs_on_the_preset_with_committed_ledgers_and_named_results():
     import evaluator_fidelity as ef
     import genome_quality as gq
 
-    g = gq.defaults_for_dataset(gq.parse_args(["--dataset", "cifar10"]))  # as before
-    assert (g.ledger, g.out, g.runs) == (str(gq.RESULTS / "genome_quality_cifar10.legs.json"),
+    g = gq.resolve_args(["--dataset", "cifar10"])  # one ledger per space
+    assert (g.ledger, g.out, g.runs) == (str(gq.RESULTS / "genome_quality_cifar10_{space}"
+                                             ".legs.json"),
                                          str(gq.RESULTS / "genome_quality_cifar10"),
                                          "runs/genome_quality_cifar10")
     args = sq.parse_args(["--dataset", "cifar10", "--preset", "cifar"])
@@ -149,3 +150,29 @@ def test_evaluator_fidelity_legs_resume_and_stop_when_the_minutes_are_spent(tmp_
         assert again.get("resnet20/scratch-0-s0") == {"test_acc": 0.5}
     assert (tmp_path / "w" / "resnet20" / "scratch-0-s0.json").is_file()
     assert list(ef.Ledger(tmp_path, tmp_path / "legs.json").legs) == ["resnet20/scratch-0-s0"]
+
+
+def test_genome_quality_keeps_one_ledger_per_space_and_the_other_spaces_rows(tmp_path):
+    """Two spaces in parallel (one invocation each) write their own ledgers, and the results
+    file of one keeps the other's rows; another study's results are not merged in."""
+    import genome_quality as gq
+
+    argv = ["--dataset", "cifar10", "--preset", "cifar", "--runs", str(tmp_path / "runs"),
+            "--ledger", str(tmp_path / "L_{space}.legs.json"), "--out", str(tmp_path / "out")]
+    args = gq.resolve_args(argv)
+    _, one = gq.open_bench(args, "resnet20")
+    _, two = gq.open_bench(args, "vgg11-half")
+    one.put("resnet20/12.5%FLOPs/uniform/s0", {"test_acc": 0.5})
+    assert one.path == tmp_path / "L_resnet20.legs.json" and two.legs == {}
+    with pytest.raises(ValueError):
+        gq.open_bench(args)  # a template without a space
+    old = {"args": vars(args), "spaces": [{"space": "vgg11-half", "rows": [],
+                                           "generators": {}}],
+           "command": "first", "legs_wall_s": 10.0}
+    new = {"args": vars(args), "spaces": [{"space": "resnet20", "rows": [], "generators": {}}],
+           "command": "second", "legs_wall_s": 5.0}
+    assert gq.same_study(old, args)
+    merged = gq.merge_results(old, new)
+    assert [s["space"] for s in merged["spaces"]] == ["vgg11-half", "resnet20"]
+    assert merged["commands"] == ["first", "second"] and merged["legs_wall_s"] == 15.0
+    assert not gq.same_study(old, gq.resolve_args(argv + ["--seeds", "2"]))
