@@ -397,10 +397,12 @@ def markdown(doc: dict[str, Any]) -> str:
               f"{doc['legs_wall_s'] / 60:.1f} min of training in all.", ""]
     for sp in doc["spaces"]:
         b = sp["base"]
-        lines += [f"## {sp['space']}", "",
-                  f"Base (full width): **{100 * b['test_acc_mean']:.2f} ± "
-                  f"{100 * b['test_acc_std']:.2f}%** ({len(b['per_seed'])} seeds: "
-                  + ", ".join(f"{100 * x:.2f}" for x in b["per_seed"]) + ")", ""]
+        lines += [f"## {sp['space']}", "", (
+            f"Base (full width): **{100 * b['test_acc_mean']:.2f} ± "
+            f"{100 * b['test_acc_std']:.2f}%** ({len(b['per_seed'])} seeds: "
+            + ", ".join(f"{100 * x:.2f}" for x in b["per_seed"]) + ")" if b["per_seed"] else
+            "Base (full width): not trained in this study (`--base-seeds 0`); the "
+            "generators' sparse bases are below"), ""]
         for name, g in sp["generators"].items():
             lam = "no sparsity term" if g["sparsity"] is None else f"λ = {g['sparsity']:.3g}"
             lines.append(f"- {name}: {lam}, base training for the generator "
