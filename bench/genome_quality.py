@@ -445,12 +445,13 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def plot_pareto(doc: dict[str, Any], path: Path) -> None:
-    """Test accuracy against MACs and against params, every genome (mean ± std over seeds),
-    one panel pair per space, the base marked."""
+    """Test accuracy against MACs, params and measured latency, every genome (mean ± std
+    over seeds), one row of panels per space, the base marked when it was trained."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     spaces = [sp for sp in doc["spaces"] if sp["rows"]]
     if not spaces:
@@ -477,7 +478,8 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
         for ax, key in ((ax_m, "MACs"), (ax_p, "params"),
                         (ax_l, "measured latency (share of the base's, 1 thread, batch 1)")):
             if ax is not ax_l:
-                ax.set_xscale("log")
+                ax.set_xscale("log")  # minor labels overlap when a panel spans < a decade
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(key)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{sp['space']}: accuracy vs {key.split(' (')[0]}")
