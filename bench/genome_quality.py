@@ -18,6 +18,10 @@ results file keeps the rows of the spaces the invocation did not run. Within a b
 seeds go round every genome (seed 0 of each, then seed 1), so a chain cut short holds
 comparable seeds. A budget added to a later link (a latency one, say) is cut from the
 generator's saved scores (its run folder's sparse.pt) without training it again.
+A generator may be named with options of its cut (`--methods slimming,slimming:cut=cost`,
+options `key=value` after colons; only options that act on the cut, not on the training):
+it is cut from the plain method's trained scores (the same run folder, so the sparsity
+training runs once for both) and reported as its own row.
 `--equal-params` adds, for each generator's genome, the uniform genome re-fitted to that
 genome's params (same epochs): the paper's Section-5 comparison of parameter efficiency.
 
@@ -173,16 +177,49 @@ def scratch(genome: Genome, splits, seed: int, run_dir: Path, args) -> dict[str,
             "epochs": cfg.epochs, "wall_s": time.perf_counter() - start}
 
 
+def method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`slimming:cut=cost:min_keep=0.05` → ("slimming", {"cut": "cost", "min_keep": 0.05}),
+    each value read by the pruner's own option; an option that changes the training (or one
+    the method does not take) is refused."""
+    name, *pairs = spec.split(":")
+    if name not in PRUNERS:
+        return name, {}
+    declared = {o.name: o for o in getattr(PRUNERS[name], "OPTIONS", ())}
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        option = declared.get(key)
+        if option is None or option.training:
+            cut_time = sorted(k for k, o in declared.items() if not o.training)
+            raise SystemExit(f"--methods {spec}: {key!r} is not an option of {name}'s cut "
+                             f"(those are: {', '.join(cut_time) or 'none'})")
+        if option.choices and text not in option.choices:
+            raise SystemExit(f"--methods {spec}: {key} is one of {', '.join(option.choices)}")
+        try:
+            options[key] = option.parse(text)
+        except ValueError as exc:
+            raise SystemExit(f"--methods {spec}: {key}: {exc}") from None
+    return name, options
+
+
+def gen_root(root: Path, space: str, spec: str) -> Path:
+    """A generator's run folder: a spec shares its plain method's (one sparsity training)."""
+    return root / space / f"gen-{method_spec(spec)[0]}"
+
+
 def generate(method: str, space: str, budgets: list[str], root: Path, args
              ) -> dict[str, Any]:
-    """The method's genomes at every budget from one sparsity training (seed 0)."""
+    """The method's genomes at every budget from one sparsity training (seed 0); `method`
+    may be a spec with cut options (`method_spec`)."""
     check_time(args)
     sched = schedule(args)
-    cfg = DiscoverConfig(method=method, budget=budgets[0], space=space, dataset=args.dataset,
+    name, options = method_spec(method)
+    cfg = DiscoverConfig(method=name, budget=budgets[0], space=space, dataset=args.dataset,
                          data_root=args.data_root, preset=args.preset or "quick",
                          epochs=sched["epochs"], subset=args.subset,
                          batch_size=sched["batch_size"], sparsity="auto", out=str(root),
-                         resume=True, fast=getattr(args, "fast", True))
+                         resume=True, fast=getattr(args, "fast", True),
+                         pruner_options=options)
     the_plan = plan(cfg)
     the_plan.splits = _shared_splits(the_plan.splits)
     start = time.perf_counter()
@@ -198,7 +235,8 @@ def generate(method: str, space: str, budgets: list[str], root: Path, args
     train_info = result.get("train") or {}
     return {"method": method, "genomes": genomes, "wall_s": time.perf_counter() - start,
             "sparsity": result["provenance"].get("sparsity"),
-            "sparse_val_acc": train_info.get("val_acc")}
+            "sparse_val_acc": train_info.get("val_acc"),
+            **({"cut_from": name} if options else {})}
 
 
 def add_budgets(rec: dict[str, Any], method: str, space: str, budgets: list[str], root: Path,
@@ -206,11 +244,13 @@ def add_budgets(rec: dict[str, Any], method: str, space: str, budgets: list[str]
     """The generator's genomes at `budgets` too, cut from its run's saved sparse checkpoint
     (no training): a chain may add a budget (a latency one, say) after the generator ran."""
     sched = schedule(args)
-    cfg = DiscoverConfig(method=method, budget=budgets[0], space=space, dataset=args.dataset,
+    name, options = method_spec(method)
+    cfg = DiscoverConfig(method=name, budget=budgets[0], space=space, dataset=args.dataset,
                          data_root=args.data_root, preset=args.preset or "quick",
                          epochs=sched["epochs"], subset=args.subset,
                          batch_size=sched["batch_size"], sparsity=rec["sparsity"],
-                         out=str(root), resume=True, fast=getattr(args, "fast", True))
+                         out=str(root), resume=True, fast=getattr(args, "fast", True),
+                         pruner_options=options)
     the_plan = plan(cfg)
     model = None
     if the_plan.pruner.needs_training:
@@ -277,7 +317,8 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
         log(f"[{space}] base seed {seed}: test {rec['test_acc']:.4f} ({rec['wall_s']:.0f}s)")
     gens: dict[str, Any] = {}
     for method in args.methods.split(","):
-        if method not in PRUNERS or (method == "sss" and not bound.graph.blocks):
+        name = method_spec(method)[0]
+        if name not in PRUNERS or (name == "sss" and not bound.graph.blocks):
             continue
         key = f"{space}/generate/{method}"
         rec = ledger.get(key)
@@ -286,11 +327,11 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
         if rec is None:
             log(f"[{space}] {method}: sparsity training + genomes")
             rec = ledger.put(key, generate(method, space, budgets,
-                                           root / space / f"gen-{method}", args))
+                                           gen_root(root, space, method), args))
         missing = [b for b in budgets if b not in rec["genomes"]]
         if missing:  # a budget added to the chain after the generator ran
             rec = ledger.put(key, add_budgets(rec, method, space, missing,
-                                              root / space / f"gen-{method}", args))
+                                              gen_root(root, space, method), args))
         gens[method] = rec
     rows = []
     for budget in budgets:
@@ -405,8 +446,10 @@ def markdown(doc: dict[str, Any]) -> str:
             "generators' sparse bases are below"), ""]
         for name, g in sp["generators"].items():
             lam = "no sparsity term" if g["sparsity"] is None else f"λ = {g['sparsity']:.3g}"
-            lines.append(f"- {name}: {lam}, base training for the generator "
-                         f"{g['wall_s']:.0f} s, its val acc "
+            how = (f"cut from {g['cut_from']}'s trained scores ({g['wall_s']:.0f} s)"
+                   if g.get("cut_from") else
+                   f"base training for the generator {g['wall_s']:.0f} s")
+            lines.append(f"- {name}: {lam}, {how}, its val acc "
                          + (f"{100 * g['sparse_val_acc']:.2f}%" if g.get("sparse_val_acc")
                             else "n/a"))
         lines += ["", "| budget | genome | test acc (%) | Δ vs uniform | Δ eq. params | "

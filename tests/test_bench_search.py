@@ -176,3 +176,23 @@ def test_genome_quality_keeps_one_ledger_per_space_and_the_other_spaces_rows(tmp
     assert [s["space"] for s in merged["spaces"]] == ["vgg11-half", "resnet20"]
     assert merged["commands"] == ["first", "second"] and merged["legs_wall_s"] == 15.0
     assert not gq.same_study(old, gq.resolve_args(argv + ["--seeds", "2"]))
+
+
+def test_genome_quality_method_specs_cut_again_from_the_plain_methods_training(tmp_path):
+    """`slimming:cut=cost` is slimming with a cut option: the same run folder (one sparsity
+    training), its options read by the pruner's own parsers; a training option is refused."""
+    import genome_quality as gq
+
+    assert gq.method_spec("slimming") == ("slimming", {})
+    assert gq.method_spec("slimming:cut=cost:min_keep=0.05") == (
+        "slimming", {"cut": "cost", "min_keep": 0.05})
+    assert gq.method_spec("taylor:cut=global") == ("taylor", {"cut": "global"})
+    root = tmp_path / "runs"
+    assert gq.gen_root(root, "vgg11-half", "slimming:cut=cost") == \
+        gq.gen_root(root, "vgg11-half", "slimming") == root / "vgg11-half" / "gen-slimming"
+    for bad, match in (("slimming:sparsity=1e-4", "not an option of slimming's cut"),
+                       ("slimming:include_bn1d=true", "not an option of slimming's cut"),
+                       ("slimming:cut=knapsack", "cut is one of global, cost"),
+                       ("slimming:min_keep=lots", "min_keep: a number")):
+        with pytest.raises(SystemExit, match=match):
+            gq.method_spec(bad)

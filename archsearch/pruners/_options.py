@@ -14,7 +14,9 @@ from typing import Any
 class Option:
     """One keyword of a pruner's constructor. `parse` turns the text of a flag into a value
     (ValueError on bad text); `repeat`: the flag may be given several times (a list);
-    `flag` is the command-line flag when it is not `--name` with dashes."""
+    `flag` is the command-line flag when it is not `--name` with dashes; `training` False:
+    the option acts only when the genome is cut from trained scores (a trained model may be
+    cut again with another value)."""
 
     name: str
     help: str
@@ -23,6 +25,7 @@ class Option:
     choices: tuple[str, ...] = ()
     repeat: bool = False
     flag: str = ""
+    training: bool = True
 
     @property
     def cli_flag(self) -> str:
@@ -67,7 +70,13 @@ def boolean(text: str) -> bool:
 
 MIN_KEEP_OPTION = Option(
     "min_keep", "no group below this share of its base width unless its scores are zeros",
-    number, metavar="SHARE")
+    number, metavar="SHARE", training=False)
+CUTS = ("global", "cost")
+CUT_OPTION = Option(
+    "cut", "how the ranked scores meet the budget: 'global', one threshold over every group "
+    "(the paper's); 'cost', channels go in order of score per unit of the budget's cost (a "
+    "greedy knapsack: a cheap channel stays on a lower score than a costly one)",
+    str, metavar="CUT", choices=CUTS, training=False)
 STAGE_RATIOS_OPTION = Option(
     "stage_ratios", "relative keep ratio per stage (e.g. 0.5,0.75,1), scaled together onto "
     "the budget (default: uniform)", ratios, metavar="R1,R2,...")

@@ -22,7 +22,8 @@ from archsearch.pruners._evidence import (
     separation,
     upper_natural_cut,
 )
-from archsearch.pruners._options import MIN_KEEP_OPTION, Option, boolean
+from archsearch.pruners._options import CUT_OPTION, CUTS, MIN_KEEP_OPTION, Option, boolean
+from archsearch.widths import group_steps
 
 _log = logging.getLogger(__name__)
 # Default floor: no group below 10% of its base width unless its scores are zeros (see
@@ -33,7 +34,9 @@ MIN_KEEP = 0.1
 class SlimmingPruner(Pruner):
     """L1 subgradient `sparsity * sign(gamma)` on BatchNorm scales during training; the genome
     keeps channels whose |gamma| (max over a group's BatchNorms) is above one global
-    threshold, chosen by bisection so the genome costs the budget.
+    threshold, chosen by bisection so the genome costs the budget (`cut="global"`, the
+    paper's); `cut="cost"` ranks each channel's |gamma| per unit of the budget's cost instead
+    (`cost_shape`).
 
     `sparsity` None is the paper's λ for the space's family (for its 160-epoch schedule; the
     orchestration sizes it to the schedule that runs, see `archsearch.presets`). No group
@@ -49,10 +52,10 @@ class SlimmingPruner(Pruner):
     name = "slimming"
     sparsity_rule: ClassVar[SparsityRule] = ScaleTravelRule()
     OPTIONS = (Option("include_bn1d", "also threshold the classifier's BatchNorm1d scales",
-                      boolean, metavar="BOOL"), MIN_KEEP_OPTION)
+                      boolean, metavar="BOOL"), MIN_KEEP_OPTION, CUT_OPTION)
 
     def __init__(self, bound: BoundSpace, sparsity: float | None = None,
-                 include_bn1d: bool = False, min_keep: float = MIN_KEEP):
+                 include_bn1d: bool = False, min_keep: float = MIN_KEEP, cut: str = "global"):
         super().__init__(bound)
         if sparsity is None:
             sparsity = self.sparsity_rule.paper(bound.space.family)
@@ -62,9 +65,10 @@ class SlimmingPruner(Pruner):
         if self.min_keep > 1:
             raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
                                   f"min_keep={min_keep:g}")
+        self.cut = check_cut(cut)
 
     def options(self) -> dict[str, object]:
-        return {"sparsity": self.sparsity, "min_keep": self.min_keep}
+        return {"sparsity": self.sparsity, "min_keep": self.min_keep, "cut": self.cut}
 
     def _norms(self, model: nn.Module) -> dict[str, list[nn.Module]]:
         out: dict[str, list[nn.Module]] = {}
@@ -92,19 +96,27 @@ class SlimmingPruner(Pruner):
                 .amax(dim=0) for name, mods in self._norms(model).items()}
 
     def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
-        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep)
+        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep,
+                             self.cut)
+
+
+def check_cut(cut: str) -> str:
+    if cut not in CUTS:
+        raise ArchsearchError(f"cut is one of {', '.join(CUTS)}, but got {cut!r}")
+    return cut
 
 
 def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budget,
-                  min_keep: float) -> Genome:
+                  min_keep: float, cut: str = "global") -> Genome:
     """The genome of one global ranking of channel scores at a budget, with its evidence.
 
     When the scores split by themselves (two-class Otsu; or, when that does not separate and
     most scores are ~0, the upper cut of three classes: dead, dying, alive) and the budget
     affords the channels above that split, the cut is the pruner's own: the survivors'
     shape, scaled up onto the budget (`fit_to_budget`), rather than a threshold that would
-    pick among zeros by noise. Otherwise one threshold by bisection (with the group floor),
-    and `fit_to_budget` trims the rounding. Either way the separation statistic compares the
+    pick among zeros by noise. Otherwise `cut` "global" is one threshold by bisection (with
+    the group floor) and "cost" the greedy cut by score per unit of cost (`cost_shape`), and
+    `fit_to_budget` trims the rounding. Either way the separation statistic compares the
     channels kept at the cut with those dropped."""
     bound = pruner.bound
     floor = group_floor(scores, bound, min_keep) if min_keep else None
@@ -119,6 +131,9 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
     if (scores and split["separated"]
             and _cost(survivors, budget, bound) <= budget.target(bound)):
         shape, threshold, cut = survivors, natural, "survivors scaled to the budget"
+    elif cut == "cost":
+        shape, threshold = cost_shape(scores, budget, bound, min_keep)
+        cut = "score per unit of cost at the budget"
     else:
         shape, threshold = threshold_shape(scores, budget, bound, min_keep)
         cut = "global threshold at the budget"
@@ -132,8 +147,11 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
     evidence["cut"] = cut
     _log.info("%s: %s, threshold %.4g over %d scored groups, separation %s", pruner.name,
               cut, threshold, len(scores), evidence["statistic"])
-    genome.provenance.update(pruner._provenance(budget, threshold=threshold,
-                                                separation=evidence))
+    # the cost cut has no one score threshold (scales.png marks none): its last score per
+    # unit of cost instead
+    where = ({"threshold": None, "score_per_cost": threshold} if cut.startswith("score per")
+             else {"threshold": threshold})
+    genome.provenance.update(pruner._provenance(budget, **where, separation=evidence))
     return genome
 
 
@@ -223,3 +241,56 @@ def threshold_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: Boun
         if target - nxt <= TOLERANCE * target and target - nxt < here - target:
             threshold = candidates[lo + 1]
     return _shape_at(scores, threshold, bound, floor), float(threshold)
+
+
+def cost_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpace,
+               min_keep: float = 0.0) -> tuple[dict[str, float], float]:
+    """The keep-ratio shape of a greedy knapsack on the scores: from full width, the step of
+    channels (a group's lowest-scored `group_steps` channels) with the least score per unit
+    of the budget's cost it saves goes first, until the genome costs the budget. The cost of
+    a channel is priced at the widths of that moment (a conv's MACs scale with its input and
+    output widths both) in the budget's own metric (MACs, params, latency). With one score
+    scale across groups (slimming's |gamma| under one λ), this spends the budget where the
+    scores say it buys the most; the global threshold spends it by score alone, and a
+    channel on a 32×32 map costs the same score as one on a 2×2 map there. No group below
+    `group_floor`; unscored groups keep the scored ones' mean ratio. Returns the shape and
+    the last score-per-cost removed (the cut's own threshold)."""
+    floor = group_floor(scores, bound, min_keep) if min_keep > 0 else {}
+    base = bound.graph.base_widths()
+    steps = group_steps(bound)
+    pricer, active = budget.pricer(bound), bound.costs.active({})
+    target = budget.target(bound)
+    ranked = {g: s.detach().float().cpu().sort(descending=True).values.tolist()
+              for g, s in scores.items() if g in base}
+    counts = dict.fromkeys(ranked, 0)
+    counts.update({g: base[g] for g in ranked})
+    scored_total = sum(base[g] for g in ranked) or 1
+
+    def widths_of(c: dict[str, int]) -> dict[str, int]:
+        mean = sum(c.values()) / scored_total
+        return {g: c.get(g, max(1, round(mean * base[g]))) for g in base}
+
+    def cost(c: dict[str, int]) -> float:
+        return pricer.vector(bound.costs.widths_vector(widths_of(c)), active)
+
+    low = {g: max(bound.space.min_width, 1, floor.get(g, 0)) for g in ranked}
+    here, last = cost(counts), 0.0
+    while here > target:
+        best, best_ratio, best_cost = None, math.inf, here
+        for g in ranked:
+            n = counts[g] - steps[g]
+            if n < low[g]:
+                continue
+            trial = dict(counts, **{g: n})
+            saved = here - (c := cost(trial))
+            if saved <= 0:
+                continue
+            ratio = sum(ranked[g][n:counts[g]]) / saved
+            if ratio < best_ratio:
+                best, best_ratio, best_cost = g, ratio, c
+        if best is None:  # nothing left to remove: fit_to_budget says the budget is too small
+            break
+        counts[best] -= steps[best]
+        here, last = best_cost, best_ratio
+    shape = {g: max(1, w) / base[g] for g, w in widths_of(counts).items()}
+    return shape, float(last)

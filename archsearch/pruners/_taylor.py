@@ -22,9 +22,9 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.pruners._base import as_budget, check_nonnegative
-from archsearch.pruners._options import DECAY_OPTION, MIN_KEEP_OPTION
+from archsearch.pruners._options import CUT_OPTION, DECAY_OPTION, MIN_KEEP_OPTION
 from archsearch.pruners._probe import ProbePruner, ProbeStats, probe_points
-from archsearch.pruners._slimming import MIN_KEEP, ranked_genome
+from archsearch.pruners._slimming import MIN_KEEP, check_cut, ranked_genome
 
 
 class TaylorStats(ProbeStats):
@@ -60,8 +60,8 @@ class TaylorPruner(ProbePruner):
     (its BatchNorms), divided by the group's root mean square score (`rms_normalise`: the
     scale-invariant form of the paper's per-layer L2 normalisation, see the module doc).
     One global ranking of the scores gives the genome through slimming's own path
-    (`ranked_genome`: bisection onto the budget, group floor `min_keep`, separation
-    evidence).
+    (`ranked_genome`: bisection onto the budget, or `cut="cost"`'s score per unit of cost;
+    group floor `min_keep`, separation evidence).
 
     The activation is the BatchNorm output; with a ReLU after it, a * dL/da is the same
     before and after the ReLU (both vanish where it clips), so this is the criterion on the
@@ -69,20 +69,22 @@ class TaylorPruner(ProbePruner):
     """
 
     name = "taylor"
-    OPTIONS = (DECAY_OPTION, MIN_KEEP_OPTION)
+    OPTIONS = (DECAY_OPTION, MIN_KEEP_OPTION, CUT_OPTION)
     stats_name = "taylor_stats"
     score_kind = "Taylor |a * dL/da| (over its group's RMS)"
 
-    def __init__(self, bound: BoundSpace, decay: float = 0.99, min_keep: float = MIN_KEEP):
+    def __init__(self, bound: BoundSpace, decay: float = 0.99, min_keep: float = MIN_KEEP,
+                 cut: str = "global"):
         super().__init__(bound, decay)
         self.min_keep = check_nonnegative(min_keep, "min_keep")
         if self.min_keep > 1:
             raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
                                   f"min_keep={min_keep:g}")
+        self.cut = check_cut(cut)
         self._points = probe_points(bound)
 
     def options(self) -> dict[str, object]:
-        return {**super().options(), "min_keep": self.min_keep}
+        return {**super().options(), "min_keep": self.min_keep, "cut": self.cut}
 
     def make_stats(self) -> TaylorStats:
         sizes = {m: (self.bound.graph.groups[g].size,)
@@ -106,7 +108,8 @@ class TaylorPruner(ProbePruner):
     def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
         """One global ranking of the scores at the budget, exactly as slimming's (group
         floor `min_keep`, separation evidence in the provenance)."""
-        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep)
+        return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep,
+                             self.cut)
 
 
 def rms_normalise(raw: torch.Tensor) -> torch.Tensor:

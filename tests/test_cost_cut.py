@@ -1,0 +1,132 @@
+"""The cost-aware cut of ranked pruners (`--cut cost`): channels go in order of score per
+unit of the budget's cost, on real spaces with planted scores (no training)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from archsearch.budget import TOLERANCE, parse_budget
+from archsearch.build import bind
+from archsearch.cli.main import main
+from archsearch.errors import ArchsearchError
+from archsearch.latency import LatencySettings
+from archsearch.pruners import SlimmingPruner, TaylorPruner
+from archsearch.pruners._report import scale_cuts, scale_distribution
+from archsearch.pruners._slimming import cost_shape, ranked_genome
+
+from .test_evidence import _plant
+from .test_latency import _install, bilinear_table, fake_settings, tiny
+
+
+def _scores(bound, fill) -> dict[str, torch.Tensor]:
+    return {g: fill(g, bound.graph.groups[g].size) for g in bound.graph.prunable}
+
+
+@pytest.mark.parametrize("space", ["vgg11-half", "resnet20"])
+@pytest.mark.parametrize("budget", ["12.5%FLOPs", "6.25%FLOPs", "25%params"])
+def test_cost_cut_meets_the_budget_and_keeps_the_floor(space, budget):
+    bound = bind(space, "cifar10")
+    gen = torch.Generator().manual_seed(1)
+    scores = _scores(bound, lambda g, n: torch.rand(n, generator=gen))
+    pruner = SlimmingPruner(bound, cut="cost")
+    genome = ranked_genome(pruner, scores, parse_budget(budget), 0.1, pruner.cut)
+    metric = "macs" if budget.endswith("FLOPs") else "params"
+    assert genome.cost[f"{metric}_ratio"] == pytest.approx(
+        parse_budget(budget).value, rel=TOLERANCE)
+    for g in bound.graph.prunable:
+        assert genome.widths[g] >= 0.1 * bound.graph.groups[g].size - 1e-9
+    prov = genome.provenance
+    assert prov["cut"] == "cost" and prov["threshold"] is None
+    assert prov["separation"]["cut"] == "score per unit of cost at the budget"
+    assert prov["score_per_cost"] > 0
+
+
+def test_equal_scores_keep_more_channels_than_one_threshold():
+    """With every score (nearly) equal, the score per cost ranks channels by cost: at the same
+    MACs the cost cut keeps more channels than the global threshold, and the cheap late
+    groups (2x2 maps) keep a larger share than the costly first ones (32x32)."""
+    bound = bind("vgg11-half", "cifar10")
+    gen = torch.Generator().manual_seed(4)
+    scores = _scores(bound, lambda g, n: 1 + 0.01 * torch.rand(n, generator=gen))
+    pruner = SlimmingPruner(bound)
+    budget = parse_budget("12.5%FLOPs")
+    cost = ranked_genome(pruner, scores, budget, 0.1, "cost")
+    flat = ranked_genome(pruner, scores, budget, 0.1, "global")
+    assert cost.cost["macs_ratio"] == pytest.approx(flat.cost["macs_ratio"], rel=2 * TOLERANCE)
+    assert sum(cost.widths.values()) > 1.2 * sum(flat.widths.values())
+    groups, base = bound.graph.prunable, bound.graph.base_widths()
+    first, last = groups[0], groups[-1]
+    assert cost.widths[last] / base[last] > 2 * cost.widths[first] / base[first]
+
+
+def test_a_zero_goes_before_a_live_channel_however_cheap():
+    """Dead channels (score 0) go first, even in the cheapest group: a zero per any cost is
+    below every live score per cost."""
+    bound = bind("vgg11-half", "cifar10")
+    groups = bound.graph.prunable
+    last = groups[-1]
+
+    def fill(g, n):
+        s = 0.5 + 0.5 * torch.rand(n, generator=torch.Generator().manual_seed(len(g)))
+        if g == last:
+            s[: n // 2] = 0.0  # half the cheapest group is dead
+        return s
+
+    scores = _scores(bound, fill)
+    shape, _ = cost_shape(scores, parse_budget("80%FLOPs"), bound, 0.1)
+    base = bound.graph.base_widths()
+    assert round(shape[last] * base[last]) <= base[last] // 2  # every zero went
+    live_cut = [g for g in groups[:-1] if round(shape[g] * base[g]) < base[g]]
+    assert live_cut  # ... before live channels elsewhere, costlier per channel, had to go
+
+
+def test_cost_cut_on_a_latency_budget(tmp_path):
+    """The cut prices channels in the budget's own metric: a latency table's."""
+    bound = tiny()
+    settings = fake_settings(tmp_path)
+    _install(bound, settings, bilinear_table())
+    scores = _scores(bound, lambda g, n: torch.linspace(0.1, 1.0, n))
+    budget = parse_budget("45%latency", settings)
+    genome = ranked_genome(SlimmingPruner(bound, cut="cost"), scores, budget, 0.0, "cost")
+    got = bound.cost_at(genome.widths, None, "latency", settings)
+    assert got == pytest.approx(0.45 * bound.base_in("latency", settings), rel=TOLERANCE)
+    assert isinstance(settings, LatencySettings)
+
+
+def test_taylor_takes_the_cut_and_a_bad_cut_is_refused():
+    bound = bind("resnet20", "synthetic")
+    assert TaylorPruner(bound, cut="cost").options()["cut"] == "cost"
+    with pytest.raises(ArchsearchError, match="cut is one of global, cost"):
+        SlimmingPruner(bound, cut="knapsack")
+
+
+def test_scales_plot_marks_no_score_threshold_for_the_cost_cut(tmp_path):
+    bound = bind("resnet20", "synthetic")
+    pruner = SlimmingPruner(bound, cut="cost")
+    model = bound.base_model()
+    gen = torch.Generator().manual_seed(3)
+    _plant(pruner, model, lambda g, i, n: torch.rand(n, generator=gen))
+    genome = pruner.genome(model, "40%FLOPs")
+    cuts = scale_cuts(scale_distribution(pruner, model), genome.provenance["threshold"])
+    assert "cut at the budget" not in cuts
+
+
+def test_cli_refuses_an_unknown_cut(capsys):
+    assert main(["discover", "--method", "slimming", "--cut", "knapsack", "--budget",
+                 "50%FLOPs", "--dataset", "synthetic"]) == 2
+    assert "invalid choice: 'knapsack'" in capsys.readouterr().err
+
+
+def test_discover_with_the_cost_cut(tmp_path, capsys):
+    """A real (one short epoch) sparsity training on synthetic data, cut by cost."""
+    import json
+
+    out = tmp_path / "d"
+    assert main(["discover", "--method", "slimming", "--cut", "cost", "--budget", "30%FLOPs",
+                 "--space", "resnet20", "--dataset", "synthetic", "--epochs", "1", "--subset",
+                 "64", "--batch-size", "32", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["provenance"]["cut"] == "cost"
+    assert result["cost"]["macs_ratio"] == pytest.approx(0.3, rel=TOLERANCE)
+    assert (out / "scales.png").is_file()
