@@ -551,14 +551,16 @@ def open_bench(args: argparse.Namespace, space: str | None = None) -> tuple[Path
     the ledger path is a template with `{space}` in it)."""
     torch.set_num_threads(args.threads)
     path = getattr(args, "ledger", None)
+    own = None  # the space whose legs alone this ledger holds
     if path and "{space}" in path:
         if space is None:
             raise ValueError("a per-space ledger needs the space")
-        path = path.format(space=space)
+        path, own = path.format(space=space), space
     ledger = Ledger(Path(args.runs), Path(path) if path else None)
     for other in getattr(args, "reuse", []):
         for key, record in Ledger(Path(other)).legs.items():
-            if ledger.get(key) is None:
+            # a per-space ledger takes its own space's legs only
+            if ledger.get(key) is None and (own is None or key.startswith(f"{own}/")):
                 ledger.put(key, record)
     return Path(args.runs), ledger
 

@@ -176,6 +176,16 @@ def test_genome_quality_keeps_one_ledger_per_space_and_the_other_spaces_rows(tmp
     assert [s["space"] for s in merged["spaces"]] == ["vgg11-half", "resnet20"]
     assert merged["commands"] == ["first", "second"] and merged["legs_wall_s"] == 15.0
     assert not gq.same_study(old, gq.resolve_args(argv + ["--seeds", "2"]))
+    # --reuse merges another invocation's legs into each space's own ledger, and only its own
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "legs.json").write_text('{"vgg11-half/6.25%FLOPs/uniform/s0": {"test_acc": 0.7},'
+                                     ' "resnet20/6.25%FLOPs/uniform/s0": {"test_acc": 0.6}}')
+    args = gq.resolve_args(argv + ["--reuse", str(other)])
+    _, one = gq.open_bench(args, "resnet20")
+    _, two = gq.open_bench(args, "vgg11-half")
+    assert sorted(one.legs) == ["resnet20/12.5%FLOPs/uniform/s0", "resnet20/6.25%FLOPs/uniform/s0"]
+    assert list(two.legs) == ["vgg11-half/6.25%FLOPs/uniform/s0"]
 
 
 def test_genome_quality_method_specs_cut_again_from_the_plain_methods_training(tmp_path):
