@@ -294,3 +294,49 @@ def test_proxy_scores_are_deterministic_and_rank_a_starved_genome_low(splits):
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores[0] == scores[2]
     assert scores[1] < scores[0] - 0.1, scores
+
+
+def test_a_sandwich_step_leaves_the_bn_statistics_to_the_widest(splits):
+    """The subnetworks of a sandwich step normalise by their batch but do not move the
+    running statistics: after a step (lr 0, weights unchanged) they are exactly those of
+    one widest forward on the batch, so the trainer's full-width evaluation
+    reads the widest network's statistics."""
+    import copy
+
+    from archsearch.search._supernet import SandwichStep, frozen_bn_stats, train_config
+    from archsearch.train._device import resolve_precision
+    from archsearch.train._dist import World
+
+    bound = bind("tinyres", "synthetic")
+    supernet = Supernet(bound)
+    schedule = SupernetSchedule(random_widths=2, device="cpu")
+    model = supernet.model
+    reference = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    device = torch.device("cpu")
+    import dataclasses
+
+    config = dataclasses.replace(train_config(schedule), fast=False, channels_last=False)
+    step = SandwichStep(supernet, schedule, model, opt, config, device,
+                        resolve_precision("off", device), World())
+    step.begin_epoch(0.0, 0)
+    x = splits.train.images[:32].float() / 255.0
+    x = x if x.dim() == 4 else x.unsqueeze(1)
+    y = splits.train.labels[:32].long()
+    step(x, y)
+    with torch.no_grad():
+        reference(x)
+    norms = [(a, b) for a, b in zip(model.modules(), reference.modules(), strict=True)
+             if isinstance(a, nn.BatchNorm2d)]
+    assert norms
+    for a, b in norms:
+        assert torch.allclose(a.running_mean, b.running_mean, rtol=1e-5, atol=1e-7)
+        assert torch.allclose(a.running_var, b.running_var, rtol=1e-5, atol=1e-7)
+        assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 1
+    before = [a.running_mean.clone() for a, _ in norms]
+    with frozen_bn_stats(model), torch.no_grad():
+        model(x * 2 + 1)
+    assert all(torch.equal(a.running_mean, m) for (a, _), m in zip(norms, before, strict=True))
+    assert all(a.momentum == b.momentum for a, b in norms)  # restored
+    with pytest.raises(ArchsearchError, match="amp is one of"):
+        resolve_precision("fp32", device)  # not a mode: it once meant auto, silently

@@ -216,13 +216,36 @@ class SandwichStep(Step):
             (supernet.random_widths(schedule.min_ratio, self.generator),
              supernet.random_blocks(schedule.block_drop, self.generator))
             for _ in range(schedule.random_widths)]
-        for widths, removed in subnets:
-            with supernet.at(widths, removed), self.precision.autocast(self.device):
-                sub = self.net(x).float()
-                distill = -(soft * sub.log_softmax(1)).sum(1).mean()
-            self.backward(distill)
+        with frozen_bn_stats(self.net):
+            for widths, removed in subnets:
+                with supernet.at(widths, removed), self.precision.autocast(self.device):
+                    sub = self.net(x).float()
+                    distill = -(soft * sub.log_softmax(1)).sum(1).mean()
+                self.backward(distill)
         self.update()
         return loss.detach(), out.detach()
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """BatchNorms normalise by the batch but leave their running statistics (and batch
+    count) as they were while the context is open: the subnetworks of a sandwich step would
+    otherwise mix their statistics into the widest's, and the trainer's per-epoch
+    full-width evaluation would read statistics of no network (a subnetwork is scored after
+    its own BatchNorm re-estimation, `BNScorer`, either way)."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, None if m.num_batches_tracked is None
+              else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def _masker(mask: torch.Tensor) -> Callable[..., torch.Tensor]:
