@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -421,6 +422,14 @@ def recipe_line(a: dict[str, Any]) -> str:
             f"(x0.1 at 50%/75%), SGD momentum 0.9, wd 1e-4, standard pad-crop/flip")
 
 
+def _short(x: float, _pos: object = None) -> str:
+    """5,200,000 → 5.2M, 33,000 → 33k: a tick label that fits."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     a = doc["args"]
     lines = ["# Genome quality: pruner genomes vs uniform, trained from scratch", "",
@@ -494,16 +503,19 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     spaces = [sp for sp in doc["spaces"] if sp["rows"]]
     if not spaces:
         return
     fig, axes = plt.subplots(len(spaces), 3, figsize=(15, 3.8 * len(spaces)), dpi=110,
                              squeeze=False)
+    # one colour per method across every space's panels
+    every = list(dict.fromkeys(r["method"] for sp in spaces for r in sp["rows"]))
     for (ax_m, ax_p, ax_l), sp in zip(axes, spaces, strict=True):
         methods = list(dict.fromkeys(r["method"] for r in sp["rows"]))
-        for i, method in enumerate(methods):
+        for method in methods:
+            i = every.index(method)
             rows = [r for r in sp["rows"] if r["method"] == method and "macs" in r]
             timed = [r for r in rows if "latency_share" in r]
             for ax, key, these in ((ax_m, "macs", rows), (ax_p, "params", rows),
@@ -521,8 +533,14 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
         for ax, key in ((ax_m, "MACs"), (ax_p, "params"),
                         (ax_l, "measured latency (share of the base's, 1 thread, batch 1)")):
             if ax is not ax_l:
-                ax.set_xscale("log")  # minor labels overlap when a panel spans < a decade
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_xscale("log")
+                lo, hi = ax.get_xlim()
+                if math.floor(math.log10(lo)) == math.floor(math.log10(hi)):
+                    # inside one decade: no power of ten to label, so short numbers
+                    ax.xaxis.set_major_formatter(FuncFormatter(_short))
+                    ax.xaxis.set_minor_formatter(FuncFormatter(_short))
+                else:  # minor labels would overlap the powers of ten
+                    ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(key)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{sp['space']}: accuracy vs {key.split(' (')[0]}")
