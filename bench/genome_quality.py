@@ -208,20 +208,27 @@ def gen_root(root: Path, space: str, spec: str) -> Path:
     return root / space / f"gen-{method_spec(spec)[0]}"
 
 
+def discover_config(method: str, space: str, budget: str, root: Path, args,
+                    sparsity: float | str) -> DiscoverConfig:
+    """The generator's `discover` settings in its run folder `root`: the bench's schedule,
+    resumed, the spec's cut options (`method_spec`)."""
+    sched = schedule(args)
+    name, options = method_spec(method)
+    return DiscoverConfig(method=name, budget=budget, space=space, dataset=args.dataset,
+                          data_root=args.data_root, preset=args.preset or "quick",
+                          epochs=sched["epochs"], subset=args.subset,
+                          batch_size=sched["batch_size"], sparsity=sparsity, out=str(root),
+                          resume=True, fast=getattr(args, "fast", True),
+                          pruner_options=options)
+
+
 def generate(method: str, space: str, budgets: list[str], root: Path, args
              ) -> dict[str, Any]:
     """The method's genomes at every budget from one sparsity training (seed 0); `method`
     may be a spec with cut options (`method_spec`)."""
     check_time(args)
-    sched = schedule(args)
     name, options = method_spec(method)
-    cfg = DiscoverConfig(method=name, budget=budgets[0], space=space, dataset=args.dataset,
-                         data_root=args.data_root, preset=args.preset or "quick",
-                         epochs=sched["epochs"], subset=args.subset,
-                         batch_size=sched["batch_size"], sparsity="auto", out=str(root),
-                         resume=True, fast=getattr(args, "fast", True),
-                         pruner_options=options)
-    the_plan = plan(cfg)
+    the_plan = plan(discover_config(method, space, budgets[0], root, args, "auto"))
     the_plan.splits = _shared_splits(the_plan.splits)
     start = time.perf_counter()
     result = discover(the_plan, progress=False)
@@ -244,15 +251,7 @@ def add_budgets(rec: dict[str, Any], method: str, space: str, budgets: list[str]
                 args) -> dict[str, Any]:
     """The generator's genomes at `budgets` too, cut from its run's saved sparse checkpoint
     (no training): a chain may add a budget (a latency one, say) after the generator ran."""
-    sched = schedule(args)
-    name, options = method_spec(method)
-    cfg = DiscoverConfig(method=name, budget=budgets[0], space=space, dataset=args.dataset,
-                         data_root=args.data_root, preset=args.preset or "quick",
-                         epochs=sched["epochs"], subset=args.subset,
-                         batch_size=sched["batch_size"], sparsity=rec["sparsity"],
-                         out=str(root), resume=True, fast=getattr(args, "fast", True),
-                         pruner_options=options)
-    the_plan = plan(cfg)
+    the_plan = plan(discover_config(method, space, budgets[0], root, args, rec["sparsity"]))
     model = None
     if the_plan.pruner.needs_training:
         if not (root / "sparse.pt").is_file():

@@ -128,28 +128,30 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
         if (three := _split_at(scores, upper))["separated"]:
             natural, split = upper, three
     survivors = _shape_at(scores, natural, bound, floor)
-    if (scores and split["separated"]
-            and _cost(survivors, budget, bound) <= budget.target(bound)):
-        shape, threshold, cut = survivors, natural, "survivors scaled to the budget"
-    elif cut == "cost":
+    natural_fits = (scores and split["separated"]
+                    and _cost(survivors, budget, bound) <= budget.target(bound))
+    by_cost = not natural_fits and cut == "cost"
+    if natural_fits:
+        shape, threshold, how = survivors, natural, "survivors scaled to the budget"
+    elif by_cost:
         shape, threshold = cost_shape(scores, budget, bound, min_keep)
-        cut = "score per unit of cost at the budget"
+        how = "score per unit of cost at the budget"
     else:
         shape, threshold = threshold_shape(scores, budget, bound, min_keep)
-        cut = "global threshold at the budget"
+        how = "global threshold at the budget"
     widths = fit_to_budget(shape, budget, bound, floor=floor)
     genome = bound.genome(widths, dict.fromkeys(bound.graph.blocks, True))
-    if cut.startswith("survivors"):
+    if natural_fits:
         evidence = split
     else:
         evidence = channel_separation(scores, top_channels(scores, genome, bound))
     evidence["near_zero_share"] = round(zero_share, 4)
-    evidence["cut"] = cut
+    evidence["cut"] = how
     _log.info("%s: %s, threshold %.4g over %d scored groups, separation %s", pruner.name,
-              cut, threshold, len(scores), evidence["statistic"])
+              how, threshold, len(scores), evidence["statistic"])
     # the cost cut has no one score threshold (scales.png marks none): its last score per
     # unit of cost instead
-    where = ({"threshold": None, "score_per_cost": threshold} if cut.startswith("score per")
+    where = ({"threshold": None, "score_per_cost": threshold} if by_cost
              else {"threshold": threshold})
     genome.provenance.update(pruner._provenance(budget, **where, separation=evidence))
     return genome
@@ -262,8 +264,7 @@ def cost_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpac
     target = budget.target(bound)
     ranked = {g: s.detach().float().cpu().sort(descending=True).values.tolist()
               for g, s in scores.items() if g in base}
-    counts = dict.fromkeys(ranked, 0)
-    counts.update({g: base[g] for g in ranked})
+    counts = {g: base[g] for g in ranked}
     scored_total = sum(base[g] for g in ranked) or 1
 
     def widths_of(c: dict[str, int]) -> dict[str, int]:
@@ -292,5 +293,5 @@ def cost_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpac
             break
         counts[best] -= steps[best]
         here, last = best_cost, best_ratio
-    shape = {g: max(1, w) / base[g] for g, w in widths_of(counts).items()}
+    shape = {g: w / base[g] for g, w in widths_of(counts).items()}
     return shape, float(last)

@@ -16,6 +16,14 @@ MAX_LR = 1e3  # far beyond any rate SGD trains with; larger ones overflow float3
 DEFAULT_LR = {"base": 0.1, "scratch-e": 0.1, "scratch-b": 0.1, "finetune": 1e-3}
 
 
+def check_amp(mode: str) -> str:
+    """`mode` if it is an autocast mode ("off" is fp32), else one line of error."""
+    if mode not in AMP_MODES:
+        raise ArchsearchError(f"amp is one of {', '.join(AMP_MODES)} (off: fp32), but got "
+                              f"{mode!r}")
+    return mode
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. `epochs` are the *base* epochs: scratch-b scales them by the MAC ratio
@@ -55,8 +63,7 @@ class TrainConfig:
                                   f"{self.lr}")
         if not 0 <= self.momentum < 1 or not self.weight_decay >= 0:
             raise ArchsearchError("momentum must be in [0, 1) and weight decay >= 0")
-        if self.amp not in AMP_MODES:
-            raise ArchsearchError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        check_amp(self.amp)
         if self.eval_split not in EVAL_SPLITS:
             raise ArchsearchError(f"eval split must be test or val, got {self.eval_split!r}")
         if self.max_scale is not None and not self.max_scale >= 1:

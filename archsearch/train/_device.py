@@ -9,7 +9,7 @@ from functools import cache
 import torch
 
 from archsearch.errors import ArchsearchError
-from archsearch.train._config import AMP_MODES
+from archsearch.train._config import check_amp
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -57,9 +57,7 @@ class Precision:
 def resolve_precision(mode: str, device: torch.device) -> Precision:
     """auto: bf16 on CPUs with native bf16, bf16 (else fp16 + scaler) on CUDA; BatchNorm
     parameters and statistics stay fp32 either way (autocast never casts parameters)."""
-    if mode not in AMP_MODES:  # "fp32" would otherwise fall through to auto
-        raise ArchsearchError(f"amp is one of {', '.join(AMP_MODES)} (off: fp32), but got "
-                              f"{mode!r}")
+    check_amp(mode)  # "fp32" would otherwise fall through to auto
     if mode == "off":
         return Precision(None, False)
     if device.type == "cuda":
