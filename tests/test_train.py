@@ -178,3 +178,82 @@ def test_onednn_1x1_strided_nhwc_guard():
         assert err < 1e-4
     finally:
         torch.set_num_threads(threads)
+
+
+def _junk_heap(numel: int) -> None:
+    """Leave freed NaN-filled blocks of `numel` floats in the heap, where the allocator hands
+    the next buffers of that size from: an unwritten gradient then shows as NaN."""
+    junk = [torch.full((numel,), float("nan")) for _ in range(8)]
+    del junk
+
+
+@pytest.mark.parametrize("hw,stride,kernel", [((1, 1), 2, 3), ((4, 1), 2, 3), ((2, 2), 3, 5)])
+def test_bf16_strided_conv_narrower_than_its_stride_gets_the_true_weight_gradient(
+        hw, stride, kernel):
+    """oneDNN's bf16 weight gradient of a strided conv on an input narrower than the stride
+    leaves the padding-only taps unwritten (NaN or garbage: it diverged timm's resnet10t in
+    one step). Under the guard it is the fp64 gradient to bf16 accuracy."""
+    from archsearch.train._device import Precision, onednn_bf16_strided_guard
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 32, kernel, stride, kernel // 2, bias=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(8, 16, *hw).contiguous(memory_format=torch.channels_last)
+    overrides = onednn_bf16_strided_guard(conv, torch.device("cpu"),
+                                          Precision(torch.bfloat16, False))
+    assert len(overrides) == 1
+    for _ in range(3):
+        conv.weight.grad = None
+        _junk_heap(conv.weight.numel())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        g = torch.randn(y.shape)
+        (y.float() * g).sum().backward()
+        ref = torch.nn.grad.conv2d_weight(x.double(), conv.weight.shape, g.double(), stride,
+                                          kernel // 2)
+        err = (conv.weight.grad.double() - ref).abs().max() / ref.abs().max()
+        assert err < 1e-5  # fp32: this conv ran unconverted
+    overrides[0].remove()
+    assert "forward" not in vars(conv)
+
+
+def test_bf16_strided_guard_leaves_wide_inputs_and_other_precisions_alone():
+    from archsearch.train._device import Precision, onednn_bf16_strided_guard
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Conv2d(8, 8, 3, 1, 1),
+                              torch.nn.Conv2d(8, 8, 1, 2))
+    cpu, bf16 = torch.device("cpu"), Precision(torch.bfloat16, False)
+    assert onednn_bf16_strided_guard(net, cpu, Precision(None, False)) == []
+    overrides = onednn_bf16_strided_guard(net, cpu, bf16)
+    assert [o.module for o in overrides] == [net[0]]  # stride 1 and 1×1 kernels: correct
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net[0](torch.randn(2, 3, 8, 8)).dtype == torch.bfloat16  # wide: bf16 kept
+        assert net[0](torch.randn(2, 3, 1, 1)).dtype == torch.float32
+        with torch.no_grad():  # no weight gradient, nothing to guard
+            assert net[0](torch.randn(2, 3, 1, 1)).dtype == torch.bfloat16
+    for o in overrides:
+        o.remove()
+    assert "forward" not in vars(net[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # removed: the plain conv again
+        assert net[0](torch.randn(2, 3, 1, 1)).dtype == torch.bfloat16
+
+
+def test_a_deepcopy_of_a_guarded_model_runs_its_own_weights():
+    """The guard binds its forward to the module, so a copy taken mid-training (an average,
+    a cost count) computes with the copy's weights, not the original's."""
+    import copy
+
+    from archsearch.train._device import Precision, onednn_bf16_strided_guard
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, 2, 1))
+    overrides = onednn_bf16_strided_guard(net, torch.device("cpu"),
+                                          Precision(torch.bfloat16, False))
+    clone = copy.deepcopy(net)
+    with torch.no_grad():
+        clone[0].weight.zero_()
+        clone[0].bias.zero_()
+    x = torch.randn(1, 3, 1, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert clone(x).abs().max() == 0 and net(x).abs().max() > 0
+    for o in overrides:
+        o.remove()

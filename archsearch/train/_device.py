@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -128,6 +130,56 @@ def onednn_1x1_guard(model: torch.nn.Module, device: torch.device,
 
 def _nchw_input(module: torch.nn.Module, args: tuple) -> tuple:
     return (args[0].contiguous(), *args[1:])
+
+
+def onednn_bf16_strided_guard(model: torch.nn.Module, device: torch.device,
+                              precision: Precision) -> list[_ForwardOverride]:
+    """Work around oneDNN's bf16 weight gradient of a strided convolution whose input is
+    narrower than its stride (torch 2.14.1 on CPU, NHWC and NCHW alike): the taps that only
+    ever meet padding are left unwritten, so the gradient holds whatever the buffer held
+    before (measured: NaN, or 1e35 times the true gradient, in 123 of 576 shapes from 1×1
+    to 12×12 inputs with strides 2-4 and 3×3 to 7×7 kernels; every one had an input
+    width below the stride, none had stride 1, and fp32 was right in all). A resnet's
+    strided 3×3 conv on a 1×1 map (a small input, late stages) is exactly this conv; it
+    diverged a timm resnet10t in one step. Such a conv runs in fp32 while gradients are
+    taken; its map is tiny, so the cost is too. Returns the overrides (remove them after
+    training)."""
+    if device.type != "cpu" or precision.dtype != torch.bfloat16:
+        return []
+    return [_ForwardOverride(module, _fp32_when_narrower_than_stride)
+            for module in model.modules()
+            if isinstance(module, torch.nn.Conv2d) and max(module.stride) > 1
+            and max(module.kernel_size) > 1]
+
+
+def narrower_than_stride(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether `x` (N, C, H, W) is narrower or shorter than `conv`'s stride along an axis
+    its kernel spans: the shapes oneDNN's bf16 weight gradient gets wrong (the measured
+    cases were all in the width; the height is guarded too, at no cost)."""
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    return (x.shape[-1] < sw and kw > 1) or (x.shape[-2] < sh and kh > 1)
+
+
+def _fp32_when_narrower_than_stride(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    plain = type(conv).forward
+    if x.dim() == 4 and torch.is_grad_enabled() and narrower_than_stride(conv, x):
+        with torch.autocast("cpu", enabled=False):
+            return plain(conv, x.float())
+    return plain(conv, x)
+
+
+class _ForwardOverride:
+    """`module.forward` replaced by `forward(module, x)`, bound to the module as an instance
+    attribute (parameters, buffers and state_dict untouched; a deepcopy of the module binds
+    the copy's); `remove()` restores the class's forward."""
+
+    def __init__(self, module: torch.nn.Module, forward: Callable):
+        self.module = module
+        module.forward = types.MethodType(forward, module)
+
+    def remove(self) -> None:
+        if "forward" in vars(self.module):
+            del self.module.forward
 
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from archsearch.train._config import TrainConfig
-from archsearch.train._device import Precision, onednn_1x1_guard
+from archsearch.train._device import Precision, onednn_1x1_guard, onednn_bf16_strided_guard
 from archsearch.train._dist import World
 from archsearch.train._fast import FastPath
 
@@ -37,7 +37,8 @@ class Step:
 
     `net` is what runs forward: `model` wrapped in DistributedDataParallel under torchrun,
     compiled with `config.compile` (unless oneDNN's 1x1 guard is needed); `close()` removes
-    the guard's hooks."""
+    the guards (the 1x1 guard's hooks; the fp32 forward of strided convs on inputs
+    narrower than their stride under bf16, `onednn_bf16_strided_guard`)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
                  device: torch.device, precision: Precision, world: World,
@@ -51,6 +52,7 @@ class Step:
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
         self.guards = onednn_1x1_guard(model, device, config.channels_last)
+        self.overrides = onednn_bf16_strided_guard(model, device, precision)
         self.fast = FastPath(model, config, device)
         if config.compile and self.guards:  # inductor re-lays convs out NHWC: the bug is back
             log.warning("torch.compile skipped: this model has 1x1 strided convs with < 16 "
@@ -104,8 +106,9 @@ class Step:
             self.optimizer.step()
 
     def close(self) -> None:
-        for handle in self.guards:
+        for handle in [*self.guards, *self.overrides]:
             handle.remove()
+        self.overrides = []
         self.fast.close()
 
 
