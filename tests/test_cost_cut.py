@@ -13,7 +13,7 @@ from archsearch.errors import ArchsearchError
 from archsearch.latency import LatencySettings
 from archsearch.pruners import SlimmingPruner, TaylorPruner
 from archsearch.pruners._report import scale_cuts, scale_distribution
-from archsearch.pruners._slimming import cost_shape, ranked_genome
+from archsearch.pruners._slimming import cost_shape, group_floor, ranked_genome
 
 from .test_evidence import _plant
 from .test_latency import _install, bilinear_table, fake_settings, tiny
@@ -23,13 +23,15 @@ def _scores(bound, fill) -> dict[str, torch.Tensor]:
     return {g: fill(g, bound.graph.groups[g].size) for g in bound.graph.prunable}
 
 
+@pytest.mark.parametrize("cut,how", [("cost", "at the budget"),
+                                     ("base-cost", "at the base widths")])
 @pytest.mark.parametrize("space", ["vgg11-half", "resnet20"])
 @pytest.mark.parametrize("budget", ["12.5%FLOPs", "6.25%FLOPs", "25%params"])
-def test_cost_cut_meets_the_budget_and_keeps_the_floor(space, budget):
+def test_cost_cut_meets_the_budget_and_keeps_the_floor(space, budget, cut, how):
     bound = bind(space, "cifar10")
     gen = torch.Generator().manual_seed(1)
     scores = _scores(bound, lambda g, n: torch.rand(n, generator=gen))
-    pruner = SlimmingPruner(bound, cut="cost")
+    pruner = SlimmingPruner(bound, cut=cut)
     genome = ranked_genome(pruner, scores, parse_budget(budget), 0.1, pruner.cut)
     metric = "macs" if budget.endswith("FLOPs") else "params"
     assert genome.cost[f"{metric}_ratio"] == pytest.approx(
@@ -37,9 +39,45 @@ def test_cost_cut_meets_the_budget_and_keeps_the_floor(space, budget):
     for g in bound.graph.prunable:
         assert genome.widths[g] >= 0.1 * bound.graph.groups[g].size - 1e-9
     prov = genome.provenance
-    assert prov["cut"] == "cost" and prov["threshold"] is None
-    assert prov["separation"]["cut"] == "score per unit of cost at the budget"
+    assert prov["cut"] == cut and prov["threshold"] is None
+    assert prov["separation"]["cut"] == f"score per unit of cost {how}"
     assert prov["score_per_cost"] > 0
+
+
+def test_base_cost_prices_once_and_so_does_not_alternate():
+    """Priced at the moment's widths, equal scores alternate narrow and wide layers along
+    vgg11-half's chain (a narrow layer makes both neighbours cheap); priced once at the base
+    widths they do not, and every channel cut has a score per base price no higher than
+    any channel kept (the cut's own threshold between them)."""
+    bound = bind("vgg11-half", "cifar10")
+    gen = torch.Generator().manual_seed(4)
+    scores = _scores(bound, lambda g, n: 1 + 0.01 * torch.rand(n, generator=gen))
+    budget, groups, base = parse_budget("12.5%FLOPs"), bound.graph.prunable, \
+        bound.graph.base_widths()
+
+    def kept(at_base):
+        shape, last = cost_shape(scores, budget, bound, 0.1, at_base=at_base)
+        return [round(shape[g] * base[g]) for g in groups], last
+
+    moment, _ = kept(False)
+    ratios = [w / base[g] for w, g in zip(moment, groups, strict=True)]
+    assert any(a > b for a, b in zip(ratios, ratios[1:], strict=False))  # alternates
+    widths, last = kept(True)
+    floor = group_floor(scores, bound, 0.1)
+    above = [w > floor[g] for w, g in zip(widths, groups, strict=True)]
+    assert above == sorted(above) and any(above)  # floors first, then widening: no zigzag
+    ratios = [w / base[g] for w, g, up in zip(widths, groups, above, strict=True) if up]
+    assert ratios == sorted(ratios)
+    pricer, active = budget.pricer(bound), bound.costs.active({})
+    full = pricer.vector(bound.costs.widths_vector(base), active)
+    for w, g in zip(widths, groups, strict=True):
+        price = full - pricer.vector(bound.costs.widths_vector(dict(base, **{g: base[g] - 1})),
+                                     active)
+        ranked = scores[g].sort(descending=True).values / price
+        if w < base[g]:
+            assert ranked[w:].max() <= last * (1 + 1e-6)
+        if w > floor[g]:  # a group at its floor keeps channels below the threshold
+            assert ranked[:w].min() >= last * (1 - 1e-6)
 
 
 def test_equal_scores_keep_more_channels_than_one_threshold():
@@ -118,15 +156,16 @@ def test_cli_refuses_an_unknown_cut(capsys):
     assert "invalid choice: 'knapsack'" in capsys.readouterr().err
 
 
-def test_discover_with_the_cost_cut(tmp_path, capsys):
+@pytest.mark.parametrize("cut", ["cost", "base-cost"])
+def test_discover_with_the_cost_cut(tmp_path, capsys, cut):
     """A real (one short epoch) sparsity training on synthetic data, cut by cost."""
     import json
 
     out = tmp_path / "d"
-    assert main(["discover", "--method", "slimming", "--cut", "cost", "--budget", "30%FLOPs",
+    assert main(["discover", "--method", "slimming", "--cut", cut, "--budget", "30%FLOPs",
                  "--space", "resnet20", "--dataset", "synthetic", "--epochs", "1", "--subset",
                  "64", "--batch-size", "32", "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["provenance"]["cut"] == "cost"
+    assert result["provenance"]["cut"] == cut
     assert result["cost"]["macs_ratio"] == pytest.approx(0.3, rel=TOLERANCE)
     assert (out / "scales.png").is_file()

@@ -71,11 +71,12 @@ def boolean(text: str) -> bool:
 MIN_KEEP_OPTION = Option(
     "min_keep", "no group below this share of its base width unless its scores are zeros",
     number, metavar="SHARE", training=False)
-CUTS = ("global", "cost")
+CUTS = ("global", "cost", "base-cost")
 CUT_OPTION = Option(
     "cut", "how the ranked scores meet the budget: 'global', one threshold over every group "
     "(the paper's); 'cost', channels go in order of score per unit of the budget's cost (a "
-    "greedy knapsack: a cheap channel stays on a lower score than a costly one)",
+    "greedy knapsack: a cheap channel stays on a lower score than a costly one), priced at "
+    "the widths of the moment; 'base-cost', the same priced once at the base widths",
     str, metavar="CUT", choices=CUTS, training=False)
 STAGE_RATIOS_OPTION = Option(
     "stage_ratios", "relative keep ratio per stage (e.g. 0.5,0.75,1), scaled together onto "

@@ -130,12 +130,14 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
     survivors = _shape_at(scores, natural, bound, floor)
     natural_fits = (scores and split["separated"]
                     and _cost(survivors, budget, bound) <= budget.target(bound))
-    by_cost = not natural_fits and cut == "cost"
+    by_cost = not natural_fits and cut in ("cost", "base-cost")
     if natural_fits:
         shape, threshold, how = survivors, natural, "survivors scaled to the budget"
     elif by_cost:
-        shape, threshold = cost_shape(scores, budget, bound, min_keep)
-        how = "score per unit of cost at the budget"
+        shape, threshold = cost_shape(scores, budget, bound, min_keep,
+                                      at_base=cut == "base-cost")
+        how = ("score per unit of cost at the base widths" if cut == "base-cost"
+               else "score per unit of cost at the budget")
     else:
         shape, threshold = threshold_shape(scores, budget, bound, min_keep)
         how = "global threshold at the budget"
@@ -246,7 +248,7 @@ def threshold_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: Boun
 
 
 def cost_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpace,
-               min_keep: float = 0.0) -> tuple[dict[str, float], float]:
+               min_keep: float = 0.0, at_base: bool = False) -> tuple[dict[str, float], float]:
     """The keep-ratio shape of a greedy knapsack on the scores: from full width, the step of
     channels (a group's lowest-scored `group_steps` channels) with the least score per unit
     of the budget's cost it saves goes first, until the genome costs the budget. The cost of
@@ -255,8 +257,11 @@ def cost_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpac
     scale across groups (slimming's |gamma| under one λ), this spends the budget where the
     scores say it buys the most; the global threshold spends it by score alone, and a
     channel on a 32×32 map costs the same score as one on a 2×2 map there. No group below
-    `group_floor`; unscored groups keep the scored ones' mean ratio. Returns the shape and
-    the last score-per-cost removed (the cut's own threshold)."""
+    `group_floor`; unscored groups keep the scored ones' mean ratio. `at_base` prices every
+    step once, at the base widths (the 'base-cost' cut): a layer's channels then do not get
+    cheaper as its neighbours narrow, which is what makes the moment's prices alternate
+    narrow and wide layers. Returns the shape and the last score-per-cost removed (the
+    cut's own threshold)."""
     floor = group_floor(scores, bound, min_keep) if min_keep > 0 else {}
     base = bound.graph.base_widths()
     steps = group_steps(bound)
@@ -276,22 +281,23 @@ def cost_shape(scores: dict[str, torch.Tensor], budget: Budget, bound: BoundSpac
 
     low = {g: max(bound.space.min_width, 1, floor.get(g, 0)) for g in ranked}
     here, last = cost(counts), 0.0
+    price = ({g: here - cost(dict(counts, **{g: counts[g] - steps[g]})) for g in ranked}
+             if at_base else {})
     while here > target:
-        best, best_ratio, best_cost = None, math.inf, here
+        best, best_ratio = None, math.inf
         for g in ranked:
             n = counts[g] - steps[g]
             if n < low[g]:
                 continue
-            trial = dict(counts, **{g: n})
-            saved = here - (c := cost(trial))
+            saved = price[g] if at_base else here - cost(dict(counts, **{g: n}))
             if saved <= 0:
                 continue
             ratio = sum(ranked[g][n:counts[g]]) / saved
             if ratio < best_ratio:
-                best, best_ratio, best_cost = g, ratio, c
+                best, best_ratio = g, ratio
         if best is None:  # nothing left to remove: fit_to_budget says the budget is too small
             break
         counts[best] -= steps[best]
-        here, last = best_cost, best_ratio
+        here, last = cost(counts), best_ratio
     shape = {g: w / base[g] for g, w in widths_of(counts).items()}
     return shape, float(last)
