@@ -21,7 +21,10 @@ generator's saved scores (its run folder's sparse.pt) without training it again.
 A generator may be named with options of its cut (`--methods slimming,slimming:cut=cost`,
 options `key=value` after colons; only options that act on the cut, not on the training):
 it is cut from the plain method's trained scores (the same run folder, so the sparsity
-training runs once for both) and reported as its own row.
+training runs once for both) and reported as its own row. The one training setting a spec
+may carry is `sparsity=λ` (`--methods slimming:sparsity=0.0015,slimming:sparsity=0.0015:
+cut=base-cost`): a sparsity training of its own (its own run folder, gen-slimming-sparsity=
+0.0015), which that spec's cuts share, instead of the auto rule's λ.
 `--equal-params` adds, for each generator's genome, the uniform genome re-fitted to that
 genome's params (same epochs): the paper's Section-5 comparison of parameter efficiency.
 
@@ -178,10 +181,14 @@ def scratch(genome: Genome, splits, seed: int, run_dir: Path, args) -> dict[str,
             "epochs": cfg.epochs, "wall_s": time.perf_counter() - start}
 
 
+SPARSITY_KEY = "sparsity"  # the one training setting a spec may carry (its own training)
+
+
 def method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """`slimming:cut=cost:min_keep=0.05` → ("slimming", {"cut": "cost", "min_keep": 0.05}),
     each value read by the pruner's own option; an option that changes the training (or one
-    the method does not take) is refused."""
+    the method does not take) is refused, but for `sparsity=λ` (`spec_sparsity`), which
+    gives the spec its own sparsity training and is not a cut option."""
     name, *pairs = spec.split(":")
     if name not in PRUNERS:
         return name, {}
@@ -189,11 +196,15 @@ def method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, text = pair.partition("=")
+        if key == SPARSITY_KEY:
+            spec_sparsity(spec)  # refused here when the method has no sparsity term
+            continue
         option = declared.get(key)
         if option is None or option.training:
             cut_time = sorted(k for k, o in declared.items() if not o.training)
             raise SystemExit(f"--methods {spec}: {key!r} is not an option of {name}'s cut "
-                             f"(those are: {', '.join(cut_time) or 'none'})")
+                             f"(those are: {', '.join(cut_time) or 'none'}; "
+                             f"{SPARSITY_KEY}=λ trains it again)")
         if option.choices and text not in option.choices:
             raise SystemExit(f"--methods {spec}: {key} is one of {', '.join(option.choices)}")
         try:
@@ -203,9 +214,34 @@ def method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def spec_sparsity(spec: str) -> float | str:
+    """The sparsity strength a spec trains with: `sparsity=λ` (a positive number, for a
+    method with a sparsity term: `sparsity_rule`), else "auto" (the method's rule)."""
+    name, *pairs = spec.split(":")
+    given = [text for key, _, text in (p.partition("=") for p in pairs) if key == SPARSITY_KEY]
+    if not given:
+        return "auto"
+    if name not in PRUNERS or getattr(PRUNERS[name], "sparsity_rule", None) is None:
+        raise SystemExit(f"--methods {spec}: {name} has no sparsity term to set")
+    try:
+        value = float(given[-1])
+    except ValueError:
+        value = math.nan
+    if len(given) > 1 or not math.isfinite(value) or value <= 0:
+        raise SystemExit(f"--methods {spec}: {SPARSITY_KEY} is one positive number")
+    return value
+
+
+def training_spec(spec: str) -> str:
+    """The spec of the training a spec is cut from: its method, with its `sparsity=λ`."""
+    sparsity = spec_sparsity(spec)
+    return method_spec(spec)[0] + ("" if sparsity == "auto" else f":{SPARSITY_KEY}={sparsity:g}")
+
+
 def gen_root(root: Path, space: str, spec: str) -> Path:
-    """A generator's run folder: a spec shares its plain method's (one sparsity training)."""
-    return root / space / f"gen-{method_spec(spec)[0]}"
+    """A generator's run folder: a spec shares its plain method's (one sparsity training);
+    one with its own `sparsity=λ` has its own, shared by the cuts of that training."""
+    return root / space / f"gen-{training_spec(spec).replace(':', '-')}"
 
 
 def discover_config(method: str, space: str, budget: str, root: Path, args,
@@ -228,7 +264,8 @@ def generate(method: str, space: str, budgets: list[str], root: Path, args
     may be a spec with cut options (`method_spec`)."""
     check_time(args)
     name, options = method_spec(method)
-    the_plan = plan(discover_config(method, space, budgets[0], root, args, "auto"))
+    the_plan = plan(discover_config(method, space, budgets[0], root, args,
+                                    spec_sparsity(method)))
     the_plan.splits = _shared_splits(the_plan.splits)
     start = time.perf_counter()
     result = discover(the_plan, progress=False)
@@ -244,7 +281,7 @@ def generate(method: str, space: str, budgets: list[str], root: Path, args
     return {"method": method, "genomes": genomes, "wall_s": time.perf_counter() - start,
             "sparsity": result["provenance"].get("sparsity"),
             "sparse_val_acc": train_info.get("val_acc"),
-            **({"cut_from": name} if options else {})}
+            **({"cut_from": training_spec(method)} if options else {})}
 
 
 def add_budgets(rec: dict[str, Any], method: str, space: str, budgets: list[str], root: Path,

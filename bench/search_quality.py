@@ -118,11 +118,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "their schedule matches (default: genome_quality.json, or "
                         "genome_quality_cifar10.json for cifar10)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a few minutes)")
+    p.add_argument("--search-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a search setting other than its shipped default (a flat SearchConfig "
+                        "key: base=PATH, base_epochs=20, evaluator=proxy, ...; repeatable): a "
+                        "variant of the search, named in the results; give it its own --out "
+                        "and --ledger (the shipped search's results are not merged with it)")
     args = p.parse_args(argv)
-    args.epochs, args.subset, args.search = EPOCHS, None, SEARCH
+    args.epochs, args.subset = EPOCHS, None
+    args.search = {**SEARCH, **search_options(args.search_option, p)}
+    if args.search_option and not args.smoke and (
+            args.ledger is None or args.out == str(RESULTS / "search_quality")):
+        p.error("--search-option: a variant of the search needs its own --ledger and --out "
+                "(the shipped search's ledger holds its own search record)")
     if args.smoke:  # never mixed with (or written over) the real results
         args.epochs, args.subset, args.seeds = SMOKE["epochs"], SMOKE["subset"], SMOKE["seeds"]
-        args.search = SMOKE_SEARCH
+        args.search = {**SMOKE_SEARCH, **args.search}
         args.runs = str(Path(args.runs).with_name(Path(args.runs).name + "-smoke"))
         if args.out == str(RESULTS / "search_quality"):
             args.out = str(Path(args.runs) / "search_quality")
@@ -132,6 +142,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         tag = "" if args.dataset == DATASET else "_" + args.dataset.replace("-", "_")
         args.recorded = str(RESULTS / f"genome_quality{tag}.json")
     return defaults_for_dataset(args, "search_quality", ledger="_{space}.legs.json")
+
+
+def search_options(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """`KEY=VALUE` pairs as SearchConfig's flat settings (numbers read as numbers); a key it
+    does not have, or one the bench sets itself, is refused."""
+    own = {"budget", "out", "space", "dataset", "data_root", "guides"}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in SearchConfig.flat_type().__dataclass_fields__ or key in own:
+            parser.error(f"--search-option {pair}: not KEY=VALUE with a search setting the "
+                         f"bench does not set itself ({', '.join(sorted(own))} are its own)")
+        value: Any = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
 
 
 def schedule(args: argparse.Namespace) -> dict[str, Any]:

@@ -51,6 +51,27 @@ def test_smoke_sizes_never_write_into_the_results():
                                           "multi-fidelity": {}}
 
 
+def test_a_search_variant_is_its_own_study(tmp_path):
+    """`--search-option` sets SearchConfig's flat settings (numbers as numbers), is named in
+    the schedule (so its results never merge with the shipped search's), needs its own
+    ledger and results, and refuses a key the search lacks or the bench sets itself."""
+    own = ["--ledger", str(tmp_path / "{space}.json"), "--out", str(tmp_path / "out")]
+    args = sq.parse_args(["--dataset", "cifar10", "--preset", "cifar", *own,
+                          "--search-option", "base=/runs/d/sparse.pt",
+                          "--search-option", "base_epochs=20",
+                          "--search-option", "base_subset=0.5"])
+    assert args.search == {"base": "/runs/d/sparse.pt", "base_epochs": 20, "base_subset": 0.5}
+    assert sq.schedule(args)["search"] == args.search != sq.schedule(sq.parse_args([]))["search"]
+    config = sq.SearchConfig.from_flat(budget="12.5%FLOPs", out=str(tmp_path), **args.search)
+    assert config.screen.base_epochs == 20 and config.screen.base == "/runs/d/sparse.pt"
+    for bad in (["--search-option", "base=x"],  # the committed ledger and results
+                [*own, "--search-option", "budget=3%FLOPs"],
+                [*own, "--search-option", "no_such=1"], [*own, "--search-option", "screen"]):
+        with pytest.raises(SystemExit):
+            sq.parse_args(["--dataset", "cifar10", *bad])
+    assert sq.parse_args(["--smoke", "--search-option", "screen=4"]).search["screen"] == 4
+
+
 def test_a_difference_exceeds_one_std_only_beyond_the_larger_std():
     clear = sq.compare([0.90, 0.92], [0.89, 0.89])  # +0.02, stds 0.014 and 0
     assert clear["delta"] == pytest.approx(0.02) and clear["exceeds_one_std"]
@@ -190,7 +211,8 @@ def test_genome_quality_keeps_one_ledger_per_space_and_the_other_spaces_rows(tmp
 
 def test_genome_quality_method_specs_cut_again_from_the_plain_methods_training(tmp_path):
     """`slimming:cut=cost` is slimming with a cut option: the same run folder (one sparsity
-    training), its options read by the pruner's own parsers; a training option is refused."""
+    training), its options read by the pruner's own parsers; a training option is refused,
+    but for `sparsity=λ`, which gets its own run folder (its own sparsity training)."""
     import genome_quality as gq
 
     assert gq.method_spec("slimming") == ("slimming", {})
@@ -200,7 +222,17 @@ def test_genome_quality_method_specs_cut_again_from_the_plain_methods_training(t
     root = tmp_path / "runs"
     assert gq.gen_root(root, "vgg11-half", "slimming:cut=cost") == \
         gq.gen_root(root, "vgg11-half", "slimming") == root / "vgg11-half" / "gen-slimming"
-    for bad, match in (("slimming:sparsity=1e-4", "not an option of slimming's cut"),
+    # its own λ: its own sparsity training, shared by that training's cuts
+    assert gq.method_spec("slimming:sparsity=0.0015:cut=base-cost") == (
+        "slimming", {"cut": "base-cost"})
+    assert gq.spec_sparsity("slimming:sparsity=0.0015:cut=base-cost") == 0.0015
+    assert gq.spec_sparsity("slimming:cut=cost") == "auto"
+    own = gq.gen_root(root, "vgg11-half", "slimming:sparsity=1.5e-3")
+    assert own == gq.gen_root(root, "vgg11-half", "slimming:cut=cost:sparsity=0.0015") == \
+        root / "vgg11-half" / "gen-slimming-sparsity=0.0015"
+    for bad, match in (("taylor:sparsity=1e-4", "taylor has no sparsity term"),
+                       ("slimming:sparsity=-1", "one positive number"),
+                       ("slimming:sparsity=1e-3:sparsity=2e-3", "one positive number"),
                        ("slimming:include_bn1d=true", "not an option of slimming's cut"),
                        ("slimming:cut=knapsack", "cut is one of global, cost"),
                        ("slimming:min_keep=lots", "min_keep: a number")):

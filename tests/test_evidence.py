@@ -30,6 +30,7 @@ from archsearch.pruners._evidence import (
     natural_cut,
     separation,
     upper_natural_cut,
+    warning_line,
 )
 from archsearch.pruners._slimming import MIN_KEEP
 from archsearch.train import TrainConfig
@@ -78,6 +79,39 @@ def test_planted_noise_is_not_separated_and_planted_structure_is() -> None:
     _plant(pruner, model, bimodal)
     clean = pruner.genome(model, "30%FLOPs").provenance["separation"]
     assert clean["separated"] is True and clean["statistic"] > 0.4
+
+
+def test_the_warning_tells_a_cut_through_live_channels_from_one_in_the_pile() -> None:
+    """Half the scales at ~0 and a budget that drops ~80% of the channels (vgg11-half's
+    shape on CIFAR-10): the cut runs through live channels, so the line says raise
+    --sparsity, with both shares; a cut inside a larger pile says lower it; no pile at all
+    says train longer."""
+    pruner = SlimmingPruner(bind("vgg11", "synthetic"))
+    model = pruner.bound.base_model()
+    gen = torch.Generator().manual_seed(5)
+
+    def half_dead(g: str, i: int, n: int) -> torch.Tensor:
+        out = 0.3 + 0.7 * torch.rand(n, generator=gen)  # one live mass, no valley inside
+        out[torch.randperm(n, generator=gen)[: n // 2]] = 1e-7
+        return out
+
+    _plant(pruner, model, half_dead)
+    ev = pruner.genome(model, "5%FLOPs").provenance["separation"]
+    dropped = ev["dropped"] / (ev["kept"] + ev["dropped"])
+    assert not ev["separated"] and dropped > ev["near_zero_share"] + 0.05
+    assert ev["near_zero_share"] == pytest.approx(0.5, abs=0.01)
+    line = warning_line(ev, "slimming")
+    assert "raise --sparsity" in line and "lower" not in line
+    assert f"drops {dropped:.0%}" in line and "only 50%" in line
+    # the same shares the other way round: the budget keeps part of a larger pile
+    pile = torch.cat([1e-7 * torch.rand(800, generator=gen), torch.rand(200, generator=gen)])
+    order = pile.sort().values
+    inside = {**separation(order[300:], order[:300]), "near_zero_share": 0.8}
+    assert not inside["separated"]
+    assert "lower --sparsity" in warning_line(inside, "slimming")
+    _plant(pruner, model, lambda g, i, n: 1 + 0.05 * torch.randn(n, generator=gen))
+    noisy = pruner.genome(model, "50%FLOPs").provenance["separation"]
+    assert noisy["near_zero_share"] == 0 and "train longer" in warning_line(noisy, "slimming")
 
 
 def _split(scores: dict[str, torch.Tensor], threshold: float) -> dict:

@@ -61,10 +61,7 @@ class SlimmingPruner(Pruner):
             sparsity = self.sparsity_rule.paper(bound.space.family)
         self.sparsity = check_nonnegative(sparsity, "sparsity")
         self.include_bn1d = bool(include_bn1d)
-        self.min_keep = check_nonnegative(min_keep, "min_keep")
-        if self.min_keep > 1:
-            raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
-                                  f"min_keep={min_keep:g}")
+        self.min_keep = check_min_keep(min_keep)
         self.cut = check_cut(cut)
 
     def options(self) -> dict[str, object]:
@@ -98,6 +95,15 @@ class SlimmingPruner(Pruner):
     def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
         return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep,
                              self.cut)
+
+
+def check_min_keep(min_keep: float) -> float:
+    """The group floor: a share of a group's width in [0, 1]."""
+    value = check_nonnegative(min_keep, "min_keep")
+    if value > 1:
+        raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
+                              f"min_keep={min_keep:g}")
+    return value
 
 
 def check_cut(cut: str) -> str:

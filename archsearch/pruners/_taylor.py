@@ -19,12 +19,11 @@ from torch import nn
 
 from archsearch.budget import Budget
 from archsearch.build import BoundSpace
-from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
-from archsearch.pruners._base import as_budget, check_nonnegative
+from archsearch.pruners._base import as_budget
 from archsearch.pruners._options import CUT_OPTION, DECAY_OPTION, MIN_KEEP_OPTION
 from archsearch.pruners._probe import ProbePruner, ProbeStats, probe_points
-from archsearch.pruners._slimming import MIN_KEEP, check_cut, ranked_genome
+from archsearch.pruners._slimming import MIN_KEEP, check_cut, check_min_keep, ranked_genome
 
 
 class TaylorStats(ProbeStats):
@@ -76,10 +75,7 @@ class TaylorPruner(ProbePruner):
     def __init__(self, bound: BoundSpace, decay: float = 0.99, min_keep: float = MIN_KEEP,
                  cut: str = "global"):
         super().__init__(bound, decay)
-        self.min_keep = check_nonnegative(min_keep, "min_keep")
-        if self.min_keep > 1:
-            raise ArchsearchError(f"min_keep is a share of a group's width in [0, 1], but got "
-                                  f"min_keep={min_keep:g}")
+        self.min_keep = check_min_keep(min_keep)
         self.cut = check_cut(cut)
         self._points = probe_points(bound)
 
