@@ -546,8 +546,10 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
         return
     fig, axes = plt.subplots(len(spaces), 3, figsize=(15, 3.8 * len(spaces)), dpi=110,
                              squeeze=False)
-    # one colour per method across every space's panels
+    # one colour per method across every space's panels (tab20 past ten methods: no two
+    # methods share a colour)
     every = list(dict.fromkeys(r["method"] for sp in spaces for r in sp["rows"]))
+    palette = plt.get_cmap("tab10" if len(every) <= 10 else "tab20")
     for (ax_m, ax_p, ax_l), sp in zip(axes, spaces, strict=True):
         methods = list(dict.fromkeys(r["method"] for r in sp["rows"]))
         for method in methods:
@@ -560,7 +562,8 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
                 ax.errorbar([r[key] for r in these], [100 * r["test_acc_mean"] for r in these],
                             yerr=[100 * r["test_acc_std"] for r in these], fmt="o-" if
                             method.startswith("uniform") and "@" not in method else "o",
-                            color=f"C{i % 10}", label=method, capsize=3, markersize=4)
+                            color=palette(i % palette.N), label=method, capsize=3,
+                            markersize=4)
         base = sp["base"]
         if base["per_seed"]:
             for ax in (ax_m, ax_p, ax_l):
@@ -581,9 +584,10 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{sp['space']}: accuracy vs {key.split(' (')[0]}")
             ax.grid(alpha=0.3)
-        ax_p.legend(fontsize=6, loc="lower right")
+        # beside the row's last panel, where it hides no point
+        ax_l.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
