@@ -192,12 +192,12 @@ def method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     name, *pairs = spec.split(":")
     if name not in PRUNERS:
         return name, {}
+    spec_sparsity(spec)  # a `sparsity=λ` the method cannot take is refused here
     declared = {o.name: o for o in getattr(PRUNERS[name], "OPTIONS", ())}
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, text = pair.partition("=")
         if key == SPARSITY_KEY:
-            spec_sparsity(spec)  # refused here when the method has no sparsity term
             continue
         option = declared.get(key)
         if option is None or option.training:
@@ -221,7 +221,7 @@ def spec_sparsity(spec: str) -> float | str:
     given = [text for key, _, text in (p.partition("=") for p in pairs) if key == SPARSITY_KEY]
     if not given:
         return "auto"
-    if name not in PRUNERS or getattr(PRUNERS[name], "sparsity_rule", None) is None:
+    if name not in PRUNERS or PRUNERS[name].sparsity_rule is None:
         raise SystemExit(f"--methods {spec}: {name} has no sparsity term to set")
     try:
         value = float(given[-1])

@@ -46,6 +46,8 @@ bench/results/search_quality_cifar10.{json,md}, the budgets not yet complete nam
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 import time
@@ -145,23 +147,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def search_options(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """`KEY=VALUE` pairs as SearchConfig's flat settings (numbers read as numbers); a key it
-    does not have, or one the bench sets itself, is refused."""
+    """`KEY=VALUE` pairs as SearchConfig's flat settings, each value read by `archsearch
+    search`'s own flag for it (its type and choices); a key without a flag there, or one the
+    bench sets itself, is refused."""
+    from archsearch.cli.cmd_search import add_arguments
+
     own = {"budget", "out", "space", "dataset", "data_root", "guides"}
+    flags = argparse.ArgumentParser(prog="archsearch search", add_help=False)
+    add_arguments(flags)
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        if not sep or key not in SearchConfig.flat_type().__dataclass_fields__ or key in own:
+        if not sep or key in own or key not in SearchConfig.flat_type().__dataclass_fields__:
             parser.error(f"--search-option {pair}: not KEY=VALUE with a search setting the "
                          f"bench does not set itself ({', '.join(sorted(own))} are its own)")
-        value: Any = text
-        for kind in (int, float):
-            try:
-                value = kind(text)
-                break
-            except ValueError:
-                continue
-        out[key] = value
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                read = flags.parse_args(["--budget", "1%FLOPs", f"--{key.replace('_', '-')}",
+                                         text])
+        except SystemExit:
+            why = errors.getvalue().strip().splitlines()[-1:] or ["refused"]
+            parser.error(f"--search-option {pair}: {why[0]}")
+        out[key] = getattr(read, key)
     return out
 
 
