@@ -177,8 +177,10 @@ def scratch(genome: Genome, splits, seed: int, run_dir: Path, args) -> dict[str,
     result = train(model, splits, cfg, genome=genome, run_dir=run_dir, resume=True,
                    progress=False)
     test = evaluate(result.model, splits.test, splits, test_flip=cfg.test_flip)
+    m = machine()  # a ledger may hold legs of several machines: wall times are per CPU
     return {"seed": seed, "test_acc": test, "val_acc": result.val_acc,
-            "epochs": cfg.epochs, "wall_s": time.perf_counter() - start}
+            "epochs": cfg.epochs, "wall_s": time.perf_counter() - start, "cpu": m["cpu"],
+            "threads": m["threads"]}
 
 
 SPARSITY_KEY = "sparsity"  # the one training setting a spec may carry (its own training)

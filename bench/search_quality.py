@@ -11,7 +11,9 @@ On Fashion-MNIST, for each space and budget:
    slimming genome of step 2 as its guide) with the defaults as shipped
    (multi-fidelity: adaptive BatchNorm on a base trained in the search's run folder screens
    `screen` candidates, the best are proxy-trained,
-   the best of those trained from scratch for longer; `SearchConfig`'s defaults), run
+   the best of those trained from scratch for longer beside the uniform genome, which stays
+   the winner unless one beats it there by more than `--final-margin` standard errors;
+   `SearchConfig`'s defaults), run
    in-process with the same library calls as the command (one worker), so that the bench
    sets the CPU threads; its winner is the search's best genome (`best_genome.json`);
 2. uniform and slimming genomes: taken from bench/results/genome_quality.json when that
@@ -41,6 +43,10 @@ each resuming from the ledger the last one committed and stopping cleanly after
 full width on 20 epochs, is the longest leg, about 35 min at the ~440 images/s issue 21
 measured for vgg11-half, so 55 keeps an invocation within 90 min); results go to
 bench/results/search_quality_cifar10.{json,md}, the budgets not yet complete named there.
+A recorded search is reused only under the settings it ran with (`check_recorded_search`):
+the searches recorded before `--final-margin` existed are the variant
+`--search-option final_margin=off` (bench/results/search_quality_cifar10_margin-off.*).
+When the search returns the uniform genome, its from-scratch rows are uniform's legs.
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ from archsearch.search import (
     evaluators_for,
     fidelity_costs,
     fidelity_of,
+    final_choice,
     open_run,
     screen_setup_cost,
     trial_genome,
@@ -202,21 +209,22 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
     folder has one) and its winner."""
     key = f"{budget}/search"
     run_dir = root / budget / "search"
+    guide_path = root / budget / "guide-slimming.json"
+    config = SearchConfig.from_flat(budget=budget, out=str(run_dir), space=space,
+                                    dataset=args.dataset, data_root=args.data_root,
+                                    guides=[str(guide_path)], **args.search)
     if ledger.get(key) is not None:
         rec = ledger.get(key)
+        check_recorded_search(rec, config, ledger)
         if "one_off" not in rec:  # records older than the field
             rec["one_off"] = screen_setup_cost(run_dir)
         return rec
     check_time(args)
-    guide_path = root / budget / "guide-slimming.json"
     if not guide_path.is_file():
         guide.save(guide_path)
     data = {"dataset": args.dataset, "data_root": args.data_root} \
         if args.dataset != DATASET else {}
     flags = {"guide": guide_path, **data, **args.search}
-    config = SearchConfig.from_flat(budget=budget, out=str(run_dir), space=space,
-                                    dataset=args.dataset, data_root=args.data_root,
-                                    guides=[str(guide_path)], **args.search)
     log(f"[{space}] {budget}: {cli_command(space, budget, flags, run_dir)}")
     start = time.perf_counter()
     Search(config, evaluators_for(config), worker_index=0).work()
@@ -224,6 +232,7 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
     run = open_run(run_dir)
     write_search_results(run)
     best = best_trials(run, 1)[0]
+    choice = final_choice(run)
     costs = fidelity_costs(run.trials())
     log(f"[{space}] {budget}: search done in {wall:.0f}s, winner trial {best.number} "
         f"({fidelity_of(best)}) val acc {best.value:.4f}")
@@ -232,7 +241,32 @@ def run_search(space: str, budget: str, args: argparse.Namespace, root: Path,
         "fidelity": fidelity_of(best), "costs": costs,
         "trials_s": sum(c["wall_s"] for c in costs.values()), "wall_s": wall,
         "one_off": screen_setup_cost(run_dir), "evaluator": config.screen.evaluator,
+        "final_choice": choice, "config": searched_settings(config),
         "command": cli_command(space, budget, flags, run_dir)})
+
+
+def searched_settings(config: SearchConfig) -> dict[str, Any]:
+    """What a recorded search ran with (its flat settings less the paths), as the ledger's
+    JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps({k: v for k, v in config.flat().items()
+                                  if k not in ("out", "guides", "data_root", "base")}))
+
+
+def check_recorded_search(rec: dict[str, Any], config: SearchConfig, ledger: Ledger) -> None:
+    """A recorded search is reused only if it ran with these settings: a record from before
+    the settings were kept ran with the defaults of its day, whose final stage had no margin
+    (`final_margin` off); any other difference is refused, not silently mixed."""
+    have = rec.get("config") or {**searched_settings(config), "final_margin": None}
+    want = searched_settings(config)
+    diff = sorted(k for k in want if have.get(k, want[k]) != want[k])
+    if diff:
+        raise SystemExit(
+            f"{ledger.path}: its {config.budget} search ran with "
+            + ", ".join(f"{k}={have.get(k)!r}" for k in diff) + ", not "
+            + ", ".join(f"{k}={want[k]!r}" for k in diff)
+            + ": give this search its own --ledger and --out (or --search-option "
+            + " ".join(f"{k}={'off' if have.get(k) is None else have.get(k)}" for k in diff)
+            + " to go on with that one)")
 
 
 def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
@@ -345,13 +379,28 @@ def run_budget(space: str, budget: str, args: argparse.Namespace,
                              {"method": "slimming", "source": slim["source"]})
     search = run_search(space, budget, args, root, ledger, guide)
     searched = bound.with_cost(Genome.from_dict(search["genome"]))
-    rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
+    same = base["uniform"]
+    if is_row_genome(searched, same, bound):
+        # the search returned the uniform genome: its legs are uniform's (same genome, same
+        # schedule, same seeds), not trained twice
+        log(f"[{space}] {budget}: the search returned the uniform genome; its rows are "
+            "uniform's")
+        rows = {"searched": {**same, "per_seed": list(same["per_seed"]),
+                             "source": f"uniform's legs ({same['source']})"}}
+    else:
+        rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
     rows.update(base)
     for row in rows.values():
         row["mean"], row["std"] = mean_std(row["per_seed"])
     return {"budget": budget, "rows": rows, "search": search,
             "vs": {m: compare(rows["searched"]["per_seed"], rows[m]["per_seed"])
                    for m in BASELINES}}
+
+
+def is_row_genome(genome: Genome, row: dict[str, Any], bound: Any) -> bool:
+    """Whether `genome` is the genome of a results row (its widths and removed blocks)."""
+    return [genome.widths[g] for g in bound.graph.prunable] == list(row["widths"]) and \
+        sorted(genome.removed_blocks()) == sorted(row.get("removed_blocks") or [])
 
 
 def merged(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +438,19 @@ def _search_line(s: dict[str, Any]) -> str:
         if net.get("train_s") is not None else ""
     return (f"Search ({s['evaluator']} screen): " + ", ".join(parts) + once
             + f"; {s['trials_s'] / 60:.1f} min of trials in all. Winner: trial {s['trial']} "
-            f"({s['fidelity']}), val acc {_pct(s['val_acc'])}%. `{s['command']}`")
+            f"({s['fidelity']}), val acc {_pct(s['val_acc'])}%." + _choice(s.get("final_choice"))
+            + f" `{s['command']}`")
+
+
+def _choice(c: dict[str, Any] | None) -> str:
+    """How the final stage chose between its best genome and uniform, in words."""
+    if not c:
+        return ""
+    verdict = "kept uniform" if c["kept_baseline"] else f"took trial {c['challenger']}"
+    return (f" The final stage {verdict}: its best other genome (trial {c['challenger']}) was "
+            f"{100 * c['delta']:+.2f} points over uniform (trial {c['baseline']}), against a "
+            f"margin of {c['margin']:g} × {100 * c['se']:.2f} (the standard error on "
+            f"{c['val_images']} validation images).")
 
 
 def _intro(doc: dict[str, Any]) -> str:

@@ -238,3 +238,92 @@ def test_genome_quality_method_specs_cut_again_from_the_plain_methods_training(t
                        ("slimming:min_keep=lots", "min_keep: a number")):
         with pytest.raises(SystemExit, match=match):
             gq.method_spec(bad)
+
+
+def test_a_recorded_search_is_reused_only_with_the_settings_it_ran_with(tmp_path):
+    """A search recorded before its settings were kept ran with no final margin: it goes on
+    as the `final_margin=off` variant and is refused under the new default, never mixed."""
+    import genome_quality as gq
+
+    ledger = gq.Ledger(tmp_path, tmp_path / "legs.json")
+    shipped = sq.SearchConfig.from_flat(budget="12.5%FLOPs", out=str(tmp_path / "s"))
+    off = sq.SearchConfig.from_flat(budget="12.5%FLOPs", out=str(tmp_path / "s"),
+                                    final_margin=None)
+    old = {"genome": {}, "val_acc": 0.5}  # no "config": the records of 2026-12-03
+    sq.check_recorded_search(old, off, ledger)
+    with pytest.raises(SystemExit, match=r"final_margin=None.*final_margin=1\.0.*"
+                                         r"--search-option final_margin=off"):
+        sq.check_recorded_search(old, shipped, ledger)
+    recorded = ledger.put("12.5%FLOPs/search", {"config": sq.searched_settings(shipped)})
+    sq.check_recorded_search(gq.Ledger(tmp_path, ledger.path).get("12.5%FLOPs/search"),
+                             shipped, ledger)  # as read back from the ledger's JSON
+    sq.check_recorded_search(recorded, shipped, ledger)
+    other = sq.SearchConfig.from_flat(budget="12.5%FLOPs", out=str(tmp_path / "s"), screen=50)
+    with pytest.raises(SystemExit, match="screen=200"):
+        sq.check_recorded_search({"config": sq.searched_settings(shipped)}, other, ledger)
+    args = sq.parse_args(["--dataset", "cifar10", "--ledger", str(tmp_path / "{space}.json"),
+                          "--out", str(tmp_path / "out"), "--search-option",
+                          "final_margin=off"])
+    assert args.search == {"final_margin": None}
+
+
+def test_a_searched_genome_equal_to_uniform_is_recognised_by_its_widths():
+    from archsearch.budget import parse_budget
+    from archsearch.build import bind
+
+    bound = bind("vgg11-half", "cifar10")
+    uniform = bound.uniform(parse_budget("12.5%FLOPs"))
+    row = {"widths": [uniform.widths[g] for g in bound.graph.prunable], "removed_blocks": []}
+    assert sq.is_row_genome(uniform, row, bound)
+    wider = dict(uniform.widths)
+    first = bound.graph.prunable[0]
+    wider[first] += 1
+    assert not sq.is_row_genome(bound.genome(wider), row, bound)
+
+
+def test_the_recorded_fidelity_counts_pairs_within_a_budget_only():
+    import evaluator_recorded as er
+
+    # within "a" the scores agree (+1), within "b" they disagree (−1); the pair across
+    # budgets, which would agree, is not a pair
+    x, y = [1.0, 2.0, 5.0, 3.0], [0.1, 0.2, 0.8, 0.9]
+    assert er.stratified_tau(x, y, ["a", "a", "b", "b"]) == 0.0
+    assert er.stratified_tau(x, y, ["a", "a", "a", "a"]) == pytest.approx(4 / 6)
+    assert er.stratified_tau([1.0, 2.0], [0.1, 0.2], ["a", "b"]) is None
+    lo, hi = er.tau_ci(x, y, ["a", "a", "b", "b"], 200)
+    assert -1.0 <= lo <= hi <= 1.0
+    # the ground truth against itself: seed 0 vs the mean of the others
+    genomes = [{"budget": "a", "per_seed": [0.80, 0.81, 0.79]},
+               {"budget": "a", "per_seed": [0.70, 0.71, 0.72]},
+               {"budget": "a", "per_seed": [0.60, 0.59, 0.61]}]
+    assert er.ceiling(genomes) == 1.0
+
+
+def test_the_recorded_genomes_are_those_at_their_budget_with_two_seeds(tmp_path):
+    import json
+
+    import evaluator_recorded as er
+
+    def row(method, macs, seeds, widths=(4, 8)):
+        return {"budget": "12.5%FLOPs", "method": method, "macs_ratio": macs,
+                "params_ratio": 0.1, "per_seed": [0.8] * seeds, "widths": list(widths),
+                "removed_blocks": []}
+
+    gq_doc = {"args": {"dataset": "cifar10"}, "spaces": [{"space": "vgg11-half", "rows": [
+        row("uniform", 0.1248, 3), row("slimming", 0.1249, 3, (6, 2)),
+        row("uniform@params(slimming)", 0.0345, 3, (3, 5)),
+        row("uniform@params(taylor)", 0.1173, 3, (3, 6)), row("taylor", 0.1248, 1, (5, 5))]}]}
+    sq_doc = {"args": {"dataset": "cifar10"}, "spaces": [{"space": "vgg11-half", "budgets": [
+        {"budget": "12.5%FLOPs", "rows": {"searched": row("x", 0.125, 3, (4, 8)),
+                                          "uniform": row("x", 0.1248, 3)}}]}]}
+    fm_doc = {"args": {"dataset": "fashion-mnist"}, "spaces": gq_doc["spaces"]}
+    paths = []
+    for name, doc in (("genome_quality_cifar10", gq_doc),
+                      ("search_quality_cifar10_margin-off", sq_doc), ("fm", fm_doc)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    got = er.recorded_genomes([*paths, tmp_path / "missing.json"], "vgg11-half")
+    # uniform and the searched genome are one genome (its labels merged); params-matched
+    # uniform is at another cost, taylor has one seed, Fashion-MNIST is not CIFAR-10
+    assert [g["labels"] for g in got] == [["slimming"],
+                                         ["uniform", "searched (margin-off)", "uniform"]]

@@ -73,7 +73,7 @@ def test_multi_fidelity_screens_then_promotes_the_best_distinct_genomes(tmp_path
     from archsearch.search import Search, best_trials, open_run, summary
 
     config = search_config(tmp_path / "run", 4, evaluator="supernet", screen=12, final=2,
-                           early_stop="none")
+                           early_stop="none", final_margin=None)  # the incumbent: below
     evaluators = {"screen": Recording(0.0), "proxy": Recording(1.0), "final": Recording(2.0)}
     Search(config, evaluators, worker_index=0).work()
     run = open_run(tmp_path / "run")
@@ -185,11 +185,19 @@ def test_report_shows_the_evaluator_counts_and_finalists_scores(tmp_path, capsys
     points = fidelity_points(run)
     trials = run.study.trials
     assert sorted(p["trial"] for p in points) == [11, 12]
-    for p in points:
-        proxy = trials[trials[p["trial"]].user_attrs["promoted_from"]]
-        screen = trials[proxy.user_attrs["promoted_from"]]
-        assert (p["final"], p["proxy"], p["screen"]) == (trials[p["trial"]].value, proxy.value,
-                                                          screen.value)
+    for p in points:  # each finalist's score at every stage it passed through
+        chain, t = {}, trials[p["trial"]]
+        while True:
+            chain[t.user_attrs["fidelity"]] = t.value
+            if "promoted_from" not in t.user_attrs:
+                break
+            t = trials[t.user_attrs["promoted_from"]]
+        assert (p["final"], p["proxy"], p["screen"]) == tuple(
+            chain.get(f) for f in ("final", "proxy", "screen"))
+    # the uniform incumbent's place in the final: promoted from the screen if it did not
+    # pass it (no proxy score), from the proxy stage if it did
+    uniform = [p for p in points if p["kind"] == "uniform"]
+    assert len(uniform) == 1 and uniform[0]["screen"] is not None
     assert main(["report", str(tmp_path / "run"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["evaluator"] == "adaptive-bn"
@@ -201,3 +209,113 @@ def test_report_shows_the_evaluator_counts_and_finalists_scores(tmp_path, capsys
     assert "evaluator adaptive-bn: 8 screen, 3 proxy, 2 final" in text and "finalists" in text
     assert kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
     assert kendall_tau([1.0], [2.0]) is None
+
+
+class Incumbent:
+    """A fidelity's fake evaluator scoring on `val_images` images: the uniform baseline gets
+    `base`, every other genome `base + lead` plus a small per-trial spread (so the ranking
+    among challengers is set); `screen=True` ranks uniform last (it does not pass the screen,
+    as on CIFAR-10, where adaptive BN favoured params-light shapes)."""
+
+    def __init__(self, base: float, lead: float, val_images: int = 1000,
+                 screen: bool = False) -> None:
+        self.base, self.lead, self.val_images, self.screen = base, lead, val_images, screen
+        self.seen: list[bool] = []
+
+    def __call__(self, genome, report) -> float:
+        uniform = genome.provenance.get("baseline") == "uniform"
+        self.seen.append(uniform)
+        spread = 0.001 * (genome.provenance["trial"] % 7)
+        if self.screen:
+            return 0.0 if uniform else 0.5 + spread
+        return self.base if uniform else self.base + self.lead + spread
+
+
+def _incumbent_search(tmp_path, lead: float, **kw):
+    from archsearch.search import Search, open_run, write_results
+
+    config = search_config(tmp_path / "run", 3, evaluator="supernet", screen=8, final=2,
+                           early_stop="none", **kw)
+    evaluators = {"screen": Incumbent(0.0, 0.0, screen=True), "proxy": Incumbent(0.5, 0.05),
+                  "final": Incumbent(0.6, lead)}
+    Search(config, evaluators, worker_index=0).work()
+    run = open_run(tmp_path / "run")
+    return run, evaluators, write_results(run)
+
+
+@pytest.mark.parametrize("lead, kept", [(0.01, True), (0.05, False), (-0.02, True)])
+def test_the_final_stage_trains_uniform_and_keeps_it_unless_beaten_beyond_its_error(
+        tmp_path, capsys, lead, kept):
+    """Uniform never reached the proxy stage, yet trains in the final one; a challenger
+    1 point ahead on 1,000 images (standard error of the difference ~2.2 points) does not
+    displace it, one 5 points ahead does; one behind it is recorded behind it."""
+    from archsearch.search import best_trials
+
+    run, evaluators, doc = _incumbent_search(tmp_path, lead)
+    assert evaluators["proxy"].seen == [False] * 3  # the screen kept uniform out
+    assert evaluators["final"].seen == [False, True]  # the best proxy genome, then uniform
+    final = [t for t in run.trials() if t.user_attrs["fidelity"] == "final"]
+    assert final[1].user_attrs["baseline"] == "uniform"
+    assert run.study.trials[final[1].user_attrs["promoted_from"]].user_attrs["fidelity"] == \
+        "screen"
+    assert all(t.user_attrs["val_images"] == 1000 for t in final)
+    choice = doc["final_choice"]
+    se = (2 * 0.6 * 0.4 / 1000) ** 0.5  # both near 0.6
+    assert choice["se"] == pytest.approx(se, rel=0.05)
+    assert choice["kept_baseline"] is kept
+    assert (choice["delta"] < 0) is (lead < 0)
+    winner = best_trials(run, 1)[0]
+    assert (winner.user_attrs.get("baseline") == "uniform") is kept
+    best = Genome.load(tmp_path / "run" / "best_genome.json")
+    assert (best.provenance.get("baseline") == "uniform") is kept
+    assert main(["report", str(tmp_path / "run"), "--no-plots"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    line = text[text.index("final: "):]
+    assert line.startswith("final: uniform kept" if kept else f"final: trial {choice['challenger']}"
+                           " wins")
+    assert "standard error on 1000 validation images" in line
+
+
+def test_with_the_margin_off_the_final_stage_is_the_best_proxy_genomes(tmp_path):
+    from archsearch.search import best_trials
+
+    run, evaluators, doc = _incumbent_search(tmp_path, 0.01, final_margin=None)
+    assert evaluators["final"].seen == [False, False]
+    assert doc["final_choice"] is None
+    assert best_trials(run, 1)[0].user_attrs.get("baseline") is None
+
+
+def test_a_final_stage_of_one_place_is_not_given_to_uniform(tmp_path):
+    from archsearch.search import Search
+
+    config = search_config(tmp_path / "run", 3, evaluator="supernet", screen=8, final=1,
+                           early_stop="none")
+    evaluators = {"screen": Incumbent(0.0, 0.0, screen=True), "proxy": Incumbent(0.5, 0.05),
+                  "final": Incumbent(0.6, 0.01)}
+    Search(config, evaluators, worker_index=0).work()
+    assert evaluators["final"].seen == [False]
+
+
+def test_a_search_from_before_the_margin_reads_back_without_it(tmp_path):
+    """search.json written before --final-margin: its final stage chose the best, and it
+    still does when read back; resuming it under the new default is refused, not mixed."""
+    from archsearch.errors import ArchsearchError
+    from archsearch.search import Search, SearchConfig, best_trials, open_run
+
+    run, _, _ = _incumbent_search(tmp_path, 0.01, final_margin=None)
+    path = tmp_path / "run" / "search.json"
+    flat = json.loads(path.read_text())
+    del flat["final_margin"]
+    path.write_text(json.dumps(flat))
+    again = open_run(tmp_path / "run")
+    assert again.config.final.margin is None
+    assert best_trials(again, 1)[0].number == best_trials(run, 1)[0].number
+    with pytest.raises(ArchsearchError, match="was started with"):
+        Search(SearchConfig.from_flat(flat), Incumbent(0.6, 0.0), worker_index=0)
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "inf"])
+def test_a_bad_final_margin_is_one_line_and_exit_2(value, capsys):
+    assert main(["search", "--budget", "25%FLOPs", "--final-margin", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--final-margin" in err[0]

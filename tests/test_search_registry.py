@@ -43,7 +43,7 @@ ON_DISK = ["budget", "out", "space", "dataset", "data_root", "input_size", "guid
            "final_epochs", "final_subset", "base", "base_epochs", "base_subset",
            "calib_images", "screen_val", "batch_size", "storage", "study", "workers",
            "granularity", "early_stop", "objectives", "budget_low", "seed", "genome_kind",
-           "latency_device", "threads", "latency_batch", "fast"]
+           "latency_device", "threads", "latency_batch", "fast", "final_margin"]
 
 
 @pytest.fixture(autouse=True)

@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"evaluator {doc['evaluator']}: {per}")
     if len(doc["fidelities"]) > 1 and doc["finalists"]:
         console.print(_finalists_table(doc["finalists"]))
+    if doc.get("final_choice"):
+        console.print(choice_line(doc["final_choice"]))
     for best in doc["best"][: 1 if not search.multi else len(doc["best"])]:
         console.print(f"{'Pareto' if search.multi else 'best'}: trial {best['trial']} "
                       f"val acc {_pct(best['accuracy'])}  MACs {human(best['macs'])} "
@@ -114,3 +116,11 @@ def run(args: argparse.Namespace) -> int:
     for path in plots:
         console.print(f"plot: {path}")
     return 0
+
+
+def choice_line(c: dict[str, Any]) -> str:
+    """How the final stage chose between its best genome and the uniform incumbent."""
+    verdict = "uniform kept" if c["kept_baseline"] else f"trial {c['challenger']} wins"
+    return (f"final: {verdict}: trial {c['challenger']} {c['delta']:+.2%} over uniform (trial "
+            f"{c['baseline']}), margin {c['margin']:g} × {c['se']:.2%} standard error on "
+            f"{c['val_images']} validation images")

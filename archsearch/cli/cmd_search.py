@@ -4,7 +4,9 @@ Search layer widths (and kept residual blocks) at a fixed budget: every candidat
 onto the budget and scored on a validation split carved from the training set, at three
 fidelities: many candidates screened by a cheap evaluator (adaptive BatchNorm on a trained
 base, or a one-shot supernet), the best trained from scratch on a short proxy schedule, the
-best of those trained longer (--final). FLOPs means multiply-accumulates (MACs).
+best of those trained longer (--final), beside the uniform genome: the winner is uniform
+unless a genome beats it there by more than --final-margin standard errors. FLOPs means
+multiply-accumulates (MACs).
 
 One worker runs in this process; with `--workers N` this process starts N worker
 processes on the same study and shows their trials in a live table. Rerunning the same
@@ -31,7 +33,7 @@ from archsearch.cli._args import add_fields, add_shared, field_values
 from archsearch.cli._checks import check_out_dir
 from archsearch.cli._common import console, human, print_json
 from archsearch.cli._latency import LATENCY_HELP, prepare_budget
-from archsearch.cli.cmd_report import trials_table
+from archsearch.cli.cmd_report import choice_line, trials_table
 from archsearch.errors import ArchsearchError
 from archsearch.pipeline import budget_slug
 
@@ -50,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pruner-found genomes to search around (any space or dataset)")
     # a flag per flat setting (as search.json spells them; SearchConfig nests them by stage)
     add_fields(p, SearchConfig.flat_type(), FIELD_HELP, metavars={"base": "CHECKPOINT"},
-               types={"objectives": _objectives})
+               types={"objectives": _objectives, "final_margin": margin})
     add_shared(p, "out", "json", "fast")
 
 
@@ -69,6 +71,9 @@ FIELD_HELP = {
     "proxy_val": "validation images scored per trial: a fraction or a count (default all)",
     "final_epochs": "epochs of a final trial",
     "final_subset": "training images of a final trial",
+    "final_margin": "keep the uniform genome as the incumbent: it is trained in the final "
+                    "stage, and a genome wins only by beating its final accuracy by more than "
+                    "this many standard errors (off: the best final genome wins)",
     "base": "adaptive-bn: the trained base to inherit from (discover's sparse.pt or a train "
             "checkpoint; default: train one in the run folder)",
     "base_epochs": "epochs of the supernet (or adaptive-bn's own base)",
@@ -89,6 +94,16 @@ FIELD_HELP = {
     "seed": "random seed",
     **LATENCY_HELP,
 }
+
+
+def margin(text: str) -> float | None:
+    """--final-margin: a number of standard errors >= 0, or off."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
 
 
 def _objectives(text: str) -> tuple[str, ...]:
@@ -154,6 +169,8 @@ def _print_summary(doc: dict[str, Any], config: Any) -> None:
     per = ", ".join(f"{n} {f}" for f, n in doc.get("fidelities", {}).items())
     if per:
         console.print(f"evaluator {config.screen.evaluator}: {per}")
+    if doc.get("final_choice"):
+        console.print(choice_line(doc["final_choice"]))
     for best in doc["best"]:
         console.print(f"{'Pareto' if config.multi else 'best'}: trial {best['trial']} val acc "
                       f"{best['accuracy']:.2%}  MACs {human(best['macs'])} "

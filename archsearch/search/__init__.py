@@ -51,6 +51,7 @@ from archsearch.search._results import (
 from archsearch.search._results import (
     fidelity_costs as fidelity_costs,
 )
+from archsearch.search._results import final_choice as final_choice
 from archsearch.search._results import trial_genome as trial_genome
 from archsearch.search._results import trial_row as trial_row
 from archsearch.search._sampler import GuidedSampler

@@ -61,11 +61,19 @@ class ProxyStage:
 
 @dataclass
 class FinalStage:
-    """The best proxy-trained genomes trained from scratch for longer."""
+    """The best proxy-trained genomes trained from scratch for longer.
+
+    `margin` (standard errors; None: off) makes the uniform genome the incumbent: it takes
+    the stage's last place when the best proxy-trained genomes do not include it, and the
+    search's winner is the best final genome only if it beats uniform's final accuracy by
+    more than `margin` standard errors of the difference (`archsearch.search._fidelity.
+    incumbent_choice`); else it is uniform. A search then returns something other than the
+    baseline only on evidence its own final stage can resolve."""
 
     trials: int = 3
     epochs: int = 6
     subset: float | int = 0.2
+    margin: float | None = 1.0
 
 
 @dataclass
@@ -100,6 +108,7 @@ FLAT: dict[str, tuple[str | None, str]] = {
     "seed": (None, "seed"), "genome_kind": (None, "genome_kind"),
     "latency_device": (None, "latency_device"), "threads": (None, "threads"),
     "latency_batch": (None, "latency_batch"), "fast": (None, "fast"),
+    "final_margin": ("final", "margin"),
 }
 
 
@@ -154,6 +163,11 @@ class SearchConfig:
             raise ArchsearchError(f"--objectives must be 'accuracy' or 'accuracy,M' for a cost "
                                   f"metric M ({', '.join(metrics())}), but got "
                                   f"{','.join(self.objectives)!r}")
+        margin = self.final.margin
+        if margin is not None and (isinstance(margin, bool) or not isinstance(
+                margin, int | float) or not 0 <= margin < float("inf")):
+            raise ArchsearchError(f"--final-margin must be a number of standard errors >= 0 "
+                                  f"or off, but got {margin!r}")
         self.latency()  # checks --threads, --latency-batch, --latency-device
         self.schedule()  # checks --proxy-epochs, --proxy-subset, --batch-size
         self.final_schedule()
@@ -263,5 +277,7 @@ class SearchConfig:
             keys += ("input_size",)
         if self.uses_latency:  # and those started before latency budgets
             keys += LATENCY_FIELDS
+        if self.final.margin is not None and self.final.trials > 0:
+            keys += ("final_margin",)  # and those started before the incumbent final
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in self.flat().items() if k in keys}

@@ -80,6 +80,11 @@ class ProxyTraining(Generic[G]):
         self.splits = dataclasses.replace(splits, val=splits.val.subset(schedule.val_subset))
         self.progress = progress
 
+    @property
+    def val_images(self) -> int:
+        """How many validation images each genome is scored on."""
+        return len(self.splits.val)
+
     def train_config(self) -> Any:
         from archsearch.train import TrainConfig
 

@@ -103,10 +103,56 @@ def ranked(trials: Sequence[FrozenTrial], fidelity: str) -> list[FrozenTrial]:
     return out
 
 
-def promoted(trials: Sequence[FrozenTrial], fidelity: str, index: int) -> FrozenTrial | None:
-    """The `index`-th best distinct genome of a finished stage (None: fewer than that)."""
+def promoted(trials: Sequence[FrozenTrial], fidelity: str, index: int,
+             incumbent_of: int | None = None) -> FrozenTrial | None:
+    """The `index`-th best distinct genome of a finished stage (None: fewer than that).
+    `incumbent_of=count`: the promoting stage has `count` >= 2 places and keeps the uniform
+    baseline; when the best `count - 1` do not include it, its trial takes the last place
+    (from any stage it reached: the baseline need not have passed the screen)."""
     best = ranked(trials, fidelity)
+    if incumbent_of is not None and incumbent_of >= 2:
+        base = baseline_trial(trials)
+        head = best[:incumbent_of - 1]
+        if base is not None and genome_key(base.user_attrs["genome"]) not in {
+                genome_key(t.user_attrs["genome"]) for t in head}:
+            best = [*head, base]
     return best[index] if index < len(best) else None
+
+
+def baseline_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """A finished trial of the uniform baseline (the one of the highest fidelity), or None."""
+    done = [t for t in trials if t.user_attrs.get("baseline") == "uniform"
+            and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.user_attrs.get("genome")]
+    return max(done, key=lambda t: (rank_of(fidelity_of(t)), -t.number), default=None)
+
+
+VAL_IMAGES_ATTR = "val_images"
+
+
+def incumbent_choice(ranked_final: Sequence[FrozenTrial], margin: float | None
+                     ) -> dict[str, Any] | None:
+    """Whether the uniform baseline stays the winner of a final stage (`ranked_final`: its
+    complete trials, best first): the best other genome wins only if its accuracy exceeds
+    the baseline's by more than `margin` standard errors of the difference of two accuracies
+    measured on the same number of validation images, sqrt(p1(1-p1)/n + p2(1-p2)/n) (the
+    sampling error of the validation set; seed-to-seed noise comes on top, so this is the
+    smallest margin that means anything); `challenger` is the best other genome (behind the
+    baseline when the baseline is the best anyway: `delta` < 0). None: no margin, or no
+    baseline and another genome among the trials."""
+    if margin is None or not ranked_final:
+        return None
+    base = next((t for t in ranked_final if t.user_attrs.get("baseline") == "uniform"), None)
+    best = next((t for t in ranked_final if t is not base), None)
+    if base is None or best is None:
+        return None
+    n = base.user_attrs.get(VAL_IMAGES_ATTR) or best.user_attrs.get(VAL_IMAGES_ATTR)
+    if not n:
+        return None  # trials scored before the count was recorded: no error to judge by
+    p1, p2 = float(best.values[0]), float(base.values[0])
+    se = ((p1 * (1 - p1) + p2 * (1 - p2)) / int(n)) ** 0.5
+    delta = p1 - p2
+    return {"challenger": best.number, "baseline": base.number, "delta": delta, "se": se,
+            "margin": margin, "val_images": int(n), "kept_baseline": delta <= margin * se}
 
 
 def promoted_genome(source: FrozenTrial) -> AnyGenome:

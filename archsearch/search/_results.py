@@ -48,7 +48,10 @@ def open_run(run_dir: str | Path) -> SearchRun:
         raise ArchsearchError(f"{run_dir} is not a search run folder (no {CONFIG_FILE}): "
                               "pass the --out folder of `archsearch search`")
     try:
-        config = SearchConfig.from_flat(json.loads(path.read_text(encoding="utf-8")))
+        flat = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(flat, dict):  # a search from before the incumbent final stage ran without
+            flat.setdefault("final_margin", None)
+        config = SearchConfig.from_flat(flat)
     except (ValueError, TypeError, AttributeError, RecursionError, OSError) as exc:
         raise ArchsearchError(f"{path}: not a search config ({exc})") from None
     if config.storage.url is None and not (run_dir / st.JOURNAL).is_file():
@@ -133,7 +136,24 @@ def best_trials(run: SearchRun, k: int | None = None) -> list[FrozenTrial]:
         ranked = sorted(front, key=lambda t: (-t.values[0], t.values[1], t.number))
     else:
         ranked = sorted(complete, key=lambda t: (-t.values[0], t.number))
+        choice = final_choice(run, ranked)
+        if choice is not None and choice["kept_baseline"]:  # uniform first: not beaten
+            base = next(t for t in ranked if t.number == choice["baseline"])
+            ranked = [base, *(t for t in ranked if t is not base)]
     return ranked[:k] if k else ranked
+
+
+def final_choice(run: SearchRun, ranked: list[FrozenTrial] | None = None
+                 ) -> dict[str, Any] | None:
+    """How the final stage chose between its best genome and the uniform incumbent
+    (`_fidelity.incumbent_choice`); None when the margin did not come into it."""
+    if run.multi:
+        return None
+    if ranked is None:
+        ranked = sorted((t for t in run.trials() if t.state == TrialState.COMPLETE),
+                        key=lambda t: (-t.values[0], t.number))
+    final = [t for t in ranked if fd.fidelity_of(t) == fd.FINAL]
+    return fd.incumbent_choice(final, run.config.final.margin) if final else None
 
 
 def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
@@ -205,7 +225,7 @@ def summary(run: SearchRun) -> dict[str, Any]:
             "costs": fidelity_costs(trials),
             "best": [trial_row(t) | {"genome": t.user_attrs.get("genome")}
                      for t in best[: (len(best) if run.multi else 1)]],
-            "trials": leaderboard(run)}
+            "final_choice": final_choice(run), "trials": leaderboard(run)}
 
 
 def write_results(run: SearchRun) -> dict[str, Any]:

@@ -181,6 +181,9 @@ class Search:
             if evaluator is None:
                 raise ArchsearchError(f"this worker has no {fidelity} evaluator")
             accuracy = float(evaluator(genome, report))
+            scored = getattr(evaluator, "val_images", None)
+            if scored:  # what the final stage's margin is measured in
+                trial.set_user_attr(fd.VAL_IMAGES_ATTR, int(scored))
         except _Unpromoted as exc:
             trial.set_user_attr(st.OUTCOME_ATTR, str(exc))
             raise
@@ -208,7 +211,9 @@ class Search:
             with st.claim_lock(self.run_dir, self._lock_enabled):  # a race on RDB storage
                 st.fail_dead_trials(self.study)
             time.sleep(POLL_S)
-        source = fd.promoted(trials, previous, index)
+        fidelity, places = self.stages[stage]
+        keep = places if fidelity == fd.FINAL and self.config.final.margin is not None else None
+        source = fd.promoted(trials, previous, index, incumbent_of=keep)
         if source is None:
             raise _Unpromoted(f"nothing to promote: fewer than {index + 1} distinct "
                               f"{previous} genomes")
