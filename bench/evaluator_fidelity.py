@@ -82,10 +82,11 @@ from genome_quality import (  # noqa: E402
     OutOfTime,
     add_chain_args,
     check_time,
+    command_line,
     defaults_for_dataset,
     machine,
+    publish,
     schedule,
-    write_results,
 )
 
 # The ground truth: every genome trained from scratch on genome_quality's schedule (the
@@ -495,12 +496,8 @@ def main(argv: list[str] | None = None) -> int:
            "ledger": args.ledger, "work": args.work, "incomplete": incomplete, "machine": machine(),
            "legs_min": sum(_legs_s(sp) for sp in spaces) / 60,
            "wall_min": (time.perf_counter() - start) / 60,
-           "command": "python bench/evaluator_fidelity.py " + " ".join(
-               argv if argv is not None else sys.argv[1:])}
-    out = Path(args.out)
-    write_results(out, doc, markdown)
-    log(f"wrote {out.with_suffix('.md')}")
-    return 0
+           "command": command_line("evaluator_fidelity.py", argv)}
+    return publish(Path(args.out), doc, markdown)
 
 
 if __name__ == "__main__":

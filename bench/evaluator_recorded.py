@@ -55,15 +55,16 @@ from genome_quality import (  # noqa: E402
     Ledger,
     OutOfTime,
     check_time,
+    command_line,
     log,
     machine,
-    write_results,
+    publish,
 )
 
 from archsearch.budget import parse_budget  # noqa: E402
 from archsearch.build import bind  # noqa: E402
 from archsearch.data import load_data  # noqa: E402
-from archsearch.search import EVALUATORS, ProxyEvaluator, SearchConfig, screen_setup_cost  # noqa: E402
+from archsearch.search import EVALUATORS, ProxyEvaluator, SearchConfig  # noqa: E402
 from archsearch.search._evaluate import VAL_FRACTION  # noqa: E402
 from archsearch.train import seed_everything  # noqa: E402
 
@@ -114,7 +115,8 @@ def recorded_genomes(paths: list[Path], space: str) -> list[dict[str, Any]]:
             key = json.dumps([row["budget"], list(row["widths"]),
                               sorted(row.get("removed_blocks") or [])])
             if key in out:
-                out[key]["labels"].append(row["label"])
+                if row["label"] not in out[key]["labels"]:
+                    out[key]["labels"].append(row["label"])
                 continue
             out[key] = {"budget": row["budget"], "labels": [row["label"]],
                         "widths": list(row["widths"]),
@@ -253,8 +255,8 @@ def run_space(space: str, args: argparse.Namespace, splits: Any, ledger: Ledger
         except OutOfTime:
             incomplete.append(name)
             continue
-        setup = screen_setup_cost(Path(args.work) / space) if name in ("adaptive-bn",
-                                                                        "supernet") else None
+        setup = EVALUATORS[name].setup_cost(Path(args.work) / space) \
+            if name in EVALUATORS else None  # its base's (or supernet's) one-off training
         results[name] = {**fidelity([r["score"] for r in rows], genomes, args.bootstrap),
                          "scores": [r["score"] for r in rows],
                          "per_genome_s": statistics.fmean(r["wall_s"] for r in rows),
@@ -321,21 +323,14 @@ def markdown(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    import genome_quality
-
-    genome_quality.START = time.perf_counter()  # check_time counts from here
     info = bind(args.spaces.split(",")[0], "cifar10").info
     splits = load_data(info, root=args.data_root, val_fraction=VAL_FRACTION, split_seed=0)
     ledger = Ledger(Path(args.work), Path(args.ledger))
     spaces = [run_space(space, args, splits, ledger) for space in args.spaces.split(",")]
     doc = {"recorded": [p for p in args.recorded.split(",") if Path(p).is_file()],
            "machine": machine(), "spaces": spaces, "ledger": args.ledger,
-           "command": "python bench/evaluator_recorded.py " + " ".join(
-               argv if argv is not None else sys.argv[1:])}
-    out = Path(args.out)
-    write_results(out, doc, markdown)
-    log(f"wrote {out.with_suffix('.md')}")
-    return 0
+           "command": command_line("evaluator_recorded.py", argv)}
+    return publish(Path(args.out), doc, markdown)
 
 
 if __name__ == "__main__":

@@ -596,6 +596,18 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
 NOTES_MARK = "<!-- notes: written by hand, kept when the tables are regenerated -->"
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command a bench was run with (for its results: how to run it again)."""
+    return f"python bench/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def publish(out: Path, doc: dict[str, Any], render) -> int:
+    """`write_results`, said in the log; 0, a bench's exit status."""
+    write_results(out, doc, render)
+    log(f"wrote {out.with_suffix('.md')}")
+    return 0
+
+
 def write_results(out: Path, doc: dict[str, Any], render) -> None:
     """OUT.json (the data) and OUT.md (`render(doc)`), each written atomically. The reading
     of the numbers, below NOTES_MARK in an existing OUT.md, is kept."""
