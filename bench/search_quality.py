@@ -271,18 +271,17 @@ def check_recorded_search(rec: dict[str, Any], config: SearchConfig, ledger: Led
 
 def recorded_rows(doc: dict[str, Any] | None, space: str, budget: str,
                   args: argparse.Namespace) -> dict[str, dict[str, Any]] | None:
-    """The uniform and slimming rows of a genome_quality results doc at (space, budget),
-    cut to `args.seeds` seeds, when its schedule is exactly this bench's; else None."""
+    """The uniform and slimming rows (those it has, with `args.seeds` seeds at least) of a
+    genome_quality results doc at (space, budget), cut to `args.seeds` seeds, when its
+    schedule is exactly this bench's; else None."""
     if not doc:
         return None
     a = doc.get("args", {})
     if legs_schedule(a) != legs_schedule(vars(args)) or (a.get("seeds") or 0) < args.seeds:
         return None
     rows = {r["method"]: r for sp in doc.get("spaces", []) if sp["space"] == space
-            for r in sp["rows"] if r["budget"] == budget and r["method"] in BASELINES}
-    if set(rows) != set(BASELINES) or any(len(r["per_seed"]) < args.seeds
-                                          for r in rows.values()):
-        return None
+            for r in sp["rows"] if r["budget"] == budget and r["method"] in BASELINES
+            and len(r["per_seed"]) >= args.seeds}
     return {m: {"per_seed": r["per_seed"][:args.seeds], "wall_s": r["wall_s"][:args.seeds],
                 "widths": r["widths"], "removed_blocks": r.get("removed_blocks") or [],
                 "macs_ratio": r["macs_ratio"],
@@ -361,40 +360,55 @@ def run_space(space: str, args: argparse.Namespace, recorded: dict[str, Any] | N
 def run_budget(space: str, budget: str, args: argparse.Namespace,
                recorded: dict[str, Any] | None, ledger: Ledger, splits: Any
                ) -> dict[str, Any]:
-    """One budget's rows: uniform and slimming (recorded or trained), the search, the
-    searched genome from scratch (OutOfTime before any leg past --budget-minutes)."""
+    """One budget's rows: the search first (guided by slimming's genome, recorded or
+    generated), the searched genome from scratch, then uniform and slimming, each recorded
+    where genome_quality has it on this schedule, else trained here (OutOfTime before any
+    leg past --budget-minutes)."""
     root, bound, budgets = Path(args.runs) / space, bind(space, args.dataset), \
         args.budgets.split(",")
-    base = recorded_rows(recorded, space, budget, args)
-    if base is None:
-        log(f"[{space}] {budget}: uniform and slimming trained here (no recorded rows "
-            "on this schedule)")
-        genomes = baseline_genomes(space, budgets, args, root, ledger, budget)
-        base = trained_rows(genomes, budget, args, splits, root, ledger)
-        guide = genomes["slimming"]
-    else:
+    base = recorded_rows(recorded, space, budget, args) or {}
+    missing = [m for m in BASELINES if m not in base]
+    if missing:
+        log(f"[{space}] {budget}: {' and '.join(missing)} trained here (not recorded on this "
+            "schedule)")
+    if "slimming" in base:
         slim = base["slimming"]
         guide = bound.genome(dict(zip(bound.graph.prunable, slim["widths"], strict=True)),
                              {b: False for b in slim.get("removed_blocks") or []},
                              {"method": "slimming", "source": slim["source"]})
+        genomes = {"uniform": bound.uniform(parse_budget(budget)), "slimming": guide}
+    else:
+        genomes = baseline_genomes(space, budgets, args, root, ledger, budget)
+        guide = genomes["slimming"]
     search = run_search(space, budget, args, root, ledger, guide)
     searched = bound.with_cost(Genome.from_dict(search["genome"]))
-    same = base["uniform"]
-    if is_row_genome(searched, same, bound):
+    if "uniform" not in base and is_row_genome(searched, _row_of(genomes["uniform"], bound),
+                                               bound):
+        base.update(trained_rows({"uniform": genomes["uniform"]}, budget, args, splits, root,
+                                 ledger))  # trained once, as uniform
+    if "uniform" in base and is_row_genome(searched, base["uniform"], bound):
         # the search returned the uniform genome: its legs are uniform's (same genome, same
         # schedule, same seeds), not trained twice
         log(f"[{space}] {budget}: the search returned the uniform genome; its rows are "
             "uniform's")
+        same = base["uniform"]
         rows = {"searched": {**same, "per_seed": list(same["per_seed"]),
                              "source": f"uniform's legs ({same['source']})"}}
     else:
         rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
-    rows.update(base)
+    base.update(trained_rows({m: genomes[m] for m in BASELINES if m not in base}, budget,
+                             args, splits, root, ledger))
+    rows.update({m: base[m] for m in BASELINES})
     for row in rows.values():
         row["mean"], row["std"] = mean_std(row["per_seed"])
     return {"budget": budget, "rows": rows, "search": search,
             "vs": {m: compare(rows["searched"]["per_seed"], rows[m]["per_seed"])
                    for m in BASELINES}}
+
+
+def _row_of(genome: Genome, bound: Any) -> dict[str, Any]:
+    return {"widths": [genome.widths[g] for g in bound.graph.prunable],
+            "removed_blocks": sorted(genome.removed_blocks())}
 
 
 def is_row_genome(genome: Genome, row: dict[str, Any], bound: Any) -> bool:
