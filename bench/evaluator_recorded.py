@@ -59,13 +59,15 @@ from genome_quality import (  # noqa: E402
     log,
     machine,
     publish,
+    row_genome,
 )
 
 from archsearch.budget import parse_budget  # noqa: E402
 from archsearch.build import bind  # noqa: E402
 from archsearch.data import load_data  # noqa: E402
-from archsearch.search import EVALUATORS, ProxyEvaluator, SearchConfig  # noqa: E402
+from archsearch.search import EVALUATORS, SearchConfig, evaluators_for  # noqa: E402
 from archsearch.search._evaluate import VAL_FRACTION  # noqa: E402
+from archsearch.search._fidelity import SCREEN  # noqa: E402
 from archsearch.train import seed_everything  # noqa: E402
 
 RECORDED = ("genome_quality_cifar10.json", "search_quality_cifar10.json",
@@ -137,22 +139,22 @@ def _rows(doc: dict[str, Any], space: str, source: str) -> list[dict[str, Any]]:
             out.append({**row, "label": row["method"]})
         for b in sp.get("budgets", []):  # search_quality
             for name, row in b["rows"].items():
-                label = f"searched ({source.removeprefix('search_quality_cifar10') or 'shipped'})" \
-                    if name == "searched" else name
-                out.append({**row, "budget": b["budget"], "label": label.replace("(_", "(")})
+                variant = source.removeprefix("search_quality_cifar10").lstrip("_")
+                label = f"searched ({variant or 'shipped'})" if name == "searched" else name
+                out.append({**row, "budget": b["budget"], "label": label})
     return out
 
 
 # -- the scores ----------------------------------------------------------------------------
 def build(name: str, space: str, budget: str, args: argparse.Namespace, splits: Any) -> Any:
-    """The evaluator `name` as the shipped search builds it (SearchConfig's defaults), its
+    """The evaluator `name` as the shipped search builds it (`evaluators_for` on
+    SearchConfig's defaults: the screen's for a registry evaluator, else that stage's), its
     base or supernet trained once in --work/SPACE."""
+    screen = name in EVALUATORS and name != "proxy"
     config = SearchConfig.from_flat(budget=budget, out=str(Path(args.work) / space),
                                     space=space, dataset="cifar10", data_root=args.data_root,
-                                    evaluator="proxy" if name == "final" else name, seed=0)
-    if name == "final":
-        return ProxyEvaluator(config.bound().info, config.final_schedule(), splits=splits)
-    return EVALUATORS[name].build(config, splits)
+                                    evaluator=name if screen else "proxy", seed=0)
+    return evaluators_for(config, splits)[SCREEN if screen else name]
 
 
 def score(name: str, space: str, genomes: list[dict[str, Any]], args: argparse.Namespace,
@@ -168,9 +170,7 @@ def score(name: str, space: str, genomes: list[dict[str, Any]], args: argparse.N
             check_time(args)
             if g["budget"] not in built:
                 built[g["budget"]] = build(name, space, g["budget"], args, splits)
-            genome = bound.genome(dict(zip(bound.graph.prunable, g["widths"], strict=True)),
-                                  {b: False for b in g["removed_blocks"]},
-                                  {"label": g["labels"][0]})
+            genome = row_genome(g, bound, {"label": g["labels"][0]})
             seed_everything(0)
             start = time.perf_counter()
             value = float(built[g["budget"]](genome, None))

@@ -420,8 +420,7 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
                          "separation": (prov.get("separation") or {}).get("statistic"),
                          "separated": (prov.get("separation") or {}).get("separated"),
                          "sparsity": prov.get("sparsity"),
-                         "widths": [genome.widths[g] for g in bound.graph.prunable],
-                         "removed_blocks": sorted(genome.removed_blocks())})
+                         **genome_row(genome, bound)})
     bm, bs = mean_std([r["test_acc"] for r in base_runs]) if base_runs else (0.0, 0.0)
     return {"space": space, "base": {"test_acc_mean": bm, "test_acc_std": bs,
                                      "per_seed": [r["test_acc"] for r in base_runs],
@@ -594,6 +593,18 @@ def plot_pareto(doc: dict[str, Any], path: Path) -> None:
 
 
 NOTES_MARK = "<!-- notes: written by hand, kept when the tables are regenerated -->"
+
+
+def genome_row(genome: Genome, bound) -> dict[str, Any]:
+    """A genome as a results row spells it: widths in the space's group order, removed blocks."""
+    return {"widths": [genome.widths[g] for g in bound.graph.prunable],
+            "removed_blocks": sorted(genome.removed_blocks())}
+
+
+def row_genome(row: dict[str, Any], bound, provenance: dict[str, Any]) -> Genome:
+    """The genome of a results row (`genome_row`'s inverse), priced."""
+    return bound.genome(dict(zip(bound.graph.prunable, row["widths"], strict=True)),
+                        {b: False for b in row.get("removed_blocks") or []}, provenance)
 
 
 def command_line(script: str, argv: list[str] | None) -> str:

@@ -75,10 +75,12 @@ from genome_quality import (
     check_time,
     defaults_for_dataset,
     generate,
+    genome_row,
     log,
     machine,
     mean_std,
     recipe_line,
+    row_genome,
     scratch,
     write_results,
 )
@@ -308,9 +310,7 @@ def trained_rows(genomes: dict[str, Genome], budget: str, args: argparse.Namespa
             runs.append(rec)
         out[method] = {"per_seed": [r["test_acc"] for r in runs],
                        "wall_s": [r["wall_s"] for r in runs],
-                       "widths": [genome.widths[g] for g in bound.graph.prunable],
-                       "removed_blocks": sorted(genome.removed_blocks()),
-                       "macs_ratio": genome.cost["macs_ratio"],
+                       **genome_row(genome, bound), "macs_ratio": genome.cost["macs_ratio"],
                        "params_ratio": genome.cost["params_ratio"], "source": "trained"}
     return out
 
@@ -373,16 +373,14 @@ def run_budget(space: str, budget: str, args: argparse.Namespace,
             "schedule)")
     if "slimming" in base:
         slim = base["slimming"]
-        guide = bound.genome(dict(zip(bound.graph.prunable, slim["widths"], strict=True)),
-                             {b: False for b in slim.get("removed_blocks") or []},
-                             {"method": "slimming", "source": slim["source"]})
+        guide = row_genome(slim, bound, {"method": "slimming", "source": slim["source"]})
         genomes = {"uniform": bound.uniform(parse_budget(budget)), "slimming": guide}
     else:
         genomes = baseline_genomes(space, budgets, args, root, ledger, budget)
         guide = genomes["slimming"]
     search = run_search(space, budget, args, root, ledger, guide)
     searched = bound.with_cost(Genome.from_dict(search["genome"]))
-    if "uniform" not in base and is_row_genome(searched, _row_of(genomes["uniform"], bound),
+    if "uniform" not in base and is_row_genome(searched, genome_row(genomes["uniform"], bound),
                                                bound):
         base.update(trained_rows({"uniform": genomes["uniform"]}, budget, args, splits, root,
                                  ledger))  # trained once, as uniform
@@ -406,15 +404,10 @@ def run_budget(space: str, budget: str, args: argparse.Namespace,
                    for m in BASELINES}}
 
 
-def _row_of(genome: Genome, bound: Any) -> dict[str, Any]:
-    return {"widths": [genome.widths[g] for g in bound.graph.prunable],
-            "removed_blocks": sorted(genome.removed_blocks())}
-
-
 def is_row_genome(genome: Genome, row: dict[str, Any], bound: Any) -> bool:
     """Whether `genome` is the genome of a results row (its widths and removed blocks)."""
-    return [genome.widths[g] for g in bound.graph.prunable] == list(row["widths"]) and \
-        sorted(genome.removed_blocks()) == sorted(row.get("removed_blocks") or [])
+    return genome_row(genome, bound) == {"widths": list(row["widths"]), "removed_blocks":
+                                         sorted(row.get("removed_blocks") or [])}
 
 
 def merged(out: Path, doc: dict[str, Any]) -> dict[str, Any]:

@@ -119,9 +119,14 @@ def promoted(trials: Sequence[FrozenTrial], fidelity: str, index: int,
     return best[index] if index < len(best) else None
 
 
+def is_baseline(trial: FrozenTrial) -> bool:
+    """Whether the trial is the uniform baseline (enqueued, or promoted from it)."""
+    return trial.user_attrs.get("baseline") == "uniform"
+
+
 def baseline_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     """A finished trial of the uniform baseline (the one of the highest fidelity), or None."""
-    done = [t for t in trials if t.user_attrs.get("baseline") == "uniform"
+    done = [t for t in trials if is_baseline(t)
             and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.user_attrs.get("genome")]
     return max(done, key=lambda t: (rank_of(fidelity_of(t)), -t.number), default=None)
 
@@ -141,7 +146,7 @@ def incumbent_choice(ranked_final: Sequence[FrozenTrial], margin: float | None
     baseline and another genome among the trials."""
     if margin is None or not ranked_final:
         return None
-    base = next((t for t in ranked_final if t.user_attrs.get("baseline") == "uniform"), None)
+    base = next((t for t in ranked_final if is_baseline(t)), None)
     best = next((t for t in ranked_final if t is not base), None)
     if base is None or best is None:
         return None

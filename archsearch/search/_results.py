@@ -95,7 +95,7 @@ def trial_kind(trial: FrozenTrial) -> str:
     """'guide', 'uniform' or 'search'."""
     if "guide" in trial.user_attrs:
         return "guide"
-    return "uniform" if trial.user_attrs.get("baseline") == "uniform" else "search"
+    return "uniform" if fd.is_baseline(trial) else "search"
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
