@@ -72,7 +72,7 @@ from archsearch.train import seed_everything  # noqa: E402
 
 RECORDED = ("genome_quality_cifar10.json", "search_quality_cifar10.json",
             "search_quality_cifar10_margin-off.json", "search_quality_cifar10_screen-base.json")
-EVALUATOR_NAMES = ("adaptive-bn", "supernet", "proxy", "final")
+EVALUATOR_NAMES = ("adaptive-bn", "supernet", "naswot", "proxy", "final")
 AT_BUDGET = 0.02  # a row is at its budget when its MACs are within 2% of the budget's
 
 
@@ -174,7 +174,8 @@ def score(name: str, space: str, genomes: list[dict[str, Any]], args: argparse.N
             seed_everything(0)
             start = time.perf_counter()
             value = float(built[g["budget"]](genome, None))
-            rec = ledger.put(key, {"score": value, "wall_s": time.perf_counter() - start})
+            rec = ledger.put(key, {"score": value, "wall_s": time.perf_counter() - start,
+                                   "cpu": machine()["cpu"]})
             log(f"[{space}] {name} {g['budget']} {g['labels'][0]}: {value:.4f} "
                 f"({rec['wall_s']:.1f}s)")
         out.append(rec)
@@ -241,6 +242,18 @@ def fidelity(scores: list[float], genomes: list[dict[str, Any]], reps: int) -> d
 
 
 # -- the run -------------------------------------------------------------------------------
+def one_off(name: str, space: str, args: argparse.Namespace, ledger: Ledger
+            ) -> dict[str, Any] | None:
+    """The evaluator's one-off training (its base's or supernet's), read in --work and kept in
+    the ledger: the work folder does not outlive a session, the committed ledger does."""
+    key = f"{space}/{name}/setup"
+    if ledger.get(key) is None and name in EVALUATORS:
+        setup = EVALUATORS[name].setup_cost(Path(args.work) / space)
+        if setup is not None:  # None: nothing trained once (proxy, naswot)
+            ledger.put(key, {**setup, "cpu": machine()["cpu"]})
+    return ledger.get(key)
+
+
 def run_space(space: str, args: argparse.Namespace, splits: Any, ledger: Ledger
               ) -> dict[str, Any]:
     genomes = recorded_genomes([Path(p) for p in args.recorded.split(",")], space)
@@ -255,8 +268,7 @@ def run_space(space: str, args: argparse.Namespace, splits: Any, ledger: Ledger
         except OutOfTime:
             incomplete.append(name)
             continue
-        setup = EVALUATORS[name].setup_cost(Path(args.work) / space) \
-            if name in EVALUATORS else None  # its base's (or supernet's) one-off training
+        setup = one_off(name, space, args, ledger)
         results[name] = {**fidelity([r["score"] for r in rows], genomes, args.bootstrap),
                          "scores": [r["score"] for r in rows],
                          "per_genome_s": statistics.fmean(r["wall_s"] for r in rows),

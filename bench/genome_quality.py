@@ -14,10 +14,13 @@ invocations of the same command, each resuming from the ledgers the last one com
 stopping cleanly after `--budget-minutes` (a leg is never cut: the ledger holds finished
 legs only). Spaces may run in parallel, one invocation per space and core (`--spaces
 resnet20` on one, `--spaces vgg11-half` on the other): each writes its own ledger, and the
-results file keeps the rows of the spaces the invocation did not run. Within a budget the
-seeds go round every genome (seed 0 of each, then seed 1), so a chain cut short holds
-comparable seeds. A budget added to a later link (a latency one, say) is cut from the
-generator's saved scores (its run folder's sparse.pt) without training it again.
+results file keeps the rows of the spaces the invocation did not run. One budget's genomes
+may be split the same way (`--train-only uniform` on one core, `--train-only slimming` on
+the other, each with its own `--ledger`, merged after by `--reuse`): an invocation runs a
+generator's sparsity training only if a leg it trains needs that generator's genome.
+Within a budget the seeds go round every genome (seed 0 of each, then seed 1), so a chain
+cut short holds comparable seeds. A budget added to a later link (a latency one, say) is cut
+from the generator's saved scores (its run folder's sparse.pt) without training it again.
 A generator may be named with options of its cut (`--methods slimming,slimming:cut=cost`,
 options `key=value` after colons; only options that act on the cut, not on the training):
 it is cut from the plain method's trained scores (the same run folder, so the sparsity
@@ -114,6 +117,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recorded-only", action="store_true",
                    help="train nothing: report the legs the ledger holds (methods without "
                         "a recorded generator are left out)")
+    p.add_argument("--train-only", default=None, metavar="ROWS",
+                   help="train the legs of these rows only (comma-separated: uniform, a "
+                        "method, uniform@params(METHOD)); the others are reported when the "
+                        "ledger holds them: two invocations on two cores split one budget's "
+                        "genomes, merged after by --reuse")
     p.add_argument("--reuse", action="append", default=[], metavar="RUNS",
                    help="take finished legs from another runs folder's legs.json (e.g. a "
                         "second invocation that ran only new generators, in parallel)")
@@ -339,6 +347,12 @@ def _key(genome: Genome) -> str:
     return json.dumps([sorted(genome.widths.items()), sorted(genome.blocks.items())])
 
 
+def trains(row: str, args) -> bool:
+    """Whether this invocation trains the legs of `row` (`--train-only`)."""
+    only = getattr(args, "train_only", None)
+    return only is None or row in only.split(",")
+
+
 def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
     bound = bind(space, args.dataset)
     splits = _shared_splits(load_data(bound.info, args.data_root, val_fraction=VAL_FRACTION))
@@ -361,8 +375,9 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
             continue
         key = f"{space}/generate/{method}"
         rec = ledger.get(key)
-        if rec is None and args.recorded_only:
-            continue
+        if rec is None and (args.recorded_only or not (
+                trains(method, args) or trains(f"uniform@params({method})", args))):
+            continue  # no leg of this invocation needs the generator's genomes
         if rec is None:
             log(f"[{space}] {method}: sparsity training + genomes")
             rec = ledger.put(key, generate(method, space, budgets,
@@ -392,7 +407,7 @@ def run_space(space: str, args, ledger: Ledger, root: Path) -> dict[str, Any]:
             for method, genome in candidates.items():
                 key = f"{space}/{budget}/{method}/s{seed}"
                 if owners[method] != method or ledger.get(key) is not None \
-                        or args.recorded_only:
+                        or args.recorded_only or not trains(method, args):
                     continue
                 rec = ledger.put(key, scratch(genome, splits, seed,
                                               root / space / budget / method / f"s{seed}", args))

@@ -328,3 +328,23 @@ def test_the_recorded_genomes_are_those_at_their_budget_with_two_seeds(tmp_path)
     # uniform and the searched genome are one genome (its labels merged); params-matched
     # uniform is at another cost, taylor has one seed, Fashion-MNIST is not CIFAR-10
     assert [g["labels"] for g in got] == [["slimming"], ["uniform", "searched (margin-off)"]]
+
+
+def test_genome_quality_train_only_splits_a_budgets_legs_between_invocations(tmp_path):
+    """`--train-only uniform` trains uniform's legs alone (a real, tiny leg) and leaves the
+    generator untrained: its sparsity training is needed by no leg of this invocation; a
+    second invocation with `--train-only slimming` would take the rest."""
+    import genome_quality as gq
+
+    argv = ["--dataset", "fashion-mnist", "--spaces", "resnet20", "--budgets", "12.5%FLOPs",
+            "--methods", "slimming", "--seeds", "1", "--base-seeds", "0", "--epochs", "1",
+            "--subset", "64", "--threads", "1", "--runs", str(tmp_path / "runs"),
+            "--train-only", "uniform"]
+    args = gq.resolve_args(argv)
+    root, ledger = gq.open_bench(args)
+    doc = gq.run_space("resnet20", args, ledger, root)
+    assert sorted(ledger.legs) == ["resnet20/12.5%FLOPs/uniform/s0"]
+    assert 0.0 < ledger.legs["resnet20/12.5%FLOPs/uniform/s0"]["test_acc"] < 1.0
+    assert [r["method"] for r in doc["rows"]] == ["uniform"] and doc["generators"] == {}
+    assert gq.trains("slimming", gq.resolve_args(argv[:-1] + ["uniform,slimming"]))
+    assert gq.trains("anything", gq.resolve_args(argv[:-2]))

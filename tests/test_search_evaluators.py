@@ -340,3 +340,55 @@ def test_a_sandwich_step_leaves_the_bn_statistics_to_the_widest(splits):
     assert all(a.momentum == b.momentum for a, b in norms)  # restored
     with pytest.raises(ArchsearchError, match="amp is one of"):
         resolve_precision("fp32", device)  # not a mode: it once meant auto, silently
+
+
+def test_naswot_is_the_log_determinant_of_the_activation_code_kernel():
+    """On a bare ReLU the codes are the inputs' signs: K[i, j] counts the units where images
+    i and j agree, and the score is log det K, computed here by hand; identical images give
+    a singular kernel (-inf); a model with a functional ReLU is read at its BatchNorms, which
+    give the same codes as the ReLU modules after them."""
+    import math
+
+    from archsearch.search._zero_cost import coded_modules, naswot_score
+
+    x = torch.tensor([[1.0, -1.0, 2.0, 0.5], [-1.0, -2.0, 3.0, 1.0], [1.0, 1.0, -1.0, -1.0]])
+    c = (x > 0).double()
+    kernel = c @ c.T + (1 - c) @ (1 - c).T
+    assert kernel.tolist() == [[4, 3, 1], [3, 4, 0], [1, 0, 4]]
+    assert naswot_score(nn.ReLU(), x) == pytest.approx(math.log(torch.det(kernel).item()))
+    assert naswot_score(nn.ReLU(), x[:1].repeat(3, 1)) == float("-inf")
+
+    class Functional(nn.Module):
+        def __init__(self, conv, bn):
+            super().__init__()
+            self.conv, self.bn = conv, bn
+
+        def forward(self, v):
+            return torch.relu(self.bn(self.conv(v)))
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+    images = torch.randn(16, 3, 8, 8)
+    modules = nn.Sequential(conv, bn, nn.ReLU())
+    functional = Functional(conv, bn)
+    assert [type(m) for m in coded_modules(functional)] == [nn.BatchNorm2d]
+    assert naswot_score(functional, images) == pytest.approx(naswot_score(modules, images))
+
+
+def test_naswot_scores_genomes_at_their_seeded_init_without_training(splits):
+    """The evaluator builds each genome at the same seeded init and scores one fixed batch:
+    deterministic, finite, and a genome whose layers are all at the floor (fewer units to
+    tell images apart) scores below the full-width one."""
+    import math
+
+    from archsearch.search._zero_cost import NaswotEvaluator
+
+    bound = bind("tinyvgg", "synthetic")
+    evaluator = NaswotEvaluator(bound, splits, Scoring(calib_images=64, seed=0))
+    full = bound.base_genome()
+    narrow = bound.genome({g: 1 for g in bound.graph.prunable})
+    score = evaluator(full, None)
+    assert score == evaluator(full, None) and math.isfinite(score)
+    assert evaluator(narrow, None) < score
+    other = NaswotEvaluator(bound, splits, Scoring(calib_images=64, seed=1))(full, None)
+    assert other != score  # another init and batch: another draw

@@ -78,7 +78,7 @@ def tiny_config(out: Path, **flat) -> SearchConfig:
     return SearchConfig.from_flat(settings)
 
 
-@pytest.mark.parametrize("name", ["proxy", "adaptive-bn", "supernet"])
+@pytest.mark.parametrize("name", ["proxy", "adaptive-bn", "supernet", "naswot"])
 def test_every_shipped_evaluator_is_built_by_its_entry_and_scores_a_genome(name, splits,
                                                                           tmp_path):
     torch.manual_seed(0)
@@ -89,11 +89,14 @@ def test_every_shipped_evaluator_is_built_by_its_entry_and_scores_a_genome(name,
     uniform = bound.uniform(parse_budget(BUDGET))
     evaluator = spec.build(config, splits)
     score = float(evaluator(uniform, None))
-    assert 0.0 <= score <= 1.0
+    if name == "naswot":  # a log-determinant, not an accuracy
+        assert 0.0 < score < float("inf")
+    else:
+        assert 0.0 <= score <= 1.0
     if name != "proxy":  # the cheap ones are deterministic
         assert float(evaluator(uniform, None)) == score
     cost = spec.setup_cost(tmp_path / "run")
-    if name == "proxy":
+    if name in ("proxy", "naswot"):  # nothing trained once in the run folder
         assert cost is None and screen_setup_cost(tmp_path / "run") is None
     else:  # its one-off training, in the run folder, reported as the benches read it
         assert cost["kind"] == {"adaptive-bn": "base", "supernet": "supernet"}[name]
@@ -126,7 +129,7 @@ def test_defaults_per_genome_kind_come_from_the_registry(tmp_path):
     sparse = tiny_config(tmp_path, genome_kind="sparsity")
     assert sparse.screen.evaluator == "proxy" and sparse.stages() == [("proxy", 2)]
     with pytest.raises(ArchsearchError, match="--evaluator must be one of proxy, "
-                                              "adaptive-bn, supernet, but got 'nope'"):
+                                              "adaptive-bn, supernet, naswot, but got 'nope'"):
         tiny_config(tmp_path, evaluator="nope")
 
 
@@ -160,7 +163,7 @@ def test_the_cli_accepts_a_registered_evaluator_and_refuses_an_unknown_one(toy, 
                                                               "--screen", "5"]))
     assert (config.screen.evaluator, config.screen.trials) == ("toy", 5)
     assert config.evaluator_spec().summary == "a test's"
-    with pytest.raises(ArchsearchError, match="one of proxy, adaptive-bn, supernet, toy"):
+    with pytest.raises(ArchsearchError, match="one of proxy, adaptive-bn, supernet, naswot, toy"):
         cmd_search.make_config(parser.parse_args(base + ["--evaluator", "nope"]))
 
 

@@ -51,7 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", nargs="+", default=[], metavar="GENOME.json",
                    help="pruner-found genomes to search around (any space or dataset)")
     # a flag per flat setting (as search.json spells them; SearchConfig nests them by stage)
-    add_fields(p, SearchConfig.flat_type(), FIELD_HELP, metavars={"base": "CHECKPOINT"},
+    from archsearch.search import EVALUATORS
+
+    helps = {**FIELD_HELP, "evaluator": FIELD_HELP["evaluator"].format(
+        names=", ".join(EVALUATORS))}  # the registry's evaluators, a registered one included
+    add_fields(p, SearchConfig.flat_type(), helps, metavars={"base": "CHECKPOINT"},
                types={"objectives": _objectives, "final_margin": margin})
     add_shared(p, "out", "json", "fast")
 
@@ -61,8 +65,8 @@ FIELD_HELP = {
     "genome_kind": "width: channel widths; sparsity: the fraction of weights kept per conv "
                    "layer (guides: sparsity genomes, e.g. from discover --method magnitude; "
                    "every trial trained from scratch with a random mask, no screen)",
-    "evaluator": "the screen's evaluator: adaptive-bn, supernet, or proxy (no screen: every "
-                 "trial proxy-trained); default adaptive-bn, proxy for --genome-kind sparsity",
+    "evaluator": "the screen's evaluator, one of {names} (proxy: no screen, every trial "
+                 "proxy-trained); default adaptive-bn, proxy for --genome-kind sparsity",
     "screen": "candidates screened by the cheap evaluator",
     "trials": "proxy-trained trials: the best screened",
     "final": "the best proxy-trained genomes trained from scratch on the final schedule",

@@ -11,7 +11,9 @@ adding an evaluator is one `register_evaluator(EvaluatorSpec(...))` (docs/extend
   fidelity's evaluator of the config's genome kind);
 - `adaptive-bn` (EagleEye): channels inherited from a trained base (`--base`, else one
   trained once in the run folder's `base/`), BatchNorm re-estimated;
-- `supernet` (AutoSlim): sliced out of a slimmable base trained once in the run folder.
+- `supernet` (AutoSlim): sliced out of a slimmable base trained once in the run folder;
+- `naswot` (Mellor et al. 2021): training-free, the activation codes of the genome's network
+  at its random init on one batch of training images.
 """
 
 from __future__ import annotations
@@ -170,3 +172,16 @@ register_evaluator(EvaluatorSpec(
     "supernet", _supernet, settings=("base_epochs", "base_subset", *_SCORING),
     setup_cost=_supernet_cost, in_memory=True,
     summary="sliced out of a slimmable supernet trained once in the run folder"))
+
+
+# -- naswot ----------------------------------------------------------------------------------
+def _naswot(config: Any, splits: Any) -> Callable[..., float]:
+    """The genome's network at its seeded init, scored by its activation-code kernel."""
+    from archsearch.search._zero_cost import NaswotEvaluator
+
+    return NaswotEvaluator(config.bound(), splits, config.scoring())
+
+
+register_evaluator(EvaluatorSpec(
+    "naswot", _naswot, settings=("calib_images",), in_memory=True,
+    summary="training-free: activation codes of the untrained network on one batch"))
