@@ -52,17 +52,17 @@ load_sparse_checkpoint = load_base  # the name bench/ uses
 def write_outputs(plan: Plan, model: nn.Module | None, genome: Genome,
                   extra: dict[str, Any], save_genome: bool = True) -> dict[str, Any]:
     """genome.json (unless refused), sparse.pt, widths.png, scales.png and result.json."""
-    from archsearch.viz import plot_widths, width_rows
+    from archsearch.kinds import WIDTH  # a width genome's rows and plot, as `show` draws them
 
     run = plan.run_dir
     run.mkdir(parents=True, exist_ok=True)
     files = {}
     if save_genome:
         files["genome"] = str(genome.save(run / "genome.json"))
-    rows = width_rows(plan.bound, genome)
+    rows = WIDTH.rows(plan.bound, genome)
     title = (f"{plan.pruner.name} on {plan.bound.space.name}/{plan.bound.info.name}: "
              f"{genome.cost['macs_ratio']:.1%} MACs")
-    plot_widths(rows, run / "widths.png", title)
+    WIDTH.plot(rows, run / "widths.png", title)
     files["widths_plot"] = str(run / "widths.png")
     if model is not None:
         save_sparse_checkpoint(run / "sparse.pt", plan, model)

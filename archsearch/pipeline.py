@@ -194,9 +194,11 @@ def _sparsity_methods() -> list[str]:
     return [n for n, c in METHOD_CLASSES.items() if c.sparsity_rule is not None]
 
 
-def is_sparse(pruner: Method[Any]) -> bool:
-    """Whether a method's genome is a sparsity genome (archsearch.sparsity), not widths."""
-    return get_kind(pruner.genome_kind) is SPARSITY
+def is_sparse(pruner: Method[Any] | type[Method[Any]] | str) -> bool:
+    """Whether a method's genome is a sparsity genome (archsearch.sparsity), not widths: a
+    method, its class or its name (the one test every caller asks)."""
+    cls = method_class(pruner) if isinstance(pruner, str) else pruner
+    return get_kind(cls.genome_kind) is SPARSITY
 
 
 def _check_counts(cfg: DiscoverConfig) -> None:

@@ -32,7 +32,8 @@ from archsearch.data import DatasetInfo
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.graph import ChannelGraph
-from archsearch.pruners import PRUNERS, SPARSIFIERS, Pruner, get_pruner
+from archsearch.pipeline import is_sparse
+from archsearch.pruners import PRUNERS, Pruner, get_pruner
 from archsearch.spaces import Space
 
 
@@ -77,7 +78,7 @@ class Pruning:
             raise ArchsearchError("example_input must be a batch the model takes (a tensor "
                                   "of shape (N, C, ...)), but got "
                                   f"{getattr(example_input, 'shape', type(example_input))}")
-        if method in SPARSIFIERS:
+        if is_sparse(method):
             raise ArchsearchError(f"method {method!r} is unstructured (a sparsity genome, not "
                                   f"widths); Pruning takes the width methods: "
                                   f"{', '.join(PRUNERS)}")
@@ -90,7 +91,7 @@ class Pruning:
         self.bound = ModelSpace(space, info, copy.deepcopy(model).cpu(), example)
         self.bound.costs  # noqa: B018 (trace and cost now: an untraceable model fails here)
         pruner = get_pruner(method, self.bound, **options)
-        assert isinstance(pruner, Pruner)  # SPARSIFIERS are refused above
+        assert isinstance(pruner, Pruner)  # sparsifiers are refused above
         self.pruner = pruner
         self.pruner.set_budget(self.budget)
 

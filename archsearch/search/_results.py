@@ -127,20 +127,27 @@ def best_trials(run: SearchRun, k: int | None = None) -> list[FrozenTrial]:
     up, MACs down), most accurate first."""
     if k is not None and k < 1:
         raise ArchsearchError(f"--top must be >= 1, but got {k}")
-    complete = [t for t in run.trials() if t.state == TrialState.COMPLETE]
+    ranked, _ = _ranking(run, run.trials())
+    return ranked[:k] if k else ranked
+
+
+def _ranking(run: SearchRun, trials: list[FrozenTrial]
+             ) -> tuple[list[FrozenTrial], dict[str, Any] | None]:
+    """`best_trials`' order of `trials` and the final stage's choice that set it (None when
+    the margin did not come into it), from one read of the study."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         top = max(fd.rank_of(fd.fidelity_of(t)) for t in complete)
         complete = [t for t in complete if fd.rank_of(fd.fidelity_of(t)) == top]
     if run.multi:
         front = [t for t in complete if not any(_dominates(o, t) for o in complete)]
-        ranked = sorted(front, key=lambda t: (-t.values[0], t.values[1], t.number))
-    else:
-        ranked = sorted(complete, key=lambda t: (-t.values[0], t.number))
-        choice = final_choice(run, ranked)
-        if choice is not None and choice["kept_baseline"]:  # uniform first: not beaten
-            base = next(t for t in ranked if t.number == choice["baseline"])
-            ranked = [base, *(t for t in ranked if t is not base)]
-    return ranked[:k] if k else ranked
+        return sorted(front, key=lambda t: (-t.values[0], t.values[1], t.number)), None
+    ranked = sorted(complete, key=lambda t: (-t.values[0], t.number))
+    choice = final_choice(run, ranked)
+    if choice is not None and choice["kept_baseline"]:  # uniform first: not beaten
+        base = next(t for t in ranked if t.number == choice["baseline"])
+        ranked = [base, *(t for t in ranked if t is not base)]
+    return ranked, choice
 
 
 def final_choice(run: SearchRun, ranked: list[FrozenTrial] | None = None
@@ -161,10 +168,13 @@ def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
     return acc_a >= acc_b and macs_a <= macs_b and (acc_a > acc_b or macs_a < macs_b)
 
 
-def leaderboard(run: SearchRun) -> list[dict[str, Any]]:
-    """Every counted trial, best first (complete by accuracy, then pruned, then failed)."""
+def leaderboard(run: SearchRun, trials: list[FrozenTrial] | None = None
+                ) -> list[dict[str, Any]]:
+    """Every counted trial, best first (complete by accuracy, then pruned, then failed);
+    `trials`: the study's, already read."""
     order = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
-    rows = [trial_row(t) for t in run.trials() if st.counts(t)]
+    rows = [trial_row(t) for t in (run.trials() if trials is None else trials)
+            if st.counts(t)]
     return sorted(rows, key=lambda r: (order.get(r["state"], 5), -fd.rank_of(r["fidelity"]),
                                        -(r["accuracy"] if r["accuracy"] is not None else
                                          r["last_accuracy"] or 0.0), r["trial"]))
@@ -214,8 +224,8 @@ def fidelity_costs(trials: list[FrozenTrial]) -> dict[str, dict[str, Any]]:
 
 def summary(run: SearchRun) -> dict[str, Any]:
     """results.json: the config, the tally, the best (or the Pareto front) and every trial."""
-    best = best_trials(run)
     trials = run.trials()
+    best, choice = _ranking(run, trials)
     tally = st.tally(trials)
     per = {f: sum(1 for t in trials if st.counts(t) and fd.fidelity_of(t) == f)
            for f, _ in run.config.stages()}
@@ -225,7 +235,7 @@ def summary(run: SearchRun) -> dict[str, Any]:
             "costs": fidelity_costs(trials),
             "best": [trial_row(t) | {"genome": t.user_attrs.get("genome")}
                      for t in best[: (len(best) if run.multi else 1)]],
-            "final_choice": final_choice(run), "trials": leaderboard(run)}
+            "final_choice": choice, "trials": leaderboard(run, trials)}
 
 
 def write_results(run: SearchRun) -> dict[str, Any]:
