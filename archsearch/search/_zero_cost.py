@@ -40,7 +40,7 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> float:
     """log |det K| of the activation-code kernel of `model` on `images` (a normalised batch);
     the model runs in training mode (BatchNorm on the batch's statistics), as at init."""
     n = images.shape[0]
-    kernel = torch.zeros(n, n, dtype=torch.float64)
+    kernel = torch.zeros(n, n, dtype=torch.float64, device=images.device)
 
     def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
         codes = (out.detach().reshape(n, -1) > 0).to(torch.float64)
