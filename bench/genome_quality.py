@@ -657,10 +657,27 @@ def open_bench(args: argparse.Namespace, space: str | None = None) -> tuple[Path
     ledger = Ledger(Path(args.runs), Path(path) if path else None)
     for other in getattr(args, "reuse", []):
         for key, record in Ledger(Path(other)).legs.items():
-            # a per-space ledger takes its own space's legs only
-            if ledger.get(key) is None and (own is None or key.startswith(f"{own}/")):
+            if own is not None and not key.startswith(f"{own}/"):
+                continue  # a per-space ledger takes its own space's legs only
+            mine = ledger.get(key)
+            if mine is None:
                 ledger.put(key, record)
+            elif "/generate/" in key and more_budgets(mine, record):
+                ledger.put(key, {**mine, "genomes": {**record["genomes"], **mine["genomes"]}})
     return Path(args.runs), ledger
+
+
+def more_budgets(mine: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether `other`, a generator record of the same sparsity training (same λ and the
+    same genome at every budget both hold), holds budgets `mine` lacks: they are added, so a
+    budget cut in another runs folder (while its sparse.pt existed) outlives that folder.
+    A genome already recorded is never replaced: its legs were trained on it."""
+    shared = set(mine["genomes"]) & set(other["genomes"])
+    same = other.get("sparsity") == mine.get("sparsity") and shared and all(
+        mine["genomes"][b]["widths"] == other["genomes"][b]["widths"]
+        and mine["genomes"][b].get("blocks") == other["genomes"][b].get("blocks")
+        for b in shared)
+    return bool(same) and bool(set(other["genomes"]) - set(mine["genomes"]))
 
 
 def seed_ledger(ledger: Ledger, doc: dict[str, Any]) -> None:

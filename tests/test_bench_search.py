@@ -348,3 +348,32 @@ def test_genome_quality_train_only_splits_a_budgets_legs_between_invocations(tmp
     assert [r["method"] for r in doc["rows"]] == ["uniform"] and doc["generators"] == {}
     assert gq.trains("slimming", gq.resolve_args(argv[:-1] + ["uniform,slimming"]))
     assert gq.trains("anything", gq.resolve_args(argv[:-2]))
+
+
+def test_reuse_adds_a_generators_budgets_cut_elsewhere_but_never_replaces_a_genome(tmp_path):
+    """A budget cut in another runs folder from the same sparsity training (same λ, the same
+    genome at the budgets both hold) joins the ledger's generator record, so it outlives
+    that folder's sparse.pt; a record of another training, or a different genome at a
+    shared budget, is left out, and a genome already recorded is kept as it is."""
+    import json
+
+    import genome_quality as gq
+
+    def rec(lam, **genomes):
+        return {"method": "slimming", "sparsity": lam,
+                "genomes": {b: {"widths": {"a": w}, "blocks": {}} for b, w in genomes.items()}}
+
+    key = "resnet20/generate/slimming"
+    ledger_path = tmp_path / "L_{space}.legs.json"
+    (tmp_path / "L_resnet20.legs.json").write_text(json.dumps({key: rec(1e-3, B12=5)}))
+    for name, other in (("same", rec(1e-3, B12=5, LAT=6)), ("lam", rec(2e-3, B12=5, X=7)),
+                        ("differs", rec(1e-3, B12=4, Y=8))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "legs.json").write_text(json.dumps({key: other}))
+    argv = ["--dataset", "cifar10", "--preset", "cifar", "--runs", str(tmp_path / "runs"),
+            "--ledger", str(ledger_path), "--reuse", str(tmp_path / "same"),
+            "--reuse", str(tmp_path / "lam"), "--reuse", str(tmp_path / "differs")]
+    _, ledger = gq.open_bench(gq.resolve_args(argv), "resnet20")
+    assert ledger.get(key)["genomes"] == {"B12": {"widths": {"a": 5}, "blocks": {}},
+                                          "LAT": {"widths": {"a": 6}, "blocks": {}}}
+    assert ledger.get(key)["sparsity"] == 1e-3
