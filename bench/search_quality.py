@@ -454,8 +454,9 @@ def _choice(c: dict[str, Any] | None) -> str:
     if not c:
         return ""
     verdict = "kept uniform" if c["kept_baseline"] else f"took trial {c['challenger']}"
-    return (f" The final stage {verdict}: its best other genome (trial {c['challenger']}) was "
-            f"{100 * c['delta']:+.2f} points over uniform (trial {c['baseline']}), against a "
+    return (f" The final stage {verdict}: its best genome other than uniform "
+            f"(trial {c['challenger']}) was {100 * c['delta']:+.2f} points over uniform "
+            f"(trial {c['baseline']}), against a "
             f"margin of {c['margin']:g} × {100 * c['se']:.2f} (the standard error on "
             f"{c['val_images']} validation images).")
 
