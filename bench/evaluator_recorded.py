@@ -72,7 +72,8 @@ from archsearch.train import seed_everything  # noqa: E402
 
 RECORDED = ("genome_quality_cifar10.json", "search_quality_cifar10.json",
             "search_quality_cifar10_margin-off.json", "search_quality_cifar10_screen-base.json")
-EVALUATOR_NAMES = ("adaptive-bn", "supernet", "naswot", "proxy", "final")
+# the registry's screens, then the proxy and final stages (trained from scratch)
+EVALUATOR_NAMES = (*(n for n in EVALUATORS if n != "proxy"), "proxy", "final")
 AT_BUDGET = 0.02  # a row is at its budget when its MACs are within 2% of the budget's
 
 

@@ -672,12 +672,14 @@ def more_budgets(mine: dict[str, Any], other: dict[str, Any]) -> bool:
     same genome at every budget both hold), holds budgets `mine` lacks: they are added, so a
     budget cut in another runs folder (while its sparse.pt existed) outlives that folder.
     A genome already recorded is never replaced: its legs were trained on it."""
+    from archsearch.kinds import WIDTH  # what makes two genome documents the same genome
+
     shared = set(mine["genomes"]) & set(other["genomes"])
-    same = other.get("sparsity") == mine.get("sparsity") and shared and all(
-        mine["genomes"][b]["widths"] == other["genomes"][b]["widths"]
-        and mine["genomes"][b].get("blocks") == other["genomes"][b].get("blocks")
-        for b in shared)
-    return bool(same) and bool(set(other["genomes"]) - set(mine["genomes"]))
+    if not shared or other.get("sparsity") != mine.get("sparsity"):
+        return False
+    if any(WIDTH.key(mine["genomes"][b]) != WIDTH.key(other["genomes"][b]) for b in shared):
+        return False
+    return bool(set(other["genomes"]) - set(mine["genomes"]))
 
 
 def seed_ledger(ledger: Ledger, doc: dict[str, Any]) -> None:
