@@ -212,3 +212,34 @@ def _checked(widths: dict[str, int], cost, target: float, budget: Budget,
             f"divisor {bound.space.divisor}: the closest genome costs {got:.4g} "
             f"{budget.spec.unit} ({got / target:.3f}x the target){budget.where()}")
     return widths
+
+
+FLAT_STEP = 0.05  # a measured table's error under another load (two tables 44 min apart: 9%)
+FLAT_SPAN = 1.5   # uniform's MACs at +step over those at -step: above it, a flat budget
+
+
+def flat_note(bound: BoundSpace, budget: Budget, step: float = FLAT_STEP) -> str | None:
+    """A warning line when `budget` is in a measured metric (latency) and sits where its table
+    is flat: uniform fitted to the target ±`step` spans more than FLAT_SPAN× in MACs, so a
+    table measured under another load gives a very different genome. None otherwise (an
+    analytic metric, a well-conditioned budget, or one too near the floor to bracket)."""
+    if not budget.spec.settings:
+        return None
+    target, base = budget.target(bound), bound.base_in("macs")
+
+    def macs_at(value: float) -> float:
+        near = Budget(budget.metric, value, False, f"{value:.4g}{budget.spec.unit}",
+                      budget.latency)
+        return bound.cost_at(fit_to_budget({}, near, bound), None, "macs") / base
+
+    try:
+        lo, mid, hi = (macs_at(target * f) for f in (1 - step, 1.0, 1 + step))
+    except BudgetError:
+        return None
+    if hi < FLAT_SPAN * lo:
+        return None
+    return (f"note: {budget} sits where the {budget.spec.name} table{budget.where()} is flat: "
+            f"uniform fitted to it has {mid:.1%} of the base's MACs, but fitted to "
+            f"{1 - step:.0%}..{1 + step:.0%} of it {lo:.1%}..{hi:.1%}; a table measured under "
+            "another load is off by that much, so the genome found depends on the machine's "
+            "load (measure on a quiet machine, or give a MACs budget)")

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from archsearch.budget import TOLERANCE, BudgetError, fit_to_budget, parse_budget
+from archsearch.budget import TOLERANCE, BudgetError, fit_to_budget, flat_note, parse_budget
 from archsearch.build import BoundSpace, bind
 from archsearch.errors import ArchsearchError
 from archsearch.latency import (
@@ -65,6 +65,16 @@ def bilinear_table(grid: int = 3) -> dict:
     for e in doc["entries"]:
         e["ms"] = [[(1 + a) * (1 + b) / 1e3 for b in e["grid_out"]] for a in e["grid_in"]]
     doc["residual"] = [0.0, 0.0, 0.0]
+    return doc
+
+
+def offset_table(grid: int = 3) -> dict:
+    """The bilinear table with each entry's full-width time added to all of its widths: half
+    of the base's latency no width removes, so latency is flat in MACs near 50%."""
+    doc = bilinear_table(grid)
+    for e in doc["entries"]:
+        full = e["ms"][-1][-1]
+        e["ms"] = [[full + ms for ms in row] for row in e["ms"]]
     return doc
 
 
@@ -244,6 +254,25 @@ def test_fit_to_budget_lands_on_a_latency_budget(tmp_path):
         fit_to_budget({}, parse_budget("0.001ms", settings), bound)
 
 
+def test_a_budget_where_the_table_is_flat_is_flagged(tmp_path):
+    """Half the latency is fixed: at 55% of it uniform's MACs swing ~3x for ±5% of the
+    budget (flagged); at 90% they do not, nor anywhere on a table proportional to MACs, nor
+    on an analytic metric."""
+    bound = tiny()
+    settings = fake_settings(tmp_path)
+    path = _install(bound, settings, offset_table())
+    note = flat_note(bound, parse_budget("55%latency", settings))
+    assert note and note.startswith("note: 55%latency sits where the latency table on ")
+    assert "1 thread(s), batch 1 is flat" in note
+    lo, hi = (float(x.rstrip("%")) for x in note.split("of it ")[1].split(";")[0].split(".."))
+    assert hi > 1.5 * lo
+    assert flat_note(bound, parse_budget("90%latency", settings)) is None
+    assert flat_note(bound, parse_budget("12.5%FLOPs"), step=0.5) is None
+    path.write_text(json.dumps(bilinear_table()))
+    bound.pricers.clear()
+    assert flat_note(bound, parse_budget("55%latency", settings)) is None
+
+
 def test_a_table_from_elsewhere_is_refused_a_stale_one_rebuilt(tmp_path):
     bound = tiny()
     settings = fake_settings(tmp_path)
@@ -317,6 +346,19 @@ def test_show_at_a_latency_budget(capsys, cached_table):
     doc = json.loads(capsys.readouterr().out)
     assert doc["latency_ratio"] == pytest.approx(0.4, rel=TOLERANCE)
     assert doc["genome"]["cost"]["latency_ms"] == doc["latency_ms"]
+
+
+def test_show_flags_a_flat_latency_budget(capsys, cached_table):
+    from archsearch.cli.main import main
+
+    assert main([*SHOW, "--budget", "40%latency", "--json"]) == 0
+    assert "flat" not in capsys.readouterr().err
+    cached_table.write_text(json.dumps(offset_table(grid=6)))
+    bind("resnet20", "synthetic", input_size=8).pricers.clear()
+    assert main([*SHOW, "--budget", "55%latency", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["latency_ratio"] == pytest.approx(0.55, rel=TOLERANCE)
+    assert err.count("\n") == 1 and "sits where the latency table" in err
 
 
 @pytest.mark.parametrize("budget, match", [

@@ -74,3 +74,14 @@ def prepare_budget(text: str, config: Any, quiet: bool, objective: str | None = 
     bound = bind(config.space, config.dataset, input_size=config.input_size)
     for name in dict.fromkeys(names):
         prepare(bound, name, settings(config), quiet)
+    warn_if_flat(bound, budget)
+
+
+def warn_if_flat(bound: BoundSpace, budget: Any) -> None:
+    """A latency budget where the table is flat: its warning line on stderr (`flat_note`)."""
+    from archsearch.budget import flat_note
+    from archsearch.cli._common import err_console
+
+    line = flat_note(bound, budget)
+    if line:
+        err_console.print(line, style="yellow", highlight=False, soft_wrap=True)

@@ -16,7 +16,7 @@ from archsearch.budget import parse_budget
 from archsearch.cli._args import add_shared
 from archsearch.cli._checks import check_out_file
 from archsearch.cli._common import console, human, load_target, looks_like_file, print_json
-from archsearch.cli._latency import add_latency_flags, prepare
+from archsearch.cli._latency import add_latency_flags, prepare, warn_if_flat
 from archsearch.cli._latency import settings as latency_settings
 from archsearch.cli._render import cost_line
 from archsearch.kinds import WIDTH
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             raise ArchsearchError("--budget applies to a space, not to a genome file")
         prepare(bound, budget.metric, budget.latency, args.json)
         genome = bound.uniform(budget)
+        warn_if_flat(bound, budget)
     genome = genome or bound.base_genome()
     rows = WIDTH.rows(bound, genome)
     if args.plot:
