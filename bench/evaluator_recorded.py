@@ -3,6 +3,10 @@
     python bench/evaluator_recorded.py [--spaces vgg11-half] [--evaluators \
         adaptive-bn,supernet,proxy,final] [--budget-minutes 80]
 
+An entry `NAME:KEY=VALUE[:KEY=VALUE...]` in `--evaluators` is a variant of that evaluator
+with search settings other than the shipped defaults (read as `archsearch search` reads the
+flags), e.g. `supernet:base_epochs=12`: its own column, its own base in its own folder.
+
 bench/evaluator_fidelity.py trains its own genome set from scratch (16 genomes per space,
 20 epochs each on CIFAR-10: about 3 h of legs per space on one core, before its bases). The
 CIFAR-10 benches have already trained, 3 seeds each on the `cifar` preset's recipe, the
@@ -92,10 +96,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ledger", default=str(RESULTS / "evaluator_recorded_cifar10.legs.json"))
     p.add_argument("--out", default=str(RESULTS / "evaluator_recorded_cifar10"))
     args = p.parse_args(argv)
-    bad = [e for e in args.evaluators.split(",") if e not in EVALUATOR_NAMES]
+    bad = [e for e in args.evaluators.split(",") if e.split(":")[0] not in EVALUATOR_NAMES]
     if bad:
         p.error(f"--evaluators: unknown {', '.join(bad)} (one of {', '.join(EVALUATOR_NAMES)})")
+    args.variants = {e: variant(e, p) for e in args.evaluators.split(",")}
     return args
+
+
+def variant(entry: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str, Any]]:
+    """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` (an evaluator with search settings other than
+    the shipped defaults, e.g. `supernet:base_epochs=12`): the evaluator and its settings,
+    each value read as `archsearch search` reads its flag."""
+    from search_quality import search_options
+
+    name, *pairs = entry.split(":")
+    return name, search_options(pairs, parser)
+
+
+def work_dir(entry: str, space: str, args: argparse.Namespace) -> Path:
+    """Where an evaluator's base or supernet is trained once: --work/SPACE, or for a variant
+    its own folder below it (it trains its own)."""
+    root = Path(args.work) / space
+    return root if ":" not in entry else root / entry.replace(":", "_").replace("=", "-")
 
 
 # -- the ground truth ----------------------------------------------------------------------
@@ -147,14 +169,15 @@ def _rows(doc: dict[str, Any], space: str, source: str) -> list[dict[str, Any]]:
 
 
 # -- the scores ----------------------------------------------------------------------------
-def build(name: str, space: str, budget: str, args: argparse.Namespace, splits: Any) -> Any:
-    """The evaluator `name` as the shipped search builds it (`evaluators_for` on
-    SearchConfig's defaults: the screen's for a registry evaluator, else that stage's), its
-    base or supernet trained once in --work/SPACE."""
+def build(entry: str, space: str, budget: str, args: argparse.Namespace, splits: Any) -> Any:
+    """The evaluator `entry` as the shipped search builds it (`evaluators_for` on
+    SearchConfig's defaults, or a variant's settings: the screen's for a registry evaluator,
+    else that stage's), its base or supernet trained once in `work_dir`."""
+    name, options = args.variants[entry]
     screen = name in EVALUATORS and name != "proxy"
-    config = SearchConfig.from_flat(budget=budget, out=str(Path(args.work) / space),
+    config = SearchConfig.from_flat(budget=budget, out=str(work_dir(entry, space, args)),
                                     space=space, dataset="cifar10", data_root=args.data_root,
-                                    evaluator=name if screen else "proxy", seed=0)
+                                    evaluator=name if screen else "proxy", seed=0, **options)
     return evaluators_for(config, splits)[SCREEN if screen else name]
 
 
@@ -247,9 +270,9 @@ def one_off(name: str, space: str, args: argparse.Namespace, ledger: Ledger
             ) -> dict[str, Any] | None:
     """The evaluator's one-off training (its base's or supernet's), read in --work and kept in
     the ledger: the work folder does not outlive a session, the committed ledger does."""
-    key = f"{space}/{name}/setup"
-    if ledger.get(key) is None and name in EVALUATORS:
-        setup = EVALUATORS[name].setup_cost(Path(args.work) / space)
+    key, base = f"{space}/{name}/setup", args.variants[name][0]
+    if ledger.get(key) is None and base in EVALUATORS:
+        setup = EVALUATORS[base].setup_cost(work_dir(name, space, args))
         if setup is not None:  # None: nothing trained once (proxy, naswot)
             ledger.put(key, {**setup, "cpu": machine()["cpu"]})
     return ledger.get(key)

@@ -377,3 +377,18 @@ def test_reuse_adds_a_generators_budgets_cut_elsewhere_but_never_replaces_a_geno
     assert ledger.get(key)["genomes"] == {"B12": {"widths": {"a": 5}, "blocks": {}},
                                           "LAT": {"widths": {"a": 6}, "blocks": {}}}
     assert ledger.get(key)["sparsity"] == 1e-3
+
+
+def test_an_evaluator_variant_has_its_settings_and_its_own_folder(capsys):
+    import evaluator_recorded as er
+
+    args = er.parse_args(["--evaluators", "supernet,supernet:base_epochs=12:base_subset=0.4"])
+    assert args.variants == {"supernet": ("supernet", {}),
+                             "supernet:base_epochs=12:base_subset=0.4":
+                                 ("supernet", {"base_epochs": 12, "base_subset": 0.4})}
+    shipped, variant = (er.work_dir(e, "vgg11-half", args) for e in args.variants)
+    assert variant.parent == shipped and variant != shipped
+    for bad in ("nosuch", "supernet:base_epochs=x", "supernet:budget=5%FLOPs"):
+        with pytest.raises(SystemExit):
+            er.parse_args(["--evaluators", bad])
+    capsys.readouterr()
