@@ -169,3 +169,49 @@ def test_discover_with_the_cost_cut(tmp_path, capsys, cut):
     assert result["provenance"]["cut"] == cut
     assert result["cost"]["macs_ratio"] == pytest.approx(0.3, rel=TOLERANCE)
     assert (out / "scales.png").is_file()
+
+
+def test_stream_value_sum_values_a_stream_channel_for_every_block_writing_it():
+    """resnet20's streams have one BatchNorm per block writing them. With equal planted
+    scales, 'max' values a stream channel for one of them while its price counts every conv
+    it touches, and the cost cut takes the streams first; 'sum' values it for all of them, and
+    the streams stay wider than the blocks' inner convs. Single-BatchNorm groups score the
+    same either way, and the global threshold does not read the option."""
+    from archsearch.budget import parse_budget
+
+    bound = bind("resnet20", "cifar10")
+    gen = torch.Generator().manual_seed(0)
+    fill = {}
+
+    def plant(g, i, n):
+        fill[g, i] = 1 + 0.01 * torch.rand(n, generator=gen)
+        return fill[g, i]
+
+    by_max = SlimmingPruner(bound, cut="cost")
+    model = bound.base_model()
+    _plant(by_max, model, plant)
+    by_sum = SlimmingPruner(bound, cut="cost", stream_value="sum")
+    summed, top = by_sum.cost_importance(model), by_sum.importance(model)
+    members = {g: len(m) for g, m in by_sum._norms(model).items()}
+    assert members["layer1.stream"] == 4 and members["layer1.0.conv1"] == 1
+    for g, n in members.items():
+        planted = torch.stack([fill[g, i] for i in range(n)])
+        assert torch.allclose(summed[g], planted.sum(dim=0))
+        assert torch.allclose(top[g], planted.amax(dim=0))
+    assert torch.allclose(by_max.cost_importance(model)["layer1.stream"], top["layer1.stream"])
+    base = bound.graph.base_widths()
+    for budget in ("25%FLOPs", "12.5%FLOPs"):
+        share = {how: {g: w / base[g] for g, w in p.genome(model, budget).widths.items()}
+                 for how, p in (("max", by_max), ("sum", by_sum))}
+        for stage in ("layer1", "layer2"):
+            inner = [g for g in bound.graph.prunable if g.startswith(stage) and "conv1" in g]
+            stream = f"{stage}.stream"
+            assert share["max"][stream] < min(share["max"][g] for g in inner)
+            assert share["sum"][stream] > max(share["sum"][g] for g in inner)
+        assert by_sum.genome(model, budget).cost["macs_ratio"] == pytest.approx(
+            parse_budget(budget).value, rel=TOLERANCE)
+    flat = [SlimmingPruner(bound, stream_value=how).genome(model, "12.5%FLOPs").widths
+            for how in ("max", "sum")]
+    assert flat[0] == flat[1]
+    with pytest.raises(ArchsearchError, match="stream_value is one of max, sum"):
+        SlimmingPruner(bound, stream_value="mean")

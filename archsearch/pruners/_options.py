@@ -78,6 +78,13 @@ CUT_OPTION = Option(
     "greedy knapsack: a cheap channel stays on a lower score than a costly one), priced at "
     "the widths of the moment; 'base-cost', the same priced once at the base widths",
     str, metavar="CUT", choices=CUTS, training=False)
+STREAM_VALUES = ("max", "sum")
+STREAM_VALUE_OPTION = Option(
+    "stream_value", "what the cost cut values a channel of a coupled group (a residual "
+    "stream, one BatchNorm per block writing it) at: 'max', its largest |gamma| (the global "
+    "threshold's score); 'sum', its |gamma| summed over the group's BatchNorms, as its cost "
+    "is summed over every conv it feeds or is fed by", str, metavar="HOW",
+    choices=STREAM_VALUES, training=False)
 STAGE_RATIOS_OPTION = Option(
     "stage_ratios", "relative keep ratio per stage (e.g. 0.5,0.75,1), scaled together onto "
     "the budget (default: uniform)", ratios, metavar="R1,R2,...")

@@ -22,7 +22,15 @@ from archsearch.pruners._evidence import (
     separation,
     upper_natural_cut,
 )
-from archsearch.pruners._options import CUT_OPTION, CUTS, MIN_KEEP_OPTION, Option, boolean
+from archsearch.pruners._options import (
+    CUT_OPTION,
+    CUTS,
+    MIN_KEEP_OPTION,
+    STREAM_VALUE_OPTION,
+    STREAM_VALUES,
+    Option,
+    boolean,
+)
 from archsearch.widths import group_steps
 
 _log = logging.getLogger(__name__)
@@ -52,10 +60,11 @@ class SlimmingPruner(Pruner):
     name = "slimming"
     sparsity_rule: ClassVar[SparsityRule] = ScaleTravelRule()
     OPTIONS = (Option("include_bn1d", "also threshold the classifier's BatchNorm1d scales",
-                      boolean, metavar="BOOL"), MIN_KEEP_OPTION, CUT_OPTION)
+                      boolean, metavar="BOOL"), MIN_KEEP_OPTION, CUT_OPTION, STREAM_VALUE_OPTION)
 
     def __init__(self, bound: BoundSpace, sparsity: float | None = None,
-                 include_bn1d: bool = False, min_keep: float = MIN_KEEP, cut: str = "global"):
+                 include_bn1d: bool = False, min_keep: float = MIN_KEEP, cut: str = "global",
+                 stream_value: str = "max"):
         super().__init__(bound)
         if sparsity is None:
             sparsity = self.sparsity_rule.paper(bound.space.family)
@@ -63,9 +72,14 @@ class SlimmingPruner(Pruner):
         self.include_bn1d = bool(include_bn1d)
         self.min_keep = check_min_keep(min_keep)
         self.cut = check_cut(cut)
+        if stream_value not in STREAM_VALUES:
+            raise ArchsearchError(f"stream_value is one of {', '.join(STREAM_VALUES)}, but got "
+                                  f"{stream_value!r}")
+        self.stream_value = stream_value
 
     def options(self) -> dict[str, object]:
-        return {"sparsity": self.sparsity, "min_keep": self.min_keep, "cut": self.cut}
+        return {"sparsity": self.sparsity, "min_keep": self.min_keep, "cut": self.cut,
+                "stream_value": self.stream_value}
 
     def _norms(self, model: nn.Module) -> dict[str, list[nn.Module]]:
         out: dict[str, list[nn.Module]] = {}
@@ -89,12 +103,31 @@ class SlimmingPruner(Pruner):
         """|gamma| per channel, the max over the group's BatchNorms: a channel of a residual
         stream can go only when no block writing it needs it (a mean would dilute a channel
         one block uses by every block that does not, and streams would drift low)."""
+        return {name: scales.amax(dim=0) for name, scales in self._scales(model).items()}
+
+    def cost_importance(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """What the cost cut weighs against a channel's cost (`stream_value`): 'max' is
+        `importance`; 'sum' is |gamma| summed over the group's BatchNorms, as the channel's
+        cost is summed over every conv it feeds or is fed by. With the max, a residual
+        stream's channel (one BatchNorm per block writing it) is priced for all its convs
+        and valued for one, and the cost cut takes the streams first (resnet20 at
+        12.5%FLOPs: layer1's stream at 2 of 16, bench/results/genome_quality_cifar10.md);
+        with the sum, equal scales keep the streams and take the blocks' inner convs first.
+        A group with one BatchNorm scores the same either way."""
+        reduce = {"max": lambda s: s.amax(dim=0), "sum": lambda s: s.sum(dim=0)}
+        return {name: reduce[self.stream_value](scales)
+                for name, scales in self._scales(model).items()}
+
+    def _scales(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Per group, its BatchNorms' |gamma| stacked (members × channels)."""
         return {name: torch.stack([bn.weight.detach().abs().float().cpu() for bn in mods])
-                .amax(dim=0) for name, mods in self._norms(model).items()}
+                for name, mods in self._norms(model).items()}
 
     def genome(self, model: nn.Module, budget: Budget | str) -> Genome:
+        cost_scores = (self.cost_importance(model)
+                       if self.cut != "global" and self.stream_value != "max" else None)
         return ranked_genome(self, self.importance(model), as_budget(budget), self.min_keep,
-                             self.cut)
+                             self.cut, cost_scores)
 
 
 def check_min_keep(min_keep: float) -> float:
@@ -113,7 +146,8 @@ def check_cut(cut: str) -> str:
 
 
 def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budget,
-                  min_keep: float, cut: str = "global") -> Genome:
+                  min_keep: float, cut: str = "global",
+                  cost_scores: dict[str, torch.Tensor] | None = None) -> Genome:
     """The genome of one global ranking of channel scores at a budget, with its evidence.
 
     When the scores split by themselves (two-class Otsu; or, when that does not separate and
@@ -123,7 +157,9 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
     pick among zeros by noise. Otherwise `cut` "global" is one threshold by bisection (with
     the group floor) and "cost" the greedy cut by score per unit of cost (`cost_shape`), and
     `fit_to_budget` trims the rounding. Either way the separation statistic compares the
-    channels kept at the cut with those dropped."""
+    channels kept at the cut with those dropped. `cost_scores`, when given, are what the cost
+    cut weighs against the cost (a group's value summed over its members, as its cost is);
+    the natural cut and the evidence read `scores`."""
     bound = pruner.bound
     floor = group_floor(scores, bound, min_keep) if min_keep else None
     zero_share = _zero_share(scores)
@@ -140,8 +176,8 @@ def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budge
     if natural_fits:
         shape, threshold, how = survivors, natural, "survivors scaled to the budget"
     elif by_cost:
-        shape, threshold = cost_shape(scores, budget, bound, min_keep,
-                                      at_base=cut == "base-cost")
+        shape, threshold = cost_shape(scores if cost_scores is None else cost_scores,
+                                      budget, bound, min_keep, at_base=cut == "base-cost")
         how = ("score per unit of cost at the base widths" if cut == "base-cost"
                else "score per unit of cost at the budget")
     else:
