@@ -46,7 +46,8 @@ bench/results/search_quality_cifar10.{json,md}, the budgets not yet complete nam
 A recorded search is reused only under the settings it ran with (`check_recorded_search`):
 the searches recorded before `--final-margin` existed are the variant
 `--search-option final_margin=off` (bench/results/search_quality_cifar10_margin-off.*).
-When the search returns the uniform genome, its from-scratch rows are uniform's legs.
+When the search returns a baseline's genome (uniform, or the slimming genome that guided it),
+its from-scratch rows are that baseline's legs.
 """
 
 from __future__ import annotations
@@ -384,14 +385,15 @@ def run_budget(space: str, budget: str, args: argparse.Namespace,
                                                bound):
         base.update(trained_rows({"uniform": genomes["uniform"]}, budget, args, splits, root,
                                  ledger))  # trained once, as uniform
-    if "uniform" in base and is_row_genome(searched, base["uniform"], bound):
-        # the search returned the uniform genome: its legs are uniform's (same genome, same
-        # schedule, same seeds), not trained twice
-        log(f"[{space}] {budget}: the search returned the uniform genome; its rows are "
-            "uniform's")
-        same = base["uniform"]
-        rows = {"searched": {**same, "per_seed": list(same["per_seed"]),
-                             "source": f"uniform's legs ({same['source']})"}}
+    same = next((m for m in BASELINES if m in base and is_row_genome(searched, base[m], bound)),
+                None)
+    if same is not None:
+        # the search returned a baseline's genome (uniform, or its slimming guide): its legs
+        # are that baseline's (same genome, same schedule, same seeds), not trained twice
+        log(f"[{space}] {budget}: the search returned the {same} genome; its rows are "
+            f"{same}'s")
+        rows = {"searched": {**base[same], "per_seed": list(base[same]["per_seed"]),
+                             "source": f"{same}'s legs ({base[same]['source']})"}}
     else:
         rows = trained_rows({"searched": searched}, budget, args, splits, root, ledger)
     base.update(trained_rows({m: genomes[m] for m in BASELINES if m not in base}, budget,
