@@ -130,6 +130,12 @@ def check_positive(value: float, what: str) -> float:
     return value
 
 
+def check_choice(value: str, what: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ArchsearchError(f"{what} is one of {', '.join(choices)}, but got {value!r}")
+    return value
+
+
 def filter_norms(model: nn.Module, bound: BoundSpace, p: int = 1) -> dict[str, torch.Tensor]:
     """Per prunable group, the Lp norm (p = 1 or 2) of each output filter over all of its
     producers' weights."""

@@ -14,7 +14,13 @@ from archsearch.build import BoundSpace
 from archsearch.errors import ArchsearchError
 from archsearch.genome import Genome
 from archsearch.presets import ScaleTravelRule, SparsityRule
-from archsearch.pruners._base import Pruner, as_budget, check_nonnegative, top_channels
+from archsearch.pruners._base import (
+    Pruner,
+    as_budget,
+    check_choice,
+    check_nonnegative,
+    top_channels,
+)
 from archsearch.pruners._evidence import (
     channel_separation,
     dead_level,
@@ -72,10 +78,7 @@ class SlimmingPruner(Pruner):
         self.include_bn1d = bool(include_bn1d)
         self.min_keep = check_min_keep(min_keep)
         self.cut = check_cut(cut)
-        if stream_value not in STREAM_VALUES:
-            raise ArchsearchError(f"stream_value is one of {', '.join(STREAM_VALUES)}, but got "
-                                  f"{stream_value!r}")
-        self.stream_value = stream_value
+        self.stream_value = check_choice(stream_value, "stream_value", STREAM_VALUES)
 
     def options(self) -> dict[str, object]:
         return {"sparsity": self.sparsity, "min_keep": self.min_keep, "cut": self.cut,
@@ -114,9 +117,9 @@ class SlimmingPruner(Pruner):
         12.5%FLOPs: layer1's stream at 2 of 16, bench/results/genome_quality_cifar10.md);
         with the sum, equal scales keep the streams and take the blocks' inner convs first.
         A group with one BatchNorm scores the same either way."""
-        reduce = {"max": lambda s: s.amax(dim=0), "sum": lambda s: s.sum(dim=0)}
-        return {name: reduce[self.stream_value](scales)
-                for name, scales in self._scales(model).items()}
+        if self.stream_value == "max":
+            return self.importance(model)
+        return {name: scales.sum(dim=0) for name, scales in self._scales(model).items()}
 
     def _scales(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Per group, its BatchNorms' |gamma| stacked (members × channels)."""
@@ -140,9 +143,7 @@ def check_min_keep(min_keep: float) -> float:
 
 
 def check_cut(cut: str) -> str:
-    if cut not in CUTS:
-        raise ArchsearchError(f"cut is one of {', '.join(CUTS)}, but got {cut!r}")
-    return cut
+    return check_choice(cut, "cut", CUTS)
 
 
 def ranked_genome(pruner: Pruner, scores: dict[str, torch.Tensor], budget: Budget,
